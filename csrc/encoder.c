@@ -1,0 +1,194 @@
+/*
+ * The encoder userdata: scratch memory owned by Lua for one encoding call,
+ * plus the bookkeeping every table walk needs (depth, cycles, error paths).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "truto.h"
+
+#define ENCODER_MT "truto.Encoder"
+
+static int encoder_gc(lua_State *L)
+{
+    truto_encoder *e = (truto_encoder *)luaL_checkudata(L, 1, ENCODER_MT);
+    free(e->out.data);
+    free(e->prefix.data);
+    free(e->keys);
+    e->out.data = e->prefix.data = NULL;
+    e->keys = NULL;
+    e->out.len = e->out.cap = e->prefix.len = e->prefix.cap = 0;
+    e->nkeys = e->capkeys = 0;
+    return 0;
+}
+
+truto_encoder *truto_encoder_new(lua_State *L, const char *root)
+{
+    /* Zeroed and given its metatable before anything is allocated, so the
+     * collector can always run the cleanup safely. */
+    truto_encoder *e = (truto_encoder *)lua_newuserdata(L, sizeof *e);
+    memset(e, 0, sizeof *e);
+    if (luaL_newmetatable(L, ENCODER_MT)) {
+        lua_pushcfunction(L, encoder_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    e->root = root;
+    return e;
+}
+
+void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return;
+    if (extra > ((size_t)-1 >> 2) - b->len)
+        luaL_error(L, "truto: output too large");
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra)
+        cap *= 2;
+    char *p = (char *)realloc(b->data, cap);
+    if (p == NULL)
+        luaL_error(L, "truto: out of memory");
+    b->data = p;
+    b->cap = cap;
+}
+
+void truto_bytes_add(lua_State *L, truto_bytes *b, const char *s, size_t n)
+{
+    truto_bytes_reserve(L, b, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+void truto_bytes_push(lua_State *L, const truto_bytes *b)
+{
+    lua_pushlstring(L, b->len ? b->data : "", b->len);
+}
+
+void truto_enter(lua_State *L, truto_encoder *e, int idx)
+{
+    const void *t = lua_topointer(L, idx);
+    if (e->depth >= TRUTO_MAX_DEPTH)
+        truto_path_error(L, e, "nesting deeper than %d levels", TRUTO_MAX_DEPTH);
+    for (int i = 0; i < e->depth; i++)
+        if (e->visiting[i] == t)
+            truto_path_error(L, e, "cycle: this table contains itself");
+    /* Each level holds a key, a value and a table being walked. */
+    if (!lua_checkstack(L, 8))
+        truto_path_error(L, e, "Lua stack exhausted");
+    e->visiting[e->depth++] = t;
+}
+
+void truto_leave(truto_encoder *e)
+{
+    e->depth--;
+}
+
+void truto_path_key(truto_encoder *e, const char *key, size_t len)
+{
+    e->path[e->depth].key = key;
+    e->path[e->depth].keylen = len;
+}
+
+void truto_path_index(truto_encoder *e, lua_Integer i)
+{
+    e->path[e->depth].key = NULL;
+    e->path[e->depth].index = i;
+}
+
+static int is_identifier(const char *s, size_t len)
+{
+    if (len == 0 || len > 64 || !(s[0] == '_' || ((s[0] | 32) >= 'a' && (s[0] | 32) <= 'z')))
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!(c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z')))
+            return 0;
+    }
+    return 1;
+}
+
+/* The path of the value being encoded, written the way Lua code would
+ * index it: body.tags[2].name, query["a b"]. */
+static void push_path(lua_State *L, truto_encoder *e)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, e->root);
+    for (int i = 1; i <= e->depth; i++) {
+        const truto_path_elem *p = &e->path[i];
+        if (p->key == NULL) {
+            char num[32];
+            snprintf(num, sizeof num, "[%lld]", (long long)p->index);
+            luaL_addstring(&b, num);
+        } else if (is_identifier(p->key, p->keylen)) {
+            luaL_addchar(&b, '.');
+            luaL_addlstring(&b, p->key, p->keylen);
+        } else {
+            /* Keys are shown escaped and shortened so that a message stays
+             * one printable line whatever the key holds. */
+            luaL_addstring(&b, "[\"");
+            size_t n = p->keylen < 40 ? p->keylen : 40;
+            for (size_t j = 0; j < n; j++) {
+                unsigned char c = (unsigned char)p->key[j];
+                if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+                    char esc[8];
+                    snprintf(esc, sizeof esc, "\\x%02X", c);
+                    luaL_addstring(&b, esc);
+                } else {
+                    luaL_addchar(&b, (char)c);
+                }
+            }
+            if (n < p->keylen)
+                luaL_addstring(&b, "...");
+            luaL_addstring(&b, "\"]");
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+int truto_path_error(lua_State *L, truto_encoder *e, const char *fmt, ...)
+{
+    va_list ap;
+    lua_checkstack(L, 8);
+    push_path(L, e);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return luaL_error(L, "truto: %s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const truto_key *x = (const truto_key *)a, *y = (const truto_key *)b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->str, y->str, n);
+    if (c != 0)
+        return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx)
+{
+    size_t first = e->nkeys;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (e->nkeys == e->capkeys) {
+            size_t cap = e->capkeys ? e->capkeys * 2 : 32;
+            truto_key *k = (truto_key *)realloc(e->keys, cap * sizeof *k);
+            if (k == NULL)
+                luaL_error(L, "truto: out of memory");
+            e->keys = k;
+            e->capkeys = cap;
+        }
+        /* The key strings stay alive: the table holds them and no Lua code
+         * runs while it is walked. */
+        truto_key *k = &e->keys[e->nkeys++];
+        k->str = lua_tolstring(L, -1, &k->len);
+    }
+    qsort(e->keys + first, e->nkeys - first, sizeof *e->keys, key_cmp);
+    return first;
+}

@@ -1,0 +1,100 @@
+/*
+ * Numbers as text.  Integers are written exactly.  Floats are written the
+ * way JavaScript's Number#toString writes them: the shortest digits that
+ * read back to the same double, in plain notation for 1e-7 < |x| < 1e21 and
+ * exponent notation outside.  That makes 10.0 "10", keeps 0.1 "0.1", and
+ * makes the query encoder agree with qs (and the JSON writer with
+ * JSON.stringify) digit for digit.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "truto.h"
+
+/* Shortest decimal digits of d (finite, non-zero): fills digits (no dot,
+ * no trailing zeros) and returns their count; *point receives the decimal
+ * exponent n such that d = 0.DIGITS * 10^n. */
+static int shortest_digits(double d, char *digits, int *point)
+{
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+        if (prec == 17 || strtod(buf, NULL) == d)
+            break;
+    }
+    /* buf is "D.DDDDe±XX" (or "De±XX" when one digit) without a sign. */
+    int k = 0;
+    const char *p = buf;
+    for (; *p != 'e'; p++)
+        if (*p != '.')
+            digits[k++] = *p;
+    *point = atoi(p + 1) + 1;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    return k;
+}
+
+static size_t format_double(double d, char *out)
+{
+    char digits[24];
+    char *o = out;
+    int point;
+
+    if (d == 0) {           /* 0 and -0, as JavaScript prints both */
+        out[0] = '0';
+        return 1;
+    }
+    if (d < 0) {
+        *o++ = '-';
+        d = -d;
+    }
+    int k = shortest_digits(d, digits, &point);
+    if (k <= point && point <= 21) {
+        memcpy(o, digits, (size_t)k);
+        o += k;
+        for (int i = k; i < point; i++)
+            *o++ = '0';
+    } else if (0 < point && point <= 21) {
+        memcpy(o, digits, (size_t)point);
+        o += point;
+        *o++ = '.';
+        memcpy(o, digits + point, (size_t)(k - point));
+        o += k - point;
+    } else if (-6 < point && point <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = point; i < 0; i++)
+            *o++ = '0';
+        memcpy(o, digits, (size_t)k);
+        o += k;
+    } else {
+        *o++ = digits[0];
+        if (k > 1) {
+            *o++ = '.';
+            memcpy(o, digits + 1, (size_t)(k - 1));
+            o += k - 1;
+        }
+        o += snprintf(o, 8, "e%c%d", point - 1 >= 0 ? '+' : '-', abs(point - 1));
+    }
+    return (size_t)(o - out);
+}
+
+size_t truto_format_number(lua_State *L, int idx, char *out)
+{
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx))
+        return (size_t)snprintf(out, 32, "%lld", (long long)lua_tointeger(L, idx));
+#endif
+    double d = (double)lua_tonumber(L, idx);
+    if (!isfinite(d))
+        return 0;
+    return format_double(d, out);
+}
+
+const char *truto_nonfinite_name(lua_State *L, int idx)
+{
+    double d = (double)lua_tonumber(L, idx);
+    return d != d ? "NaN" : d > 0 ? "inf" : "-inf";
+}

@@ -1,0 +1,294 @@
+/*
+ * The request builder: (method, base URL, path segments, query, headers,
+ * token, body) -> { method, url, headers = { "Name: value", ... }, body }.
+ * Everything a transport sends is decided here, so libcurl and the nginx
+ * cosocket transport put the same bytes on the wire.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "truto.h"
+
+#define MAX_HEADERS 64
+
+typedef struct {
+    const char *name, *value;
+    size_t namelen, valuelen;
+} header;
+
+/* RFC 9110 token characters (method and header names). */
+static int is_token(const char *s, size_t len)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
+              (c != 0 && strchr(extra, c) != NULL)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Field values: visible characters, spaces and tabs; never CR, LF or NUL. */
+static int is_field_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static const char *get_string_field(lua_State *L, int spec, const char *field, size_t *len,
+                                    int required)
+{
+    lua_getfield(L, spec, field);
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL && !required) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (t != LUA_TSTRING)
+        luaL_error(L, "truto: request %s must be a string, got %s", field, luaL_typename(L, -1));
+    /* The value stays referenced by the spec table, so the pointer lives on. */
+    const char *s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);
+    return s;
+}
+
+static void add_base_url(lua_State *L, truto_bytes *url, const char *base, size_t len)
+{
+    size_t scheme = 0;
+    if (len >= 7 && strncasecmp(base, "http://", 7) == 0)
+        scheme = 7;
+    else if (len >= 8 && strncasecmp(base, "https://", 8) == 0)
+        scheme = 8;
+    if (scheme == 0)
+        luaL_error(L, "truto: base_url must start with http:// or https://");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)base[i];
+        if (c <= 0x20 || c == 0x7f)
+            luaL_error(L, "truto: base_url must not contain spaces or control characters");
+        if (c == '?' || c == '#')
+            luaL_error(L, "truto: base_url must not have a query or a fragment");
+    }
+    while (len > scheme && base[len - 1] == '/')
+        len--;
+    if (len == scheme || base[scheme] == '/')
+        luaL_error(L, "truto: base_url has no host");
+    truto_bytes_add(L, url, base, len);
+}
+
+static void add_path(lua_State *L, truto_bytes *url, int spec)
+{
+    lua_getfield(L, spec, "path");
+    int path = lua_gettop(L);
+    luaL_argcheck(L, lua_type(L, path) == LUA_TTABLE, 1, "request path must be a table");
+    lua_getfield(L, spec, "path_names");
+    int names = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, path);
+    for (lua_Integer i = 1; i <= n; i++) {
+        char num[32];
+        const char *seg;
+        size_t len;
+
+        lua_rawgeti(L, names, i);   /* nil when there are no names */
+        const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "path segment";
+        lua_rawgeti(L, path, i);
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            len = truto_format_number(L, -1, num);
+            if (len == 0)
+                luaL_error(L, "truto: %s must be a finite number", name);
+            seg = num;
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            seg = lua_tolstring(L, -1, &len);
+        } else {
+            return (void)luaL_error(L, "truto: %s must be a string, got %s", name,
+                                    luaL_typename(L, -1));
+        }
+        if (len == 0)
+            luaL_error(L, "truto: %s must not be empty", name);
+        if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+            luaL_error(L, "truto: %s must not be '.' or '..'", name);
+        if (truto_utf8_invalid_at(seg, len) != (size_t)-1)
+            luaL_error(L, "truto: %s is not valid UTF-8", name);
+        truto_bytes_addc(L, url, '/');
+        truto_pct_encode(L, url, seg, len);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 2);
+}
+
+static void add_header(header *h, int *n, const char *name, const char *value)
+{
+    h[*n].name = name;
+    h[*n].namelen = strlen(name);
+    h[*n].value = value;
+    h[*n].valuelen = strlen(value);
+    (*n)++;
+}
+
+static const char *user_agent(lua_State *L)
+{
+#ifdef LUA_RELEASE
+    const char *lua = LUA_RELEASE;
+#else
+    const char *lua = LUA_VERSION;
+#endif
+    lua_pushfstring(L, "lua-truto/%s (libcurl/%s; %s)", TRUTO_VERSION,
+                    curl_version_info(CURLVERSION_NOW)->version, lua);
+    return lua_tostring(L, -1);
+}
+
+/* Defaults first, in a fixed order; a caller's header of the same name
+ * (any case) replaces the default's value, or removes it when false; the
+ * caller's other headers follow, sorted. */
+static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, int has_body)
+{
+    int n = 0;
+    size_t tokenlen;
+    const char *token = get_string_field(L, spec, "token", &tokenlen, 0);
+
+    add_header(h, &n, "Accept", "application/json");
+    if (token != NULL) {
+        /* The message never repeats the token. */
+        if (tokenlen == 0 || !is_field_value(token, tokenlen) || memchr(token, ' ', tokenlen))
+            luaL_error(L, "truto: the API token is empty or contains spaces or control characters");
+        lua_pushfstring(L, "Bearer %s", token);
+        add_header(h, &n, "Authorization", lua_tostring(L, -1));
+    }
+    if (has_body)
+        add_header(h, &n, "Content-Type", "application/json");
+    add_header(h, &n, "User-Agent", user_agent(L));
+
+    lua_getfield(L, spec, "headers");
+    int t = lua_gettop(L);
+    if (lua_isnil(L, t))
+        return n;
+    if (lua_type(L, t) != LUA_TTABLE)
+        luaL_error(L, "truto: headers must be a table, got %s", luaL_typename(L, t));
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "truto: header names must be strings");
+        int vt = lua_type(L, -1);
+        if (vt != LUA_TSTRING && vt != LUA_TNUMBER && !(vt == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
+            luaL_error(L, "truto: header %s: value must be a string, a number or false",
+                       is_token(lua_tostring(L, -2), lua_rawlen(L, -2)) ? lua_tostring(L, -2) : "?");
+        lua_pop(L, 1);
+    }
+    size_t first = truto_sorted_keys(L, e, t);
+    for (size_t i = first; i < e->nkeys; i++) {
+        const char *name = e->keys[i].str;
+        size_t namelen = e->keys[i].len;
+        if (!is_token(name, namelen))
+            luaL_error(L, "truto: header name %s is not a valid HTTP token",
+                       is_field_value(name, namelen) ? name : "(with control characters)");
+        /* Each value stays on the stack until the lines are written; a
+         * number is converted in this copy, never in the caller's table. */
+        if (!lua_checkstack(L, 2))
+            luaL_error(L, "truto: too many headers");
+        lua_pushlstring(L, name, namelen);
+        lua_rawget(L, t);
+        size_t valuelen = 0;
+        const char *value = NULL;
+        if (lua_type(L, -1) != LUA_TBOOLEAN) {
+            value = lua_tolstring(L, -1, &valuelen);
+            if (!is_field_value(value, valuelen))
+                luaL_error(L, "truto: header %s: value contains CR, LF, NUL or another control character",
+                           name);
+        }
+        int k;
+        for (k = 0; k < n; k++)
+            if (h[k].namelen == namelen && strncasecmp(h[k].name, name, namelen) == 0)
+                break;
+        if (k == n) {
+            if (value == NULL)
+                continue;
+            if (n == MAX_HEADERS)
+                luaL_error(L, "truto: more than %d headers", MAX_HEADERS);
+            n++;
+        }
+        h[k].name = name;
+        h[k].namelen = namelen;
+        h[k].value = value;
+        h[k].valuelen = valuelen;
+    }
+    e->nkeys = first;
+    return n;
+}
+
+static int l_build_request(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    truto_encoder *e = truto_encoder_new(L, "query");   /* stack 2 */
+    header h[MAX_HEADERS];
+    size_t len;
+
+    const char *method = get_string_field(L, 1, "method", &len, 1);
+    if (!is_token(method, len))
+        luaL_error(L, "truto: method must be an HTTP token such as GET or PATCH");
+    size_t baselen;
+    const char *base = get_string_field(L, 1, "base_url", &baselen, 1);
+
+    lua_newtable(L);        /* stack 3: the result */
+    truto_bytes *out = &e->out;
+    add_base_url(L, out, base, baselen);
+    add_path(L, out, 1);
+    lua_getfield(L, 1, "query");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TTABLE)
+            luaL_error(L, "truto: query must be a table, got %s", luaL_typename(L, -1));
+        size_t before = out->len;
+        truto_bytes_addc(L, out, '?');
+        truto_query_encode(L, e, -1);
+        if (e->pairs == 0)
+            out->len = before;          /* no parameters: no '?' */
+    }
+    lua_pop(L, 1);
+    truto_bytes_push(L, out);
+    lua_setfield(L, 3, "url");
+    out->len = 0;
+
+    lua_getfield(L, 1, "body");
+    int has_body = !lua_isnil(L, -1);
+    if (has_body) {
+        int body = lua_gettop(L);
+        e->root = "body";
+        lua_getfield(L, 1, "list_fields");
+        int list_fields = lua_type(L, -1) == LUA_TTABLE ? lua_gettop(L) : 0;
+        truto_json_encode(L, e, body, list_fields);
+        truto_bytes_push(L, out);
+        lua_setfield(L, 3, "body");
+        out->len = 0;
+    }
+
+    lua_pushstring(L, method);
+    lua_setfield(L, 3, "method");
+    int n = collect_headers(L, 1, e, h, has_body);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        truto_bytes_add(L, out, h[i].name, h[i].namelen);
+        truto_bytes_addlit(L, out, ": ");
+        truto_bytes_add(L, out, h[i].value, h[i].valuelen);
+        truto_bytes_push(L, out);
+        lua_rawseti(L, -2, i + 1);
+        out->len = 0;
+    }
+    lua_setfield(L, 3, "headers");
+    lua_settop(L, 3);
+    return 1;
+}
+
+void truto_open_request(lua_State *L)
+{
+    lua_pushcfunction(L, l_build_request);
+    lua_setfield(L, -2, "build_request");
+}

@@ -1,0 +1,74 @@
+/*
+ * What a Lua table stands for in JSON and in a query: an array (keys 1..n),
+ * an object (string keys), or nothing yet (empty).  truto.array/truto.object
+ * marks settle the empty case and are checked against the contents.
+ */
+#include "truto.h"
+
+static int has_mark(lua_State *L, int idx, const char *name)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, name);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n)
+{
+    lua_Integer count = 0, max = 0;
+    int strings = 0, others = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        int t = lua_type(L, -1);
+        if (t == LUA_TSTRING) {
+            strings++;
+        } else if (t == LUA_TNUMBER) {
+            lua_Number d = lua_tonumber(L, -1);
+            lua_Integer i = (lua_Integer)d;
+#if LUA_VERSION_NUM >= 503
+            if (lua_isinteger(L, -1))
+                i = lua_tointeger(L, -1);
+            else
+#endif
+            if (d != (lua_Number)i)
+                i = 0;
+            if (i >= 1) {
+                count++;
+                if (i > max)
+                    max = i;
+            } else {
+                others++;
+            }
+        } else {
+            others++;
+        }
+    }
+
+    int as_array = has_mark(L, idx, TRUTO_ARRAY_MT);
+    int as_object = !as_array && has_mark(L, idx, TRUTO_OBJECT_MT);
+    *n = max;
+    if (others)
+        truto_path_error(L, e, "table keys must be strings (object) or 1..n (array)");
+    if (strings && count)
+        truto_path_error(L, e, "table mixes string keys and array items");
+    if (as_array && strings)
+        truto_path_error(L, e, "truto.array() table has string keys");
+    if (as_object && count)
+        truto_path_error(L, e, "truto.object() table has array items");
+    if (count && max != count) {
+        /* A hole lies within 1..count+1, so this scan is short. */
+        int hole = 1;
+        for (lua_rawgeti(L, idx, hole); !lua_isnil(L, -1); lua_rawgeti(L, idx, ++hole))
+            lua_pop(L, 1);
+        truto_path_error(L, e, "sparse array: item %d is nil but a later index is set", hole);
+    }
+    if (as_array || count)
+        return TRUTO_ARRAY;
+    if (as_object || strings)
+        return TRUTO_OBJECT;
+    return TRUTO_EMPTY;
+}
