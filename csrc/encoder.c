@@ -131,9 +131,10 @@ static void push_path(lua_State *L, truto_encoder *e)
              * one printable line whatever the key holds. */
             luaL_addstring(&b, "[\"");
             size_t n = p->keylen < 40 ? p->keylen : 40;
+            int raw_utf8 = truto_utf8_invalid_at(p->key, p->keylen) == (size_t)-1;
             for (size_t j = 0; j < n; j++) {
                 unsigned char c = (unsigned char)p->key[j];
-                if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+                if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || (c >= 0x80 && !raw_utf8)) {
                     char esc[8];
                     snprintf(esc, sizeof esc, "\\x%02X", c);
                     luaL_addstring(&b, esc);

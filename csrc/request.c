@@ -91,14 +91,17 @@ static void add_path(lua_State *L, truto_bytes *url, int spec)
     int path = lua_gettop(L);
     luaL_argcheck(L, lua_type(L, path) == LUA_TTABLE, 1, "request path must be a table");
     lua_getfield(L, spec, "path_names");
-    int names = lua_gettop(L);
+    int names = lua_type(L, -1) == LUA_TTABLE ? lua_gettop(L) : 0;
     lua_Integer n = (lua_Integer)lua_rawlen(L, path);
     for (lua_Integer i = 1; i <= n; i++) {
         char num[32];
         const char *seg;
         size_t len;
 
-        lua_rawgeti(L, names, i);   /* nil when there are no names */
+        if (names)
+            lua_rawgeti(L, names, i);
+        else
+            lua_pushnil(L);
         const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "path segment";
         lua_rawgeti(L, path, i);
         if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -208,9 +211,12 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         for (k = 0; k < n; k++)
             if (h[k].namelen == namelen && strncasecmp(h[k].name, name, namelen) == 0)
                 break;
+        if (value == NULL) {            /* false: drop the default */
+            if (k < n)
+                memmove(&h[k], &h[k + 1], (size_t)(--n - k) * sizeof *h);
+            continue;
+        }
         if (k == n) {
-            if (value == NULL)
-                continue;
             if (n == MAX_HEADERS)
                 luaL_error(L, "truto: more than %d headers", MAX_HEADERS);
             n++;

@@ -99,10 +99,11 @@ void truto_json_quote(lua_State *L, truto_bytes *b, const char *str, size_t len)
         case '\r': *o++ = 'r'; break;
         case '\t': *o++ = 't'; break;
         default:
+            /* lowercase, as JSON.stringify writes them */
             memcpy(o, "u00", 3);
             o += 3;
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
+            *o++ = "0123456789abcdef"[c >> 4];
+            *o++ = "0123456789abcdef"[c & 15];
         }
     }
     *o++ = '"';

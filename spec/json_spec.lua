@@ -1,0 +1,138 @@
+-- truto.encode_json: the request-body writer (DESIGN.md "JSON bodies").
+local truto = require "truto"
+local cjson = require "cjson"
+
+local encode = truto.encode_json
+local OPPORTUNITY_LISTS = { contact = true, tags = true, urls = true }
+
+describe("truto.encode_json", function()
+  it("writes the Update Opportunities example with contact and tags as empty arrays", function()
+    -- The body of Truto's curl example, as a Lua table.
+    local body = {
+      name = "your_name",
+      account = {},
+      contact = {},
+      status = "lead",
+      amount = 0,
+      owner = {},
+      custom_fields = { custom_field_name_1 = "foo", custom_field_name_2 = "bar" },
+      description = "your_description",
+      stage = {},
+      currency = "your_currency",
+      tags = {},
+      close_date = "2026-12-31T00:00:00.000Z",
+      created_at = "2026-01-15T09:30:00.000Z",
+      remote_data = {},
+    }
+    assert.equal('{"account":{},"amount":0,"close_date":"2026-12-31T00:00:00.000Z","contact":[],'
+      .. '"created_at":"2026-01-15T09:30:00.000Z","currency":"your_currency",'
+      .. '"custom_fields":{"custom_field_name_1":"foo","custom_field_name_2":"bar"},'
+      .. '"description":"your_description","name":"your_name","owner":{},"remote_data":{},'
+      .. '"stage":{},"status":"lead","tags":[]}', encode(body, OPPORTUNITY_LISTS))
+  end)
+
+  it("writes a filled-in opportunity update", function()
+    assert.equal('{"account":{"id":"acc_1"},"amount":125000.5,"contact":[{"id":"c1"},{"id":"c2"}],'
+      .. '"stage":{"id":"s3","name":"Negotiation"},"tags":[{"id":"t1","name":"enterprise"}]}',
+      encode({
+        amount = 125000.5,
+        account = { id = "acc_1" },
+        contact = { { id = "c1" }, { id = "c2" } },
+        stage = { id = "s3", name = "Negotiation" },
+        tags = { { id = "t1", name = "enterprise" } },
+      }, OPPORTUNITY_LISTS))
+  end)
+
+  it("writes empty tables as objects unless marked or listed, only at the top level", function()
+    assert.equal("{}", encode {})
+    assert.equal("[]", encode(truto.array()))
+    assert.equal("{}", encode(truto.object()))
+    assert.equal('{"a":{},"b":[],"c":{}}', encode { a = {}, b = truto.array(), c = truto.object() })
+    assert.equal('{"contact":{},"x":{"tags":{}}}', encode { contact = truto.object(), x = { tags = {} } },
+      OPPORTUNITY_LISTS)
+    assert.equal('{"remote_data":{"tags":{}}}', encode({ remote_data = { tags = {} } }, OPPORTUNITY_LISTS))
+  end)
+
+  it("sorts keys bytewise", function()
+    assert.equal('{"B":1,"a":2,"b":3,"é":4}', encode { b = 3, ["é"] = 4, a = 2, B = 1 })
+  end)
+
+  it("writes integers exactly and floats in their shortest round-trip form", function()
+    assert.equal("[12345678901234567,9223372036854775807,-9223372036854775808,0]",
+      encode { 12345678901234567, math.maxinteger, math.mininteger, 0 })
+    assert.equal("[10,0.1,0.30000000000000004,1e+21,1e-7,123.456,0,-1.5,5e-324]",
+      encode { 10.0, 0.1, 0.1 + 0.2, 1e21, 1e-7, 123.456, -0.0, -1.5, 5e-324 })
+    for _, x in ipairs { 0.1, 1 / 3, 2 ^ -1074, 1.7976931348623157e308, 123456789.123456789, -7e-300 } do
+      assert.equal(x, tonumber(encode { x }:sub(2, -2)))
+    end
+  end)
+
+  it("writes scalars, null and nested arrays", function()
+    assert.equal('[true,false,null,"x",[[]],{"a":[1,[2]]}]',
+      encode { true, false, truto.null, "x", { truto.array() }, { a = { 1, { 2 } } } })
+    assert.equal("null", encode(truto.null))
+    assert.equal('"s"', encode "s")
+    assert.equal("42", encode(42))
+  end)
+
+  it("escapes strings as JSON requires and keeps valid UTF-8 as it is", function()
+    assert.equal([=["q\"b\\s/\b\f\n\r\t\u0000\u001f]=] .. "\127" .. [=[ é日😀"]=],
+      encode "q\"b\\s/\b\f\n\r\t\0\31\127 é日😀")
+    local text = "line1\nline2 \"quoted\" \226\128\168 end"
+    assert.equal(text, cjson.decode(encode { t = text }).t)
+  end)
+
+  it("leaves the caller's table untouched", function()
+    local body = { tags = {}, b = { 3, 2, 1 } }
+    encode(body, OPPORTUNITY_LISTS)
+    assert.same({ tags = {}, b = { 3, 2, 1 } }, body)
+    assert.is_nil(getmetatable(body.tags))
+  end)
+
+  describe("bad input raises an error naming the path", function()
+    local cycle = { tags = { {} } }
+    cycle.tags[1].self = cycle.tags
+    local deep = {}
+    do
+      local cur = deep
+      for _ = 1, 101 do cur[1] = {} cur = cur[1] end
+    end
+    local cases = {
+      { "NaN", { tags = { {}, { name = 0 / 0 } } }, "truto: body.tags[2].name: NaN cannot be written as JSON" },
+      { "infinity", { amount = math.huge }, "truto: body.amount: inf cannot be written as JSON" },
+      { "a cycle", cycle, "truto: body.tags[1].self: cycle: this table contains itself" },
+      { "a sparse array", { contact = { { id = 1 }, nil, { id = 3 } } },
+        "truto: body.contact: sparse array: item 2 is nil but a later index is set" },
+      { "a mixed table", { stage = { "a", id = "b" } }, "truto: body.stage: table mixes string keys and array items" },
+      { "a non-string key", { custom_fields = { [false] = 1 } },
+        "truto: body.custom_fields: table keys must be strings (object) or 1..n (array)" },
+      { "a zero index", { [0] = "x" }, "truto: body: table keys must be strings (object) or 1..n (array)" },
+      { "a function", { owner = { id = print } }, "truto: body.owner.id: a function cannot be written as JSON" },
+      { "userdata", { x = io.stderr }, "truto: body.x: a userdata cannot be written as JSON" },
+      { "another light userdata", { x = { cjson.null } }, nil },   -- cjson.null IS truto.null: allowed
+      { "nil", nil, "truto: body: a nil cannot be written as JSON" },
+      { "invalid UTF-8", { name = "abc\128" }, "truto: body.name: invalid UTF-8 at byte 4" },
+      { "an overlong encoding", { name = "\224\128\175" }, "truto: body.name: invalid UTF-8 at byte 1" },
+      { "a truncated sequence", { "\240\159\152" }, "truto: body[1]: invalid UTF-8 at byte 1" },
+      { "a code point past U+10FFFF", { "\244\144\128\128" }, "truto: body[1]: invalid UTF-8 at byte 1" },
+      { "invalid UTF-8 in a key", { ["k\255"] = 1 }, 'truto: body["k\\xFF"]: invalid UTF-8 in key at byte 2' },
+      { "depth past the limit", deep, "truto: body" .. ("[1]"):rep(100) .. ": nesting deeper than 100 levels" },
+      { "a key that needs quoting", { ["a b"] = { c = 0 / 0 } }, 'truto: body["a b"].c: NaN cannot be written as JSON' },
+    }
+    for _, c in ipairs(cases) do
+      it("for " .. c[1], function()
+        local ok, err = pcall(encode, c[2], OPPORTUNITY_LISTS)
+        if c[3] == nil then
+          assert.is_true(ok, err)
+        else
+          assert.is_false(ok)
+          assert.equal(c[3], err)
+        end
+      end)
+    end
+
+    it("for a list_fields argument that is not a table", function()
+      assert.matches("table expected, got string", select(2, pcall(encode, {}, "tags")), 1, true)
+    end)
+  end)
+end)

@@ -1,0 +1,174 @@
+-- truto.core.build_request: the exact request every transport sends.
+local core = require "truto.core"
+local truto = require "truto"
+
+local UA_PREFIX = "User-Agent: lua-truto/" .. truto.VERSION .. " (libcurl/" .. core.curl_version .. "; Lua"
+
+local function build(overrides)
+  local spec = {
+    method = "PATCH",
+    base_url = "https://api.truto.one",
+    path = { "unified", "crm", "opportunities", "23423523" },
+    path_names = { "api", "model", "resource", "id" },
+    token = "secret-token",
+  }
+  for k, v in pairs(overrides or {}) do spec[k] = v end
+  return core.build_request(spec)
+end
+
+local function fails(overrides)
+  local ok, err = pcall(build, overrides)
+  assert.is_false(ok, "expected an error")
+  return err
+end
+
+describe("build_request", function()
+  it("builds the seed's update exactly", function()
+    local r = build {
+      query = {
+        integrated_account_id = "62f44730-dd91-461e-bd6a-aedd9e0ad79d",
+        truto_exclude_fields = { "id", "name" },
+        remote_query = { foo = "bar" },
+      },
+      body = { name = "Big deal", amount = 5000, contact = {}, tags = {} },
+      list_fields = { contact = true, tags = true, urls = true },
+    }
+    assert.equal("PATCH", r.method)
+    assert.equal("https://api.truto.one/unified/crm/opportunities/23423523"
+      .. "?integrated_account_id=62f44730-dd91-461e-bd6a-aedd9e0ad79d&remote_query%5Bfoo%5D=bar"
+      .. "&truto_exclude_fields%5B%5D=id&truto_exclude_fields%5B%5D=name", r.url)
+    assert.equal('{"amount":5000,"contact":[],"name":"Big deal","tags":[]}', r.body)
+    assert.equal(4, #r.headers)
+    assert.equal("Accept: application/json", r.headers[1])
+    assert.equal("Authorization: Bearer secret-token", r.headers[2])
+    assert.equal("Content-Type: application/json", r.headers[3])
+    assert.equal(UA_PREFIX, r.headers[4]:sub(1, #UA_PREFIX))
+    assert.matches("^ 5%.%d+%.%d+%)$", r.headers[4]:sub(#UA_PREFIX + 1))
+  end)
+
+  it("sends no Content-Type and no body without one, and no '?' without parameters", function()
+    local r = build { method = "GET", query = { a = {} } }
+    assert.equal("https://api.truto.one/unified/crm/opportunities/23423523", r.url)
+    assert.is_nil(r.body)
+    assert.same({ "Accept: application/json", "Authorization: Bearer secret-token" },
+      { r.headers[1], r.headers[2] })
+    assert.equal(3, #r.headers)
+  end)
+
+  it("sends no Authorization without a token", function()
+    local r = core.build_request { method = "GET", base_url = "http://h", path = { "x" } }
+    assert.equal(2, #r.headers)
+    for _, h in ipairs(r.headers) do assert.is_nil(h:match("^Authorization")) end
+  end)
+
+  describe("path segments", function()
+    local ids = {
+      ["alt:ref:imported@frontapp.com_t:50603"] = "alt%3Aref%3Aimported%40frontapp.com_t%3A50603",
+      ["a/b"] = "a%2Fb",
+      ["../x"] = "..%2Fx",
+      ["a?b#c"] = "a%3Fb%23c",
+      ["with space+plus"] = "with%20space%2Bplus",
+      ["%2F"] = "%252F",
+      ["日本"] = "%E6%97%A5%E6%9C%AC",
+      ["..."] = "...",
+    }
+    for id, encoded in pairs(ids) do
+      it("keeps " .. id .. " one segment", function()
+        assert.equal("https://api.truto.one/unified/crm/opportunities/" .. encoded,
+          build { path = { "unified", "crm", "opportunities", id } }.url)
+      end)
+    end
+
+    it("writes numeric ids as integers", function()
+      assert.equal("https://api.truto.one/unified/crm/opportunities/23423523",
+        build { path = { "unified", "crm", "opportunities", 23423523.0 } }.url)
+    end)
+
+    it("refuses empty, dot and invalid segments, naming them", function()
+      assert.matches("truto: id must not be empty$", fails { path = { "unified", "crm", "opportunities", "" } })
+      assert.matches("truto: id must not be '.' or '..'$", fails { path = { "unified", "crm", "opportunities", ".." } })
+      assert.matches("truto: resource must not be '.' or '..'$", fails { path = { "unified", "crm", ".", "1" } })
+      assert.matches("truto: id must be a string, got table$", fails { path = { "unified", "crm", "x", {} } })
+      assert.matches("truto: id is not valid UTF%-8$", fails { path = { "unified", "crm", "x", "\255" } })
+      assert.matches("truto: id must be a finite number$", fails { path = { "unified", "crm", "x", 0 / 0 } })
+      assert.matches("truto: path segment must not be empty$", fails { path = { "" }, path_names = false })
+    end)
+  end)
+
+  describe("base_url", function()
+    it("keeps a path prefix and drops trailing slashes", function()
+      assert.equal("http://127.0.0.1:8080/truto/unified/crm/opportunities/23423523",
+        build { base_url = "http://127.0.0.1:8080/truto//" }.url)
+      assert.equal("HTTPS://API.truto.one/unified/crm/opportunities/23423523",
+        build { base_url = "HTTPS://API.truto.one/" }.url)
+    end)
+
+    it("must be http(s) with a host and without query or fragment", function()
+      assert.matches("base_url must start with http:// or https://$", fails { base_url = "ftp://x" })
+      assert.matches("base_url must start with http:// or https://$", fails { base_url = "api.truto.one" })
+      assert.matches("base_url must not have a query or a fragment$", fails { base_url = "https://x/?a=1" })
+      assert.matches("base_url must not have a query or a fragment$", fails { base_url = "https://x#f" })
+      assert.matches("base_url has no host$", fails { base_url = "https:///path" })
+      assert.matches("base_url has no host$", fails { base_url = "https://" })
+      assert.matches("base_url must not contain spaces or control characters$", fails { base_url = "https://a b" })
+      assert.matches("base_url must not contain spaces or control characters$",
+        fails { base_url = "https://x\r\nHost: evil" })
+      assert.matches("request base_url must be a string, got nil$",
+        select(2, pcall(core.build_request, { method = "GET", path = {} })))
+    end)
+  end)
+
+  describe("headers", function()
+    it("lets the caller add headers, replace defaults in any case, or drop them with false", function()
+      local r = build { method = "GET", headers = { ["Idempotency-Key"] = "k1", accept = "text/csv",
+                                                   ["User-Agent"] = false, ["X-Count"] = 3 } }
+      assert.same({ "accept: text/csv", "Authorization: Bearer secret-token", "Idempotency-Key: k1", "X-Count: 3" },
+        r.headers)
+    end)
+
+    it("refuses CR, LF and NUL in names and values, without echoing values", function()
+      assert.matches("header X%-A: value contains CR, LF, NUL or another control character$",
+        fails { headers = { ["X-A"] = "a\r\nInjected: 1" } })
+      assert.matches("header X%-A: value contains CR, LF, NUL or another control character$",
+        fails { headers = { ["X-A"] = "a\0b" } })
+      assert.matches("header name %(with control characters%) is not a valid HTTP token$",
+        fails { headers = { ["X\r\nB"] = "v" } })
+      assert.matches("header name X B is not a valid HTTP token$", fails { headers = { ["X B"] = "v" } })
+      assert.matches("header names must be strings$", fails { headers = { "v" } })
+      assert.matches("header X: value must be a string, a number or false$", fails { headers = { X = {} } })
+      assert.matches("headers must be a table, got string$", fails { headers = "X: y" })
+    end)
+
+    it("refuses a token with control characters or spaces and never shows it", function()
+      for _, token in ipairs { "tok\r\nX-Evil: 1", "tok\0", "two words", "" } do
+        local err = fails { token = token }
+        assert.matches("the API token is empty or contains spaces or control characters$", err)
+        if token ~= "" then assert.is_nil(err:find(token, 1, true)) end
+      end
+    end)
+  end)
+
+  it("refuses a bad method", function()
+    assert.matches("method must be an HTTP token such as GET or PATCH$", fails { method = "GET /x" })
+    assert.matches("method must be an HTTP token such as GET or PATCH$", fails { method = "" })
+  end)
+
+  it("reports body and query errors with their path", function()
+    assert.matches("truto: body.tags%[1%].name: NaN cannot be written as JSON$",
+      fails { body = { tags = { { name = 0 / 0 } } } })
+    assert.matches("truto: query.remote_query.x: a function cannot be a query value$",
+      fails { query = { remote_query = { x = print } } })
+    assert.matches("truto: query must be a table, got string$", fails { query = "a=1" })
+  end)
+
+  it("does not modify the caller's tables", function()
+    local query = { b = { 1 }, a = "x" }
+    local body = { tags = {} }
+    local headers = { ["X-N"] = 5 }
+    build { query = query, body = body, headers = headers, list_fields = { tags = true } }
+    assert.same({ b = { 1 }, a = "x" }, query)
+    assert.same({ tags = {} }, body)
+    assert.equal(5, headers["X-N"])
+    assert.equal("number", type(headers["X-N"]))
+  end)
+end)
