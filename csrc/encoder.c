@@ -57,6 +57,8 @@ void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
 
 void truto_bytes_add(lua_State *L, truto_bytes *b, const char *s, size_t n)
 {
+    if (n == 0)
+        return;
     truto_bytes_reserve(L, b, n);
     memcpy(b->data + b->len, s, n);
     b->len += n;
@@ -190,6 +192,7 @@ size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx)
         truto_key *k = &e->keys[e->nkeys++];
         k->str = lua_tolstring(L, -1, &k->len);
     }
-    qsort(e->keys + first, e->nkeys - first, sizeof *e->keys, key_cmp);
+    if (e->nkeys - first > 1)
+        qsort(e->keys + first, e->nkeys - first, sizeof *e->keys, key_cmp);
     return first;
 }

@@ -15,6 +15,9 @@
 #define TRUTO_VERSION "0.1.0"
 #define TRUTO_API __attribute__((visibility("default")))
 
+/* Hidden even when a build (luarocks) does not pass -fvisibility=hidden. */
+#pragma GCC visibility push(hidden)
+
 /* Nesting deeper than this in a query or a body is refused: it guards the
  * C stack and catches runaway structures before they exhaust memory. */
 #define TRUTO_MAX_DEPTH 100
@@ -136,5 +139,7 @@ void truto_open_session(lua_State *L);
 #define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
 #define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
 #endif
+
+#pragma GCC visibility pop
 
 #endif

@@ -1,0 +1,41 @@
+rockspec_format = "3.0"
+package = "truto"
+version = "scm-1"
+source = {
+  url = "git+file:///work/main",
+}
+description = {
+  summary = "A Lua client for Truto's Unified API, with a C core on libcurl",
+  detailed = [[
+    Unified, Proxy and Custom API calls to Truto (https://api.truto.one) from
+    Lua 5.4 and OpenResty: exact requests (Truto's bracket query notation, a
+    JSON body writer that keeps empty arrays and full precision), clear errors,
+    safe retries and streaming.
+  ]],
+  homepage = "https://github.com/lua-truto/lua-truto",
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+  CRYPTO = { header = "openssl/hmac.h", library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["truto"] = "lua/truto/init.lua",
+    ["truto.core"] = {
+      sources = {
+        "csrc/core.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
+        "csrc/request.c", "csrc/session.c", "csrc/table.c", "csrc/text.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
+      libraries = { "curl", "crypto" },
+    },
+  },
+}
