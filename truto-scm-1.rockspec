@@ -27,10 +27,16 @@ build = {
   type = "builtin",
   modules = {
     ["truto"] = "lua/truto/init.lua",
+    ["truto.client"] = "lua/truto/client.lua",
+    ["truto.curl"] = "lua/truto/curl.lua",
+    ["truto.errors"] = "lua/truto/errors.lua",
+    ["truto.retry"] = "lua/truto/retry.lua",
+    ["truto.schema"] = "lua/truto/schema.lua",
     ["truto.core"] = {
       sources = {
         "csrc/core.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
-        "csrc/request.c", "csrc/session.c", "csrc/table.c", "csrc/text.c",
+        "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/system.c", "csrc/table.c",
+        "csrc/text.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },

@@ -2,6 +2,7 @@
 -- This module is the public entry point; the C core (truto.core) is private.
 local core = require "truto.core"
 local cjson = require "cjson"
+local client = require "truto.client"
 
 local _M = {
   VERSION = core.VERSION,
@@ -42,5 +43,8 @@ _M.encode_query = core.encode_query
 --- A request body as JSON.  list_fields (optional): a set of top-level field
 -- names whose empty tables are arrays, e.g. { contact = true, tags = true }.
 _M.encode_json = core.encode_json
+
+--- truto.new{ token = ..., base_url = ..., ... } -> client (see README).
+_M.new = client.new
 
 return _M

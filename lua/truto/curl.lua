@@ -1,0 +1,36 @@
+--- The libcurl transport: one keep-alive session per client, driven from C.
+-- Used everywhere except inside nginx, where a blocking call would stall
+-- the worker.
+local core = require "truto.core"
+
+local _M = {}
+local mt = { __index = _M }
+
+local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
+  "max_response_bytes", "http2", "follow_redirects" }
+
+function _M.new(options)
+  local session_options = {}
+  for _, name in ipairs(SESSION_OPTIONS) do session_options[name] = options[name] end
+  return setmetatable({ session = core.session(session_options) }, mt)
+end
+
+--- Sends req ({method, url, headers, body}); call: {timeout,
+-- connect_timeout, sink, max_response_bytes}.  Returns status, headers,
+-- body, info, or nil, err.
+function _M:perform(req, call)
+  return self.session:perform {
+    method = req.method, url = req.url, headers = req.headers, body = req.body,
+    timeout = call.timeout, connect_timeout = call.connect_timeout,
+    sink = call.sink, max_response_bytes = call.max_response_bytes,
+  }
+end
+
+_M.sleep = core.sleep
+_M.now = core.now
+
+function _M:close()
+  self.session:close()
+end
+
+return _M
