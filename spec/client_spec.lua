@@ -1,0 +1,306 @@
+-- lua/truto/client.lua with a scripted transport (a unit spec: the
+-- integration specs run the same client over HTTP against the emulator).
+local truto = require "truto"
+
+local TOKEN = "tok_SECRET_123"
+
+-- A transport that records requests and answers from a script of replies:
+-- { status, headers, body } or { nil, { kind = ..., message = ... } }.
+local function scripted(replies)
+  local t = { requests = {}, calls = {} }
+  function t.perform(_, req, call)
+    t.requests[#t.requests + 1] = req
+    t.calls[#t.calls + 1] = call
+    local reply = table.remove(replies, 1) or { 200, { ["content-type"] = "application/json" }, "{}" }
+    if reply[1] == nil then return nil, reply[2] end
+    if call.sink and reply[1] < 300 then
+      call.sink(reply[3])
+      return reply[1], reply[2], nil, {}
+    end
+    return reply[1], reply[2], reply[3], {}
+  end
+  return t
+end
+
+local JSON = { ["content-type"] = "application/json" }
+
+local function new_client(replies, options)
+  local transport = scripted(replies)
+  local slept = {}
+  local o = { token = TOKEN, base_url = "http://127.0.0.1:9", transport = transport,
+              sleep = function(s) slept[#slept + 1] = s end }
+  for k, v in pairs(options or {}) do o[k] = v end
+  return truto.new(o), transport, slept
+end
+
+local function header(req, name)
+  for _, line in ipairs(req.headers) do
+    local n, v = line:match("^([^:]+): (.*)$")
+    if n:lower() == name:lower() then return v end
+  end
+end
+
+describe("truto.new", function()
+  it("refuses unknown options and wrong types, naming them", function()
+    assert.has_error(function() truto.new { token = "t", timout = 3 } end, "truto.new: unknown option 'timout'")
+    assert.has_error(function() truto.new { token = "t", timeout = -1 } end,
+      "truto.new: option 'timeout' must be a number of seconds > 0")
+    assert.has_error(function() truto.new { token = "t", timeout = 0 / 0 } end,
+      "truto.new: option 'timeout' must be a number of seconds > 0")
+    assert.has_error(function() truto.new { token = "t", max_retries = 1.5 } end,
+      "truto.new: option 'max_retries' must be an integer from 0 to 10")
+    assert.has_error(function() truto.new "t" end, "truto.new must be a table, got string")
+    assert.has_error(function() truto.new { token = "t", retry = { bsae = 1 } } end,
+      "truto.new: retry.bsae is unknown or not a number > 0")
+  end)
+
+  it("requires a token and checks base_url at once", function()
+    assert.has_error(function() truto.new { token = "" } end,
+      "truto.new: no API token: pass token = ... or set TRUTO_API_TOKEN")
+    assert.has_error(function() truto.new { token = "t", base_url = "ftp://x" } end,
+      "truto: base_url must start with http:// or https://")
+    local ok, err = pcall(truto.new, { token = "bad\ntoken" })
+    assert.is_false(ok)
+    assert.is_nil(err:find("bad\ntoken", 1, true))
+  end)
+
+  it("does not keep or modify the options table", function()
+    local headers = { ["X-Team"] = "a" }
+    local options = { token = "t", headers = headers, transport = scripted {} }
+    local client = truto.new(options)
+    headers["X-Team"] = "b"
+    client.unified_api:get("crm", "users", "1")
+    assert.equal("a", header(options.transport.requests[1], "X-Team"))
+    assert.same({ ["X-Team"] = "b" }, options.headers)
+  end)
+end)
+
+describe("a call", function()
+  it("sends the seed's update exactly and returns the decoded record", function()
+    local client, t = new_client { { 200, JSON, '{"id":"23423523","amount":5000,"name":"Big"}' } }
+    local body = { name = "Big", amount = 5000, contact = {}, tags = {} }
+    local query = { integrated_account_id = "acc", truto_exclude_fields = { "id" }, remote_query = { foo = "bar" } }
+    local record, response = client.unified_api:update("crm", "opportunities", "23423523", body, query)
+    assert.same({ id = "23423523", amount = 5000, name = "Big" }, record)
+    assert.equal("integer", math.type(record.amount))
+    assert.equal(200, response.status)
+    assert.equal(1, response.attempts)
+    local req = t.requests[1]
+    assert.equal("PATCH", req.method)
+    assert.equal("http://127.0.0.1:9/unified/crm/opportunities/23423523?integrated_account_id=acc"
+      .. "&remote_query%5Bfoo%5D=bar&truto_exclude_fields%5B%5D=id", req.url)
+    assert.equal('{"amount":5000,"contact":[],"name":"Big","tags":[]}', req.body)
+    assert.equal("Bearer " .. TOKEN, header(req, "Authorization"))
+    assert.same({ name = "Big", amount = 5000, contact = {}, tags = {} }, body)
+    assert.same({ integrated_account_id = "acc", truto_exclude_fields = { "id" }, remote_query = { foo = "bar" } },
+      query)
+  end)
+
+  it("maps every method to its verb and path", function()
+    local client, t = new_client {}
+    local u, p, c = client.unified_api, client.proxy_api, client.custom_api
+    local q = { integrated_account_id = "a" }
+    u:list("crm", "contacts", q)
+    u:get("crm", "contacts", 7, q)
+    u:create("crm", "contacts", { first_name = "A" }, q)
+    u:delete("crm", "contacts", "c/1", q)
+    u:custom_method("crm", "accounts", "merge", { ids = { "1", "2" } }, q)
+    u:meta("crm", "opportunities", "update", q)
+    p:list("deals", q)
+    p:get("deals", "9", q)
+    p:create("deals", { properties = {} }, q)
+    p:update("deals", "9", { x = 1 }, q)
+    p:delete("deals", "9", q)
+    p:custom_method("deals", "search", nil, q)
+    c:get("/reports/weekly/", q)
+    c:post("reports", { a = 1 }, q)
+    c:put("a/b", {}, q)
+    c:patch("a", { b = 2 }, q)
+    c:delete("a", q)
+    local seen = {}
+    for i, req in ipairs(t.requests) do
+      seen[i] = req.method .. " " .. req.url:gsub("^http://127.0.0.1:9", ""):gsub("%?integrated_account_id=a$", "")
+    end
+    assert.same({
+      "GET /unified/crm/contacts", "GET /unified/crm/contacts/7", "POST /unified/crm/contacts",
+      "DELETE /unified/crm/contacts/c%2F1", "POST /unified/crm/accounts/merge",
+      "GET /unified/crm/opportunities/meta/update",
+      "GET /proxy/deals", "GET /proxy/deals/9", "POST /proxy/deals", "PATCH /proxy/deals/9", "DELETE /proxy/deals/9",
+      "POST /proxy/deals/search",
+      "GET /custom/reports/weekly", "POST /custom/reports", "PUT /custom/a/b", "PATCH /custom/a", "DELETE /custom/a",
+    }, seen)
+    assert.equal('{"ids":["1","2"]}', t.requests[5].body)
+    assert.equal("{}", t.requests[12].body)
+    assert.is_nil(t.requests[1].body)
+  end)
+
+  it("raises on programmer errors before anything is sent", function()
+    local client, t = new_client {}
+    local u = client.unified_api
+    assert.has_error(function() u:update("crm", "opportunities", "1", "name=x") end,
+      "bad argument #4 to 'update' (body must be a table, got string)")
+    assert.has_error(function() u:get("crm", nil, "1") end,
+      "bad argument #2 to 'get' (resource must be a string, got nil)")
+    assert.has_error(function() u:list("crm", "x", "a=1") end,
+      "bad argument #3 to 'list' (query must be a table, got string)")
+    assert.has_error(function() u:get("crm", "x", "1", nil, { timeout = "5" }) end,
+      "opts: option 'timeout' must be a number of seconds > 0")
+    assert.has_error(function() u:get("crm", "x", "1", nil, { retries = 5 }) end, "opts: unknown option 'retries'")
+    assert.has_error(function() u:get("crm", "x", "") end, "truto: id must not be empty")
+    assert.has_error(function() client.custom_api:get("a//b") end,
+      "bad argument #1 to 'get' (path has an empty segment: 'a//b')")
+    assert.has_error(function() client.custom_api:get("/") end, "bad argument #1 to 'get' (path must name an endpoint)")
+    assert.has_error(function() u:update("crm", "o", "1", { a = 0 / 0 }) end,
+      "truto: body.a: NaN cannot be written as JSON")
+    assert.equal(0, #t.requests)
+  end)
+
+  it("returns Truto's error envelope as err, without the token anywhere", function()
+    local client = new_client { { 404, JSON, '{"statusCode":404,"error":"Not Found","message":"No record for '
+      .. TOKEN .. '","truto_error_insight":{"hint":"check the id"}}' } }
+    local record, err = client.unified_api:get("crm", "opportunities", "nope", { integrated_account_id = "a" })
+    assert.is_nil(record)
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
+    assert.equal("No record for [REDACTED]", err.message)
+    assert.same({ hint = "check the id" }, err.body.truto_error_insight)
+    assert.equal(404, err.body.statusCode)
+    assert.is_false(err.retryable)
+    assert.equal(1, err.attempts)
+    assert.equal("truto: GET /unified/crm/opportunities/nope: 404 Not Found: No record for [REDACTED]", tostring(err))
+  end)
+
+  it("uses raw_response when a remote error has no message", function()
+    local client = new_client { { 400, JSON,
+      '{"statusCode":400,"error":"Bad Request","message":"","truto_is_remote_error":true,"raw_response":"bad stage"}' } }
+    local _, err = client.unified_api:create("crm", "opportunities", {}, {})
+    assert.equal("bad stage", err.message)
+    assert.is_true(err.body.truto_is_remote_error)
+  end)
+
+  it("gives kind 'decode' for a 2xx body that is not JSON", function()
+    local client = new_client { { 200, JSON, "{nope" } }
+    local _, err = client.unified_api:get("crm", "users", "1")
+    assert.equal("decode", err.kind)
+    assert.equal(200, err.status)
+  end)
+
+  it("returns other content as text, and true for an empty body", function()
+    local client = new_client { { 200, { ["content-type"] = "text/csv" }, "a,b\n" }, { 204, {}, "" } }
+    assert.equal("a,b\n", client.custom_api:get("export"))
+    assert.is_true(client.custom_api:delete("export"))
+  end)
+
+  it("streams to a sink and returns true", function()
+    local client = new_client { { 200, JSON, "[1,2,3]" } }
+    local chunks = {}
+    local ok = client.unified_api:list("crm", "contacts", nil, { sink = function(c) chunks[#chunks + 1] = c end })
+    assert.is_true(ok)
+    assert.same({ "[1,2,3]" }, chunks)
+  end)
+end)
+
+describe("retries", function()
+  it("retry GET on 429 after Retry-After, and on 502 with back-off", function()
+    local client, t, slept = new_client({
+      { 429, { ["retry-after"] = "3" }, "" },
+      { 502, {}, "" },
+      { 200, JSON, '{"id":"1"}' },
+    }, { retry = { base = 0.25 } })
+    local record, response = client.unified_api:get("crm", "users", "1")
+    assert.same({ id = "1" }, record)
+    assert.equal(3, response.attempts)
+    assert.equal(3, #t.requests)
+    assert.equal(3, slept[1])
+    assert.is_true(slept[2] >= 0 and slept[2] <= 0.5)
+  end)
+
+  it("never retry 503, other 4xx, TLS failures, or too much", function()
+    for _, reply in ipairs {
+      { 503, JSON, '{"statusCode":503,"message":"Integrated account is blocked"}' },
+      { 400, {}, "" }, { 401, {}, "" }, { 404, {}, "" }, { 409, {}, "" }, { 422, {}, "" },
+      { nil, { kind = "tls", message = "certificate verify failed" } },
+      { nil, { kind = "too_large", message = "response larger than 10 bytes" } },
+    } do
+      local client, t = new_client { reply }
+      local _, err = client.unified_api:get("crm", "users", "1")
+      assert.is_false(err.retryable)
+      assert.equal(1, #t.requests)
+    end
+  end)
+
+  it("stop after max_retries and say how many attempts were made", function()
+    local client, t = new_client({ { 500, {}, "" }, { 500, {}, "" }, { 500, {}, "" }, { 500, {}, "" } },
+      { max_retries = 2 })
+    local _, err = client.unified_api:get("crm", "users", "1")
+    assert.equal(3, err.attempts)
+    assert.equal(3, #t.requests)
+    assert.is_true(err.retryable)
+    assert.matches("%(after 3 attempts%)$", tostring(err))
+  end)
+
+  it("retry a PATCH only with an idempotency key, the same key on every attempt", function()
+    local client, t = new_client { { nil, { kind = "network", message = "connection reset" } } }
+    local _, err = client.unified_api:update("crm", "opportunities", "1", { name = "x" })
+    assert.equal("network", err.kind)
+    assert.equal(1, #t.requests)
+
+    client, t = new_client({ { 502, {}, "" }, { 200, JSON, "{}" } }, { idempotency = "auto" })
+    assert.truthy(client.unified_api:update("crm", "opportunities", "1", { name = "x" }))
+    assert.equal(2, #t.requests)
+    local key = header(t.requests[1], "Idempotency-Key")
+    assert.matches("^%x+$", key)
+    assert.equal(32, #key)
+    assert.equal(key, header(t.requests[2], "Idempotency-Key"))
+
+    client, t = new_client { { 429, {}, "" }, { 200, JSON, "{}" } }
+    assert.truthy(client.unified_api:create("crm", "contacts", {}, nil, { idempotency_key = "job-42" }))
+    assert.equal("job-42", header(t.requests[2], "Idempotency-Key"))
+  end)
+
+  it("do not retry once a sink has received data", function()
+    local client, t = new_client { { nil, { kind = "network", message = "reset" } } }
+    local transport = t
+    local perform = transport.perform
+    transport.perform = function(self, req, call)
+      call.sink("partial")
+      return perform(self, req, call)
+    end
+    local _, err = client.unified_api:list("crm", "contacts", nil, { sink = function() end })
+    assert.is_false(err.retryable)
+    assert.equal(1, #t.requests)
+  end)
+end)
+
+describe("each", function()
+  it("follows next_cursor across pages and stops at null", function()
+    local client, t = new_client {
+      { 200, JSON, '{"result":[{"id":1},{"id":2}],"next_cursor":"c2"}' },
+      { 200, JSON, '{"result":[],"next_cursor":"c3"}' },
+      { 200, JSON, '{"result":[{"id":3}],"next_cursor":null}' },
+    }
+    local query = { integrated_account_id = "a", limit = 2 }
+    local ids = {}
+    for record, err in client.unified_api:each("crm", "contacts", query) do
+      assert.is_nil(err)
+      ids[#ids + 1] = record.id
+    end
+    assert.same({ 1, 2, 3 }, ids)
+    assert.equal(3, #t.requests)
+    assert.matches("next_cursor=c2", t.requests[2].url)
+    assert.matches("next_cursor=c3", t.requests[3].url)
+    assert.same({ integrated_account_id = "a", limit = 2 }, query)
+  end)
+
+  it("yields false, err once on a failure and then stops", function()
+    local client = new_client {
+      { 200, JSON, '{"result":[{"id":1}],"next_cursor":"c2"}' },
+      { 401, JSON, '{"statusCode":401,"message":"Invalid token"}' },
+    }
+    local seen = {}
+    for record, err in client.unified_api:each("crm", "contacts") do
+      seen[#seen + 1] = record and record.id or err.status
+    end
+    assert.same({ 1, 401 }, seen)
+  end)
+end)
