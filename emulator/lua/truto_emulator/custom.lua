@@ -1,0 +1,35 @@
+-- ANY /custom/{path...}: echoes what Truto would forward to the provider.
+local json = require "truto_emulator.json"
+local response = require "truto_emulator.response"
+
+local _M = {}
+
+function _M.handle(ctx)
+  local query = {}
+  for k, v in pairs(ctx.query) do
+    if k ~= "integrated_account_id" then query[k] = v end
+  end
+  local body = json.null
+  local text = ctx.body_text
+  if text and text ~= "" then
+    local decoded = json.decode(text)
+    if decoded ~= nil then
+      body = decoded
+      -- Truto strips methodConfig before forwarding.
+      if type(body) == "table" and not json.is_list(body) then body.methodConfig = nil end
+    else
+      body = text
+    end
+  end
+  local segments = json.array()
+  for i, segment in ipairs(ctx.segments) do segments[i] = segment end
+  return response.json(200, { result = {
+    method = ctx.method,
+    path = ctx.raw_path:sub(#"/custom" + 1),
+    segments = segments,
+    query = query,
+    body = body,
+  } })
+end
+
+return _M

@@ -1,0 +1,75 @@
+-- Helpers shared by the route handlers: JSON bodies, pagination, timestamps.
+local json = require "truto_emulator.json"
+local response = require "truto_emulator.response"
+
+local _M = {}
+
+local ngx = ngx
+
+_M.DEFAULT_LIMIT = 10
+_M.MAX_LIMIT = 1000
+
+-- The request body as a JSON object; an empty body is {}.  Returns the table,
+-- or nil and a 400 response.
+function _M.json_object_body(ctx)
+  local text = ctx.body_text
+  if text == nil or text:match("^%s*$") then return {} end
+  local value, err = json.decode(text)
+  if value == nil then
+    return nil, response.error(400, "Invalid JSON body: " .. tostring(err))
+  end
+  if type(value) ~= "table" or json.is_list(value) then
+    return nil, response.error(400, "Request body must be a JSON object")
+  end
+  return value
+end
+
+function _M.now_iso()
+  local now = ngx.now()
+  local seconds = math.floor(now)
+  return os.date("!%Y-%m-%dT%H:%M:%S", seconds) .. string.format(".%03dZ", math.floor((now - seconds) * 1000))
+end
+
+local function encode_cursor(offset)
+  return ngx.encode_base64("offset=" .. offset)
+end
+
+local function decode_cursor(cursor)
+  local decoded = ngx.decode_base64(cursor)
+  local offset = decoded and tonumber(decoded:match("^offset=(%d+)$"))
+  return offset
+end
+
+-- Reads limit and next_cursor; returns offset, limit or nil, 400 response.
+-- An empty next_cursor (the TS SDK sends one on page one) is page one.
+function _M.page_window(query)
+  local limit = _M.DEFAULT_LIMIT
+  if query.limit ~= nil and query.limit ~= "" then
+    limit = tonumber(query.limit)
+    if not limit or limit < 1 or limit ~= math.floor(limit) then
+      return nil, response.error(400, "limit must be a positive integer")
+    end
+    limit = math.min(limit, _M.MAX_LIMIT)
+  end
+  local offset = 0
+  local cursor = query.next_cursor
+  if cursor ~= nil and cursor ~= "" then
+    offset = type(cursor) == "string" and decode_cursor(cursor)
+    if not offset then
+      return nil, response.error(400, "Invalid next_cursor")
+    end
+  end
+  return offset, limit
+end
+
+-- The list envelope: {result, next_cursor, prev_cursor, result_count}.
+function _M.page_envelope(result, offset, limit, count, total)
+  return {
+    result = result,
+    next_cursor = (offset + count < total) and encode_cursor(offset + count) or json.null,
+    prev_cursor = offset > 0 and encode_cursor(math.max(0, offset - limit)) or json.null,
+    result_count = count,
+  }
+end
+
+return _M
