@@ -362,6 +362,28 @@ static int is_redirect(long code)
     return code == 301 || code == 302 || code == 303 || code == 307 || code == 308;
 }
 
+static int has_prefix_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Whether the header lines hold a non-empty Location field. */
+static int has_location(const truto_bytes *h)
+{
+    const char *p = h->data, *end = h->data + h->len;
+    while (p != NULL && end - p > 9) {
+        if (strncasecmp(p, "location:", 9) == 0) {
+            for (const char *v = p + 9; v < end && *v != '\r' && *v != '\n'; v++)
+                if (*v != ' ' && *v != '\t')
+                    return 1;
+        }
+        p = (const char *)memchr(p, '\n', (size_t)(end - p));
+        if (p != NULL)
+            p++;
+    }
+    return 0;
+}
+
 /* Keeps the header lines of the latest response only: a status line (an
  * interim 1xx, a proxy's CONNECT reply, a redirect) starts afresh. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -374,11 +396,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     } else if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
         /* End of a header block: decide whether this body is a redirect's. */
         if (s->follow) {
+            /* libcurl computes CURLINFO_REDIRECT_URL only once the transfer
+             * is done: look for the Location field ourselves. */
             long code = 0;
-            char *location = NULL;
             curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
-            curl_easy_getinfo(s->easy, CURLINFO_REDIRECT_URL, &location);
-            s->discard = is_redirect(code) && location != NULL;
+            s->discard = is_redirect(code) && has_location(&s->head);
         }
         return len;
     }
@@ -423,11 +445,6 @@ typedef struct {
     curl_off_t size;
     char ip[64];
 } outcome;
-
-static int has_prefix_ci(const char *s, const char *prefix)
-{
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
-}
 
 static int is_token(const char *s, size_t len)
 {

@@ -1,0 +1,793 @@
+-- truto.core.session: the libcurl session (csrc/session.c).
+--
+-- Argument checks and lifetime need no server.  The transfer tests talk over
+-- loopback to a private nginx started here (plain HTTP on two ports and
+-- HTTPS + HTTP/2 with a throwaway self-signed certificate), which gives
+-- byte-exact control over replies: redirects, repeated and interim headers,
+-- truncated and malformed replies, a gzip bomb.  The Truto emulator
+-- (truto.emulator), when present, is used for the end-to-end checks.
+local core = require "truto.core"
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(data))
+  f:close()
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+local function rss_kb()
+  local status = read_file("/proc/self/status") or ""
+  return tonumber(status:match("VmRSS:%s*(%d+)"))
+end
+
+local MODULES = "/usr/share/nginx/modules"
+
+local NGINX_CONF = [[
+load_module ${modules}/ndk_http_module.so;
+load_module ${modules}/ngx_http_lua_module.so;
+worker_processes 1;
+daemon on;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  default_type text/plain;
+  types { application/json json; text/plain txt; }
+  client_body_temp_path ${dir}/tmp;
+  proxy_temp_path ${dir}/tmp;
+  fastcgi_temp_path ${dir}/tmp;
+  uwsgi_temp_path ${dir}/tmp;
+  scgi_temp_path ${dir}/tmp;
+  client_body_buffer_size 16m;
+  client_max_body_size 16m;
+  keepalive_requests 1000;
+  lua_socket_log_errors off;
+
+  init_by_lua_block {
+    function echo()
+      ngx.req.read_body()
+      local h = ngx.req.get_headers()
+      local function show(v)
+        if v == nil then return "-" end
+        if type(v) == "table" then return table.concat(v, "|") end
+        return v
+      end
+      ngx.header["X-Method"] = ngx.req.get_method()
+      ngx.header["X-Auth"] = show(h["authorization"])
+      ngx.header["X-Cookie"] = show(h["cookie"])
+      ngx.header["X-Content-Type"] = show(h["content-type"])
+      ngx.header["X-Content-Length"] = show(h["content-length"])
+      ngx.header["X-Transfer-Encoding"] = show(h["transfer-encoding"])
+      ngx.header["X-Expect"] = show(h["expect"])
+      ngx.header["X-Server"] = ngx.var.server_port
+      ngx.print(ngx.req.get_body_data() or "")
+    end
+    function raw(reply)
+      local sock = assert(ngx.req.socket(true))
+      sock:send(reply)
+    end
+  }
+
+  server {
+    listen 127.0.0.1:${http};
+    root ${dir}/static;
+    gzip on;
+    gzip_types application/json;
+    gzip_min_length 0;
+    location = /echo { content_by_lua_block { echo() } }
+    location = /delay {
+      content_by_lua_block {
+        ngx.sleep(tonumber(ngx.var.arg_ms) / 1000)
+        ngx.say("late")
+      }
+    }
+    location = /slow-body {
+      content_by_lua_block {
+        ngx.print(string.rep("x", 100)); ngx.flush(true)
+        ngx.sleep(tonumber(ngx.var.arg_ms) / 1000)
+        ngx.print("y")
+      }
+    }
+    location = /drop { return 444; }
+    location = /truncated {
+      content_by_lua_block { raw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a few bytes") }
+    }
+    location = /malformed {
+      content_by_lua_block { raw("this is not HTTP at all\r\n\r\n") }
+    }
+    location = /headers {
+      content_by_lua_block {
+        raw("HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n" ..
+            "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-Dup: a\r\nx-dup: b\r\n" ..
+            "Set-Cookie: c=1\r\nSET-COOKIE: d=2\r\nX-Spaces:   padded value  \r\n" ..
+            "X-Empty:\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+      }
+    }
+    location = /bomb.json { gzip_static always; gunzip off; types { } default_type application/json; }
+    location = /same-origin { return 302 /echo; }
+    location = /other-host { return 302 http://localhost:${http}/echo; }
+    location = /other-port { return 307 http://127.0.0.1:${other}/echo; }
+    location = /to-https { return 302 https://127.0.0.1:${https}/echo; }
+    location = /see-other { return 303 /echo; }
+    location = /keep-method { return 308 /echo; }
+    location = /loop { return 302 /loop; }
+    location = /chain { return 302 /same-origin; }
+    location = /ftp { return 302 ftp://127.0.0.1/x; }
+    location = /with-body-redirect {
+      content_by_lua_block {
+        ngx.status = 302
+        ngx.header["Location"] = "/echo"
+        ngx.print(string.rep("redirect body ", 1000))
+      }
+    }
+  }
+
+  server {
+    listen 127.0.0.1:${other};
+    location = /echo { content_by_lua_block { echo() } }
+  }
+
+  server {
+    listen 127.0.0.1:${https} ssl http2;
+    ssl_certificate ${dir}/cert.pem;
+    ssl_certificate_key ${dir}/key.pem;
+    location = /echo { content_by_lua_block { echo() } }
+    location = /downgrade { return 302 http://127.0.0.1:${http}/echo; }
+  }
+}
+]]
+
+local function start_nginx()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(sh("mkdir -p " .. dir .. "/static " .. dir .. "/tmp && chmod 755 " .. dir ..
+    " && chmod 777 " .. dir .. "/tmp"))
+  assert(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1" ..
+    " -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir ..
+    "/cert.pem >/dev/null 2>&1"), "openssl could not make a certificate")
+  -- 50 MB to stream, 2 MB to refuse, and 64 MB of zeros gzipped (a bomb).
+  assert(sh("head -c 52428800 /dev/zero | tr '\\0' 'a' > " .. dir .. "/static/big.txt"))
+  assert(sh("head -c 2097152 /dev/zero > " .. dir .. "/static/two-mb.txt"))
+  assert(sh("head -c 67108864 /dev/zero | gzip -9 > " .. dir .. "/static/bomb.json.gz"))
+  write_file(dir .. "/static/data.json", "[" .. string.rep('{"name":"opportunity","amount":1},', 500) .. "{}]")
+  for _ = 1, 10 do
+    local base = math.random(20000, 60000)
+    local ports = { http = base, other = base + 1, https = base + 2 }
+    local conf = NGINX_CONF:gsub("%${(%w+)}", function(k)
+      if k == "dir" then return dir end
+      if k == "modules" then return MODULES end
+      return tostring(ports[k])
+    end)
+    write_file(dir .. "/nginx.conf", conf)
+    if sh("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log 2>/dev/null") then
+      ports.dir = dir
+      ports.base = "http://127.0.0.1:" .. ports.http
+      ports.other_base = "http://127.0.0.1:" .. ports.other
+      ports.https_base = "https://127.0.0.1:" .. ports.https
+      ports.ca = dir .. "/cert.pem"
+      return ports
+    end
+  end
+  error("could not start nginx: " .. (read_file(dir .. "/error.log") or "?"))
+end
+
+local function stop_nginx(n)
+  if n then
+    sh("nginx -p " .. n.dir .. " -c " .. n.dir .. "/nginx.conf -e " .. n.dir .. "/error.log -s stop 2>/dev/null")
+    -- Give the master a moment to remove its pid file before the directory goes.
+    for _ = 1, 50 do
+      if not read_file(n.dir .. "/nginx.pid") then break end
+      sh("sleep 0.05")
+    end
+    sh("rm -rf " .. n.dir)
+  end
+end
+
+describe("truto.core.session", function()
+  describe("options", function()
+    it("takes no options, an empty table or every documented one", function()
+      core.session():close()
+      core.session{}:close()
+      core.session{
+        timeout = 30, connect_timeout = 10, ca_file = "/nonexistent/ca.pem", ca_path = "/nonexistent",
+        insecure = false, proxy = "http://127.0.0.1:3128", max_response_bytes = 1024,
+        http2 = false, follow_redirects = true,
+      }:close()
+    end)
+
+    it("rejects unknown options and wrong types", function()
+      assert.has_error(function() core.session{ timeout = 1, tiemout = 2 } end,
+        "truto: unknown session option 'tiemout'")
+      assert.has_error(function() core.session{ [1] = true } end)
+      assert.has_error(function() core.session("x") end)
+      assert.has_error(function() core.session{ timeout = "30" } end)
+      assert.has_error(function() core.session{ insecure = 1 } end)
+      assert.has_error(function() core.session{ http2 = "yes" } end)
+      assert.has_error(function() core.session{ follow_redirects = 0 } end)
+      assert.has_error(function() core.session{ proxy = 3128 } end)
+      assert.has_error(function() core.session{ ca_file = "" } end)
+      assert.has_error(function() core.session{ ca_file = "a\0b" } end)
+    end)
+
+    it("rejects zero, negative, NaN and infinite timeouts", function()
+      for _, name in ipairs{ "timeout", "connect_timeout" } do
+        for _, v in ipairs{ 0, -1, 0 / 0, math.huge, -math.huge } do
+          local ok, err = pcall(core.session, { [name] = v })
+          assert.is_false(ok)
+          assert.matches(name .. " must be a positive number of seconds", err, 1, true)
+        end
+      end
+    end)
+
+    it("rejects negative or fractional max_response_bytes", function()
+      for _, v in ipairs{ -1, 1.5, 0 / 0, math.huge } do
+        assert.has_error(function() core.session{ max_response_bytes = v } end,
+          "truto: max_response_bytes must be a non-negative integer")
+      end
+    end)
+  end)
+
+  describe("lifetime", function()
+    it("closes idempotently and refuses to perform afterwards", function()
+      local s = core.session()
+      assert.matches("^truto%.Session", tostring(s))
+      s:close()
+      s:close()
+      assert.matches("closed", tostring(s))
+      local ok, err = pcall(s.perform, s, { url = "http://127.0.0.1:1/" })
+      assert.is_false(ok)
+      assert.matches("session is closed", err, 1, true)
+    end)
+
+    it("shares one cleanup between close, __gc and __close", function()
+      local mt = getmetatable(core.session())
+      assert.equal(mt.__gc, mt.__index.close)
+      assert.equal(mt.__close, mt.__index.close)
+      assert.equal("truto.Session", mt.__name)
+    end)
+
+    it("is closed at the end of a to-be-closed scope", function()
+      local kept
+      do
+        local s <close> = core.session()
+        kept = s
+      end
+      assert.matches("closed", tostring(kept))
+    end)
+
+    it("survives garbage collection of many sessions", function()
+      for _ = 1, 200 do core.session() end
+      collectgarbage()
+      collectgarbage()
+    end)
+
+    it("raises on misuse of the methods", function()
+      local s = core.session()
+      assert.has_error(function() s.perform({}, { url = "http://127.0.0.1:1/" }) end)
+      assert.has_error(function() s.close("x") end)
+      s:close()
+    end)
+  end)
+
+  describe("request arguments", function()
+    local s
+    before_each(function() s = core.session() end)
+    after_each(function() s:close() end)
+
+    local function rejects(req, message)
+      local ok, err = pcall(s.perform, s, req)
+      assert.is_false(ok)
+      if message then assert.matches(message, err, 1, true) end
+      return err
+    end
+
+    it("requires a table with an http(s) url", function()
+      rejects(nil)
+      rejects("http://127.0.0.1/")
+      rejects({}, "request url must be a string")
+      rejects({ url = "ftp://127.0.0.1/" }, "must start with http:// or https://")
+      rejects({ url = "file:///etc/passwd" }, "must start with http:// or https://")
+      rejects({ url = "http://127.0.0.1/a b" }, "spaces or control characters")
+    end)
+
+    it("rejects unknown fields", function()
+      rejects({ url = "http://127.0.0.1:1/", tiemout = 1 }, "unknown request field 'tiemout'")
+    end)
+
+    it("checks method, headers, body, sink and per-call limits", function()
+      local url = "http://127.0.0.1:1/"
+      rejects({ url = url, method = "GE T" }, "HTTP token")
+      rejects({ url = url, method = 1 }, "method must be a string")
+      rejects({ url = url, headers = "Accept: x" }, "headers must be a table")
+      rejects({ url = url, headers = { "Accept: x", 42 } }, "headers[2] must be a string")
+      rejects({ url = url, headers = { "Accept" } }, "Name: value")
+      rejects({ url = url, body = {} }, "body must be a string")
+      rejects({ url = url, method = "HEAD", body = "" }, "HEAD request cannot have a body")
+      rejects({ url = url, sink = "f" }, "sink must be a function")
+      rejects({ url = url, timeout = -1 }, "timeout must be a positive number")
+      rejects({ url = url, timeout = 0 / 0 }, "timeout must be a positive number")
+      rejects({ url = url, connect_timeout = 0 }, "connect_timeout must be a positive number")
+      rejects({ url = url, max_response_bytes = -5 }, "max_response_bytes")
+    end)
+
+    it("never repeats a header line in its messages", function()
+      local err = rejects({ url = "http://127.0.0.1:1/",
+                            headers = { "Authorization: Bearer s3cr3t\r\nX-Evil: 1" } }, "CR, LF or NUL")
+      assert.is_nil(err:find("s3cr3t", 1, true))
+    end)
+  end)
+
+  describe("connection failures", function()
+    it("reports a refused connection as kind connect", function()
+      local s = core.session{ connect_timeout = 2 }
+      local status, err = s:perform{ url = "http://127.0.0.1:1/", headers = { "Authorization: Bearer s3cr3t" } }
+      assert.is_nil(status)
+      assert.equal("connect", err.kind)
+      assert.equal(7, err.curl_code)
+      assert.is_string(err.message)
+      assert.is_nil(err.message:find("s3cr3t", 1, true))
+      -- The session stays usable after a failure.
+      status, err = s:perform{ url = "http://127.0.0.1:1/" }
+      assert.is_nil(status)
+      assert.equal("connect", err.kind)
+      s:close()
+    end)
+  end)
+
+  describe("over loopback (private nginx)", function()
+    local srv, s
+
+    setup(function()
+      srv = start_nginx()
+    end)
+    teardown(function()
+      stop_nginx(srv)
+    end)
+    before_each(function() s = core.session{ timeout = 10 } end)
+    after_each(function() s:close() end)
+
+    it("sends the body bytes exactly, for every method", function()
+      local body = '{"name":"x","amount":1.5,"bytes":"\0\1\255"}'
+      for _, method in ipairs{ "PATCH", "PUT", "POST", "DELETE" } do
+        local status, headers, got, info = s:perform{
+          method = method, url = srv.base .. "/echo?a=1",
+          headers = { "Content-Type: application/json", "Accept: application/json" },
+          body = body,
+        }
+        assert.equal(200, status)
+        assert.equal(method, headers["x-method"])
+        assert.equal(body, got)
+        assert.equal(tostring(#body), headers["x-content-length"])
+        assert.equal("application/json", headers["x-content-type"])
+        assert.equal("-", headers["x-expect"])
+        assert.equal("1.1", info.http_version)
+      end
+    end)
+
+    it("sends an empty string body as Content-Length: 0", function()
+      for _, method in ipairs{ "PATCH", "DELETE", "POST" } do
+        local status, headers, got = s:perform{ method = method, url = srv.base .. "/echo", body = "" }
+        assert.equal(200, status)
+        assert.equal(method, headers["x-method"])
+        assert.equal("0", headers["x-content-length"])
+        assert.equal("", got)
+      end
+    end)
+
+    it("sends no body and no made-up Content-Type without a body", function()
+      local _, headers = s:perform{ method = "DELETE", url = srv.base .. "/echo" }
+      assert.equal("DELETE", headers["x-method"])
+      assert.equal("-", headers["x-content-length"])
+      assert.equal("-", headers["x-content-type"])
+      _, headers = s:perform{ method = "POST", url = srv.base .. "/echo" }
+      assert.equal("0", headers["x-content-length"])
+      assert.equal("-", headers["x-content-type"])
+      local status, _, body = s:perform{ method = "HEAD", url = srv.base .. "/echo" }
+      assert.equal(200, status)
+      assert.equal("", body)
+      _, headers = s:perform{ url = srv.base .. "/echo" }
+      assert.equal("GET", headers["x-method"])
+    end)
+
+    it("sends a large body", function()
+      local body = string.rep("0123456789", 300000)
+      local status, headers, got = s:perform{ method = "PUT", url = srv.base .. "/echo", body = body }
+      assert.equal(200, status)
+      assert.equal(tostring(#body), headers["x-content-length"])
+      assert.is_true(body == got, "the body came back changed")
+    end)
+
+    it("returns the final response's headers, lower-cased and joined", function()
+      local status, headers, body = s:perform{ url = srv.base .. "/headers" }
+      assert.equal(201, status)
+      assert.equal("ok", body)
+      assert.equal("a, b", headers["x-dup"])
+      assert.equal("c=1, d=2", headers["set-cookie"])
+      assert.equal("padded value", headers["x-spaces"])
+      assert.equal("", headers["x-empty"])
+      assert.equal("text/plain", headers["content-type"])
+      assert.is_nil(headers["x-interim"])
+      for name in pairs(headers) do assert.equal(name:lower(), name) end
+    end)
+
+    it("returns 4xx and 5xx as successes", function()
+      local status, headers, body = s:perform{ url = srv.base .. "/missing" }
+      assert.equal(404, status)
+      assert.is_string(headers["content-type"])
+      assert.matches("404", body)
+    end)
+
+    it("keeps the connection alive between calls", function()
+      local _, _, _, first = s:perform{ url = srv.base .. "/echo" }
+      assert.equal(1, first.new_connections)
+      assert.equal("127.0.0.1", first.primary_ip)
+      assert.equal(srv.http, first.primary_port)
+      assert.equal(0, first.redirects)
+      assert.is_number(first.total_time)
+      assert.is_number(first.connect_time)
+      for _ = 1, 5 do
+        local status, _, _, info = s:perform{ method = "PATCH", url = srv.base .. "/echo", body = "{}" }
+        assert.equal(200, status)
+        assert.equal(0, info.new_connections)
+      end
+    end)
+
+    it("decodes gzip", function()
+      local status, headers, body, info = s:perform{ url = srv.base .. "/data.json" }
+      assert.equal(200, status)
+      assert.equal("gzip", headers["content-encoding"])
+      assert.equal(read_file(srv.dir .. "/static/data.json"), body)
+      assert.is_true(info.size_download < #body)
+    end)
+
+    it("stops a decompression bomb at max_response_bytes", function()
+      local before = rss_kb()
+      local status, err = s:perform{ url = srv.base .. "/bomb.json", max_response_bytes = 1024 * 1024 }
+      assert.is_nil(status)
+      assert.equal("too_large", err.kind)
+      assert.matches("max_response_bytes", err.message)
+      assert.is_true(rss_kb() - before < 16 * 1024)
+      -- The same bomb, allowed: 64 MiB decoded from a tiny download.
+      local total = 0
+      local headers, info, _
+      status, headers, _, info = s:perform{ url = srv.base .. "/bomb.json", max_response_bytes = 64 * 1024 * 1024,
+                                            sink = function(c) total = total + #c end }
+      assert.equal(200, status)
+      assert.equal("gzip", headers["content-encoding"])
+      assert.equal(64 * 1024 * 1024, total)
+      assert.is_true(info.size_download < 1024 * 1024)
+    end)
+
+    it("refuses a body over max_response_bytes (session or call)", function()
+      local status, err = s:perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 2097151 }
+      assert.is_nil(status)
+      assert.equal("too_large", err.kind)
+      local small = core.session{ max_response_bytes = 1000 }
+      status, err = small:perform{ url = srv.base .. "/two-mb.txt" }
+      assert.is_nil(status)
+      assert.equal("too_large", err.kind)
+      local body, _
+      status, _, body = small:perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 2097152 }
+      assert.equal(200, status)
+      assert.equal(2097152, #body)
+      small:close()
+    end)
+
+    it("streams 50 MB through a sink in constant memory", function()
+      s:perform{ url = srv.base .. "/echo" }
+      collectgarbage()
+      local before = rss_kb()
+      local total, calls = 0, 0
+      local status, headers, body, info = s:perform{
+        url = srv.base .. "/big.txt", max_response_bytes = 64 * 1024 * 1024,
+        sink = function(chunk)
+          total = total + #chunk
+          calls = calls + 1
+          assert(chunk:byte(1) == 97)
+        end,
+      }
+      collectgarbage()
+      local grew = rss_kb() - before
+      assert.equal(200, status)
+      assert.is_nil(body)
+      assert.equal(52428800, total)
+      assert.is_true(calls > 1)
+      assert.equal("52428800", headers["content-length"])
+      assert.equal(52428800, info.size_download)
+      assert.is_true(grew < 16 * 1024, "RSS grew by " .. grew .. " kB")
+    end)
+
+    it("counts sink bytes against max_response_bytes", function()
+      local status, err = s:perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 1000,
+                                     sink = function() end }
+      assert.is_nil(status)
+      assert.equal("too_large", err.kind)
+    end)
+
+    it("re-raises the sink's own error and stays usable", function()
+      local marker = setmetatable({}, { __tostring = function() return "marker" end })
+      local ok, err = pcall(s.perform, s, { url = srv.base .. "/big.txt", sink = function() error(marker) end })
+      assert.is_false(ok)
+      assert.equal(marker, err)
+      ok, err = pcall(s.perform, s, { url = srv.base .. "/echo", body = "abc", method = "POST",
+                                      sink = function() error("sink failed") end })
+      assert.is_false(ok)
+      assert.matches("sink failed", err)
+      assert.equal(200, (s:perform{ url = srv.base .. "/echo" }))
+    end)
+
+    it("stops when the sink returns false or nil plus an error", function()
+      local ok, err = pcall(s.perform, s, { url = srv.base .. "/big.txt", sink = function() return nil, "disk full" end })
+      assert.is_false(ok)
+      assert.equal("disk full", err)
+      ok, err = pcall(s.perform, s, { url = srv.base .. "/big.txt", sink = function() return false end })
+      assert.is_false(ok)
+      assert.matches("sink returned false", err)
+      -- A sink that returns a true value (file:write returns the file) carries on.
+      local n = 0
+      assert.equal(200, (s:perform{ url = srv.base .. "/two-mb.txt", sink = function(c) n = n + #c; return true end }))
+      assert.equal(2097152, n)
+    end)
+
+    it("refuses re-entrant use of the session from its sink", function()
+      local ok, err = pcall(s.perform, s, { url = srv.base .. "/echo", method = "POST", body = "x",
+        sink = function() s:perform{ url = srv.base .. "/echo" } end })
+      assert.is_false(ok)
+      assert.matches("busy", err)
+      ok, err = pcall(s.perform, s, { url = srv.base .. "/echo", method = "POST", body = "x",
+        sink = function() s:close() end })
+      assert.is_false(ok)
+      assert.matches("cannot close", err)
+      assert.equal(200, (s:perform{ url = srv.base .. "/echo" }))
+    end)
+
+    it("times out (total time, per-call override) with kind timeout", function()
+      local status, err = s:perform{ url = srv.base .. "/delay?ms=3000", timeout = 0.3 }
+      assert.is_nil(status)
+      assert.equal("timeout", err.kind)
+      assert.equal(28, err.curl_code)
+      local quick = core.session{ timeout = 0.3 }
+      status, err = quick:perform{ url = srv.base .. "/slow-body?ms=3000" }
+      assert.is_nil(status)
+      assert.equal("timeout", err.kind)
+      quick:close()
+      assert.equal(200, (s:perform{ url = srv.base .. "/delay?ms=10" }))
+    end)
+
+    it("maps dropped, truncated and malformed replies", function()
+      local status, err = s:perform{ url = srv.base .. "/drop" }
+      assert.is_nil(status)
+      assert.equal("network", err.kind)
+      assert.equal(52, err.curl_code)
+      status, err = s:perform{ url = srv.base .. "/truncated" }
+      assert.is_nil(status)
+      assert.equal("protocol", err.kind)
+      assert.equal(18, err.curl_code)
+      status, err = s:perform{ url = srv.base .. "/malformed" }
+      assert.is_nil(status)
+      assert.equal("protocol", err.kind)
+    end)
+
+    describe("TLS", function()
+      it("verifies certificates by default", function()
+        local status, err = s:perform{ url = srv.https_base .. "/echo" }
+        assert.is_nil(status)
+        assert.equal("tls", err.kind)
+      end)
+
+      it("trusts ca_file, and speaks HTTP/2 unless http2 = false", function()
+        local t = core.session{ ca_file = srv.ca }
+        local status, headers, body, info = t:perform{ method = "PATCH", url = srv.https_base .. "/echo",
+                                                       body = '{"a":1}', headers = { "Content-Type: application/json" } }
+        assert.equal(200, status)
+        assert.equal('{"a":1}', body)
+        assert.equal("PATCH", headers["x-method"])
+        assert.equal("2", info.http_version)
+        local _, _, _, again = t:perform{ url = srv.https_base .. "/echo" }
+        assert.equal(0, again.new_connections)
+        t:close()
+        t = core.session{ ca_file = srv.ca, http2 = false }
+        status, _, _, info = t:perform{ url = srv.https_base .. "/echo" }
+        assert.equal(200, status)
+        assert.equal("1.1", info.http_version)
+        t:close()
+      end)
+
+      it("skips verification only when insecure = true", function()
+        local t = core.session{ insecure = true }
+        assert.equal(200, (t:perform{ url = srv.https_base .. "/echo" }))
+        t:close()
+      end)
+    end)
+
+    describe("redirects", function()
+      local AUTH = "Authorization: Bearer s3cr3t"
+
+      it("are not followed by default", function()
+        local status, headers, _, info = s:perform{ url = srv.base .. "/same-origin", headers = { AUTH } }
+        assert.equal(302, status)
+        assert.matches("/echo$", headers["location"])
+        assert.equal(0, info.redirects)
+      end)
+
+      describe("with follow_redirects", function()
+        local f
+        before_each(function() f = core.session{ follow_redirects = true, ca_file = srv.ca } end)
+        after_each(function() f:close() end)
+
+        it("keep credentials on the same origin", function()
+          local status, headers, _, info = f:perform{ url = srv.base .. "/chain", headers = { AUTH, "Cookie: a=1" } }
+          assert.equal(200, status)
+          assert.equal("Bearer s3cr3t", headers["x-auth"])
+          assert.equal("a=1", headers["x-cookie"])
+          assert.equal(2, info.redirects)
+          assert.is_nil(headers["location"])
+        end)
+
+        it("drop Authorization and Cookie for another host or port", function()
+          for _, path in ipairs{ "/other-host", "/other-port" } do
+            local status, headers, body, info = f:perform{ method = "POST", url = srv.base .. path,
+              headers = { AUTH, "Cookie: a=1", "Content-Type: application/json" }, body = "{}" }
+            assert.equal(200, status)
+            assert.equal("-", headers["x-auth"])
+            assert.equal("-", headers["x-cookie"])
+            assert.equal(1, info.redirects)
+            if path == "/other-port" then     -- 307 keeps method and body
+              assert.equal(tostring(srv.other), headers["x-server"])
+              assert.equal("POST", headers["x-method"])
+              assert.equal("{}", body)
+            end
+          end
+        end)
+
+        it("turn POST into GET on 303 and keep PATCH on 308", function()
+          local _, headers, body = f:perform{ method = "POST", url = srv.base .. "/see-other",
+            headers = { "Content-Type: application/json" }, body = '{"x":1}' }
+          assert.equal("GET", headers["x-method"])
+          assert.equal("-", headers["x-content-length"])
+          assert.equal("-", headers["x-content-type"])
+          assert.equal("", body)
+          _, headers, body = f:perform{ method = "PATCH", url = srv.base .. "/keep-method",
+            headers = { "Content-Type: application/json" }, body = '{"x":1}' }
+          assert.equal("PATCH", headers["x-method"])
+          assert.equal('{"x":1}', body)
+        end)
+
+        it("may go from http to https but never back", function()
+          local status, headers = f:perform{ url = srv.base .. "/to-https" }
+          assert.equal(200, status)
+          assert.equal(tostring(srv.https), headers["x-server"])
+          local err
+          status, err = f:perform{ url = srv.https_base .. "/downgrade", headers = { AUTH } }
+          assert.is_nil(status)
+          assert.equal("protocol", err.kind)
+          assert.matches("https to http", err.message)
+        end)
+
+        it("refuse other schemes and loops", function()
+          local status, err = f:perform{ url = srv.base .. "/ftp" }
+          assert.is_nil(status)
+          assert.equal("protocol", err.kind)
+          status, err = f:perform{ url = srv.base .. "/loop" }
+          assert.is_nil(status)
+          assert.equal("protocol", err.kind)
+          assert.equal(47, err.curl_code)
+        end)
+
+        it("never pass a redirect's body to the sink", function()
+          local seen = {}
+          local status, headers, body = f:perform{ method = "POST", url = srv.base .. "/with-body-redirect",
+            body = "payload", sink = function(c) seen[#seen + 1] = c end }
+          assert.equal(200, status)
+          assert.is_nil(body)
+          assert.equal("GET", headers["x-method"])
+          assert.is_true(table.concat(seen) == "", "the sink saw a redirect body")
+        end)
+      end)
+    end)
+  end)
+end)
+
+-- End-to-end against the Truto emulator, when it is available.
+local has_emulator, emulator = pcall(require, "truto.emulator")
+
+describe("truto.core.session against the emulator", function()
+  if not has_emulator then
+    pending("truto.emulator is not available: " .. tostring(emulator))
+    return
+  end
+  local h, s
+
+  setup(function()
+    h = emulator.start()
+  end)
+  teardown(function()
+    if h then h:stop() end
+  end)
+  before_each(function() s = core.session{ timeout = 10 } end)
+  after_each(function() s:close() end)
+
+  local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
+  local HEADERS = { "Accept: application/json", "Content-Type: application/json", "Authorization: Bearer test-token" }
+  local function api(path)
+    return h.base_url .. "/unified/crm/opportunities" .. path .. "?integrated_account_id=" .. ACCOUNT
+  end
+  local function with(extra)
+    local t = { table.unpack(HEADERS) }
+    for _, line in ipairs(extra) do t[#t + 1] = line end
+    return t
+  end
+
+  it("round-trips a PATCH body byte for byte", function()
+    local cjson = require "cjson"
+    assert.equal(200, (s:perform{ method = "DELETE", url = h.base_url .. "/_emulator/requests" }))
+    local sent = '{"name":"Renamed \\u00e9 deal","amount":12.5,"tags":[]}'
+    local status, headers, body, info = s:perform{ method = "PATCH", url = api("/23423523"), headers = HEADERS,
+                                                   body = sent }
+    assert.equal(200, status)
+    assert.matches("application/json", headers["content-type"])
+    assert.equal("Renamed \u{e9} deal", cjson.decode(body).name)
+    assert.equal(0, info.new_connections)     -- the DELETE above opened it
+    local _, _, log, again = s:perform{ url = h.base_url .. "/_emulator/requests" }
+    assert.equal(0, again.new_connections)
+    local entries = cjson.decode(log)
+    local last = entries[#entries]
+    assert.equal("PATCH", last.method)
+    assert.equal(sent, last.body)
+  end)
+
+  it("decodes gzip-encoded JSON", function()
+    local status, headers, body, info = s:perform{ url = api(""), headers = HEADERS }
+    assert.equal(200, status)
+    assert.equal("gzip", headers["content-encoding"])
+    assert.is_table(require("cjson").decode(body).result)
+    assert.is_true(info.size_download < #body)
+  end)
+
+  it("streams a 50 MB blob through a sink with flat RSS", function()
+    collectgarbage()
+    local before = rss_kb()
+    local total = 0
+    local status, _, body = s:perform{ url = h.base_url .. "/_emulator/blob?bytes=52428800",
+      timeout = 60, sink = function(c) total = total + #c end }
+    collectgarbage()
+    assert.equal(200, status)
+    assert.is_nil(body)
+    assert.equal(52428800, total)
+    assert.is_true(rss_kb() - before < 16 * 1024)
+  end)
+
+  it("injects status codes, delays and faults", function()
+    local status, headers = s:perform{ url = api(""),
+      headers = with{ "X-Emulator-Status: 429", "X-Emulator-Retry-After: 7" } }
+    assert.equal(429, status)
+    assert.equal("7", headers["retry-after"])
+    local err
+    status, err = s:perform{ url = api(""), headers = with{ "X-Emulator-Delay-Ms: 2000" }, timeout = 0.3 }
+    assert.is_nil(status)
+    assert.equal("timeout", err.kind)
+    status, err = s:perform{ url = api(""), headers = with{ "X-Emulator-Fault: drop" } }
+    assert.is_nil(status)
+    assert.equal("network", err.kind)
+    status, err = s:perform{ url = api(""), headers = with{ "X-Emulator-Fault: truncate" } }
+    assert.is_nil(status)
+    assert.equal("protocol", err.kind)
+    status, err = s:perform{ url = h.base_url .. "/_emulator/blob?bytes=100000", max_response_bytes = 1000 }
+    assert.is_nil(status)
+    assert.equal("too_large", err.kind)
+    assert.equal(200, (s:perform{ url = api("/23423523"), headers = HEADERS }))
+  end)
+end)
