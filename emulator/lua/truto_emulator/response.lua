@@ -108,6 +108,9 @@ function _M.send(res, extra_headers, fault)
     end
     return
   end
+  -- A known length keeps the connection reusable without chunked framing
+  -- (gzip, when the client asks for it, replaces it with chunked).
+  ngx.header["Content-Length"] = #res.body
   ngx.print(res.body)
 end
 

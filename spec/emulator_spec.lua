@@ -1,0 +1,312 @@
+-- The Truto emulator over real HTTP (curl command line), started and stopped
+-- with lua/truto/emulator.lua.
+local cjson = require "cjson"
+local emulator = require "truto.emulator"
+
+local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
+local OPPS = "/unified/crm/opportunities"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+describe("truto emulator", function()
+  local handle
+
+  -- Runs curl; returns { status, headers (lower-case names), body, json, exit }.
+  local function http(method, path, options)
+    options = options or {}
+    local headers_file = os.tmpname()
+    local args = { "curl -sg -X", method, "-D", shell_quote(headers_file),
+                   "--max-time", tostring(options.max_time or 5) }
+    if options.token ~= false then
+      args[#args + 1] = "-H " .. shell_quote("Authorization: Bearer " .. (options.token or "test-token"))
+    end
+    for name, value in pairs(options.headers or {}) do
+      args[#args + 1] = "-H " .. shell_quote(name .. ": " .. value)
+    end
+    if options.body then args[#args + 1] = "--data-binary " .. shell_quote(options.body) end
+    args[#args + 1] = shell_quote(handle.base_url .. path)
+    local pipe = io.popen(table.concat(args, " ") .. "; echo \"\n$?\"")
+    local output = pipe:read("a")
+    pipe:close()
+    local body, exit_code = output:match("^(.*)\n(%d+)\n$")
+    local f = io.open(headers_file, "rb")
+    local raw_headers = f:read("a")
+    f:close()
+    os.remove(headers_file)
+    local res = { status = tonumber(raw_headers:match("^HTTP/%S+ (%d+)")), headers = {}, body = body,
+                  exit = tonumber(exit_code) }
+    for name, value in raw_headers:gmatch("\n([^:\r\n]+):%s*([^\r\n]*)") do res.headers[name:lower()] = value end
+    local ok, decoded = pcall(cjson.decode, body)
+    if ok then res.json = decoded end
+    return res
+  end
+
+  local function url(path, query)
+    return path .. "?integrated_account_id=" .. ACCOUNT .. (query and ("&" .. query) or "")
+  end
+
+  setup(function()
+    handle = assert(emulator.start())
+  end)
+
+  teardown(function()
+    if handle then handle:stop() end
+  end)
+
+  before_each(function()
+    assert.equal(200, http("POST", "/_emulator/reset", { token = false }).status)
+  end)
+
+  it("starts on a loopback port and stops, removing its temp dir", function()
+    assert.matches("^http://127%.0%.0%.1:%d+$", handle.base_url)
+    local second = assert(emulator.start())
+    assert.not_equal(handle.base_url, second.base_url)
+    local prefix = second.prefix
+    second:stop()
+    assert.is_nil(io.open(prefix .. "/nginx.conf"))
+  end)
+
+  describe("auth and integrated accounts", function()
+    it("answers 401 envelopes without or with an unknown token", function()
+      local res = http("GET", url(OPPS), { token = false })
+      assert.equal(401, res.status)
+      assert.equal("application/json", res.headers["content-type"])
+      assert.same({ statusCode = 401, error = "Unauthorized",
+                    message = "Missing Authorization header with Bearer token" }, res.json)
+      assert.equal(401, http("GET", url(OPPS), { token = "nope" }).status)
+      assert.equal(200, http("GET", url(OPPS), { token = "other-token" }).status)
+    end)
+
+    it("requires a known integrated_account_id and blocks the blocked account", function()
+      local res = http("GET", OPPS)
+      assert.equal(400, res.status)
+      assert.matches("integrated_account_id", res.json.message)
+      assert.equal(400, http("GET", OPPS .. "?integrated_account_id=nope").status)
+      res = http("GET", OPPS .. "?integrated_account_id=blocked-account")
+      assert.equal(503, res.status)
+      assert.same({ statusCode = 503, error = "Service Unavailable", message = "Integrated account is blocked" },
+        res.json)
+    end)
+
+    it("gzips JSON for clients that accept it", function()
+      local res = http("GET", url(OPPS), { headers = { ["Accept-Encoding"] = "gzip" } })
+      assert.equal("gzip", res.headers["content-encoding"])
+      assert.equal(tostring(#http("GET", url(OPPS)).body), http("GET", url(OPPS)).headers["content-length"])
+    end)
+
+    it("sends ratelimit headers", function()
+      local res = http("GET", url(OPPS))
+      assert.equal("50;w=10", res.headers["ratelimit-limit"])
+      assert.matches("^%d+$", res.headers["ratelimit-remaining"])
+      assert.matches("^%d+$", res.headers["ratelimit-reset"])
+    end)
+  end)
+
+  describe("unified records", function()
+    it("gets the documented opportunity and ids with reserved characters", function()
+      local res = http("GET", url(OPPS .. "/23423523"))
+      assert.equal(200, res.status)
+      local o = res.json
+      assert.equal("23423523", o.id)
+      assert.equal(1000, o.amount)
+      assert.same({ id = "appointmentscheduled", name = "Appointment Scheduled" }, o.stage)
+      assert.same({ { id = "7001" } }, o.contact)
+      assert.equal("Acme renewal 2024", o.remote_data.properties.dealname)
+      assert.equal("alt:ref:imported@frontapp.com_t:50603",
+        http("GET", url(OPPS .. "/alt%3Aref%3Aimported%40frontapp.com_t%3A50603")).json.id)
+      assert.equal("a/b", http("GET", url(OPPS .. "/a%2Fb")).json.id)
+      res = http("GET", url(OPPS .. "/missing"))
+      assert.equal(404, res.status)
+      assert.is_true(res.json.truto_is_remote_error)
+    end)
+
+    it("paginates with opaque cursors, 10 per page by default", function()
+      local first = http("GET", url(OPPS, "next_cursor=")).json
+      assert.equal(10, #first.result)
+      assert.equal(10, first.result_count)
+      assert.equal(cjson.null, first.prev_cursor)
+      local seen, cursor, pages = #first.result, first.next_cursor, 1
+      while cursor ~= cjson.null do
+        local page = http("GET", url(OPPS, "limit=7&next_cursor=" .. cursor:gsub("[+/=]", function(c)
+          return string.format("%%%02X", c:byte())
+        end))).json
+        seen, cursor, pages = seen + #page.result, page.next_cursor, pages + 1
+      end
+      assert.equal(30, seen)
+      assert.equal(4, pages)
+      assert.equal(400, http("GET", url(OPPS, "next_cursor=garbage")).status)
+    end)
+
+    it("PATCH merges fields, clears nulls, keeps empty arrays and merges remote_data", function()
+      local res = http("PATCH", url(OPPS .. "/23423523"), {
+        body = '{"name":"Renamed","description":null,"tags":[],"amount":12.5,'
+          .. '"remote_data":{"properties":{"hs_custom":"x"}}}' })
+      assert.equal(200, res.status)
+      assert.equal("Renamed", res.json.name)
+      assert.is_nil(res.json.description)
+      assert.matches('"tags":%[%]', res.body)
+      assert.equal(12.5, res.json.amount)
+      assert.equal("x", res.json.remote_data.properties.hs_custom)
+      assert.equal("Renamed", res.json.remote_data.properties.dealname)
+      assert.not_equal("2024-02-03T10:00:00.000Z", res.json.updated_at)
+      assert.equal("Renamed", http("GET", url(OPPS .. "/23423523")).json.name)
+      assert.equal(400, http("PATCH", url(OPPS .. "/23423523"), { body = "{oops" }).status)
+      assert.equal(404, http("PATCH", url(OPPS .. "/missing"), { body = "{}" }).status)
+    end)
+
+    it("creates (201) per integrated account, rejects a missing name, deletes", function()
+      local res = http("POST", url(OPPS), { body = '{"name":"Fresh","amount":5}' })
+      assert.equal(201, res.status)
+      local id = res.json.id
+      assert.equal("Fresh", res.json.name)
+      assert.equal(200, http("GET", url(OPPS .. "/" .. id)).status)
+      assert.equal(404, http("GET", OPPS .. "/" .. id .. "?integrated_account_id=acc-2").status)
+      res = http("POST", url(OPPS), { body = '{"amount":5}' })
+      assert.equal(400, res.status)
+      assert.is_true(res.json.truto_is_remote_error)
+      assert.same({ "name" }, res.json.truto_error_insight.missing_required_body_fields.value)
+      res = http("DELETE", url(OPPS .. "/" .. id))
+      assert.same({ id = id }, res.json)
+      assert.equal(404, http("GET", url(OPPS .. "/" .. id)).status)
+      assert.equal(404, http("GET", url("/unified/crm/nonsense")).status)
+    end)
+
+    it("runs custom methods and answers meta", function()
+      local res = http("POST", url("/unified/crm/accounts/merge"), { body = '{"ids":["5001","5002"]}' })
+      assert.equal(200, res.status)
+      assert.equal("5001", res.json.result.id)
+      assert.same({ "5002" }, res.json.result.merged_ids)
+      assert.equal(404, http("POST", url("/unified/crm/accounts/explode"), { body = "{}" }).status)
+      res = http("GET", url(OPPS .. "/meta/update"))
+      assert.equal("update", res.json.method)
+      for _, field in ipairs({ "schema", "documentation_link", "response_mapping", "query_schema",
+                               "request_body_schema", "default_query", "default_body" }) do
+        assert.is_not_nil(res.json[field], field)
+      end
+    end)
+  end)
+
+  describe("query parameters", function()
+    it("parses bracket notation (raw or encoded) into remote_data.remote_query", function()
+      local res = http("GET", url(OPPS .. "/23423523",
+        "remote_query[a][b]=x+y&remote_query%5Bc%5D%5B%5D=1%2B1&remote_query[c][]=%20z&remote_query[d][0][e]=f"))
+      assert.same({ a = { b = "x y" }, c = { "1+1", " z" }, d = { { e = "f" } } },
+        res.json.remote_data.remote_query)
+    end)
+
+    it("excludes fields in every form and drops remote_data on request", function()
+      for _, q in ipairs({ "truto_exclude_fields[]=name&truto_exclude_fields[]=amount",
+                           "truto_exclude_fields[0]=name&truto_exclude_fields[1]=amount",
+                           "truto_exclude_fields=name,amount" }) do
+        local o = http("GET", url(OPPS .. "/23423523", q)).json
+        assert.is_nil(o.name, q)
+        assert.is_nil(o.amount, q)
+        assert.equal("23423523", o.id)
+      end
+      assert.is_nil(http("GET", url(OPPS .. "/23423523", "truto_ignore_remote_data=true")).json.remote_data)
+    end)
+
+    it("answers raw, normalized, keyed and streamed shapes", function()
+      local raw = http("GET", url(OPPS .. "/23423523", "truto_response_format=raw")).json
+      assert.equal("Acme renewal 2024", raw.properties.dealname)
+      assert.is_nil(raw.name)
+      local normalized = http("GET", url(OPPS .. "/23423523", "truto_response_format=normalized")).json
+      assert.is_nil(normalized.remote_data)
+      local keyed = http("GET", url("/unified/crm/stages", "truto_key_by=id")).json
+      assert.equal("Closed Won", keyed.result.closedwon.name)
+      local stream = http("GET", url("/unified/crm/users", "truto_response_format=stream"))
+      assert.equal("application/x-ndjson", stream.headers["content-type"])
+      assert.equal("chunked", stream.headers["transfer-encoding"])
+      local lines = {}
+      for line in stream.body:gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line).id end
+      assert.same({ "111", "112", "113" }, lines)
+      assert.equal(400, http("GET", url(OPPS, "truto_response_format=xml")).status)
+    end)
+  end)
+
+  describe("idempotency", function()
+    it("replays the first response and applies the write once", function()
+      local options = { headers = { ["Idempotency-Key"] = "k-1" }, body = '{"name":"Once"}' }
+      local first = http("PATCH", url(OPPS .. "/23423523"), options)
+      local again = http("PATCH", url(OPPS .. "/23423523"), options)
+      assert.equal(200, again.status)
+      assert.equal(first.body, again.body)
+      assert.equal("true", again.headers["idempotent-replayed"])
+      assert.is_nil(first.headers["idempotent-replayed"])
+      local stats = http("GET", "/_emulator/stats", { token = false }).json
+      assert.equal(1, stats.writes[ACCOUNT .. "/crm/opportunities/23423523"])
+    end)
+  end)
+
+  describe("faults", function()
+    it("injects a status with Retry-After from headers", function()
+      local res = http("GET", url(OPPS), { headers = { ["X-Emulator-Status"] = "429",
+                                                       ["X-Emulator-Retry-After"] = "3" } })
+      assert.equal(429, res.status)
+      assert.equal("3", res.headers["retry-after"])
+      assert.equal(429, res.json.statusCode)
+      assert.is_not_nil(res.json.truto_error_insight.rate_limit_error)
+    end)
+
+    it("queues faults for the next matching requests only", function()
+      local res = http("POST", "/_emulator/faults", { token = false, body = cjson.encode({ faults = { {
+        method = "PATCH", path_prefix = OPPS, status = 502, retry_after = "1", count = 2 } } }) })
+      assert.equal(200, res.status)
+      assert.equal(200, http("GET", url(OPPS .. "/23423523")).status)
+      local patch = { body = '{"name":"After faults"}' }
+      assert.equal(502, http("PATCH", url(OPPS .. "/23423523"), patch).status)
+      assert.equal("1", http("PATCH", url(OPPS .. "/23423523"), patch).headers["retry-after"])
+      assert.equal(200, http("PATCH", url(OPPS .. "/23423523"), patch).status)
+      assert.equal(1, http("GET", "/_emulator/stats", { token = false }).json
+        .writes[ACCOUNT .. "/crm/opportunities/23423523"])
+    end)
+
+    it("drops, truncates, corrupts and delays", function()
+      assert.equal(52, http("GET", url(OPPS), { headers = { ["X-Emulator-Fault"] = "drop" } }).exit)
+      assert.equal(18, http("GET", url(OPPS), { headers = { ["X-Emulator-Fault"] = "truncate" } }).exit)
+      assert.equal(18, http("GET", url(OPPS), { headers = { ["X-Emulator-Fault"] = "reset-mid-body" } }).exit)
+      local bad = http("GET", url(OPPS), { headers = { ["X-Emulator-Fault"] = "malformed" } })
+      assert.equal(200, bad.status)
+      assert.is_nil(bad.json)
+      -- curl's own timeout (exit 28) proves the delay.
+      assert.equal(28, http("GET", url(OPPS), { max_time = 1, headers = { ["X-Emulator-Delay-Ms"] = "1500" } }).exit)
+      assert.equal(200, http("GET", url(OPPS), { max_time = 2, headers = { ["X-Emulator-Delay-Ms"] = "100" } }).status)
+    end)
+  end)
+
+  describe("control endpoints", function()
+    it("logs the exact request bytes", function()
+      http("PATCH", url(OPPS .. "/a%2Fb", "x%5By%5D=1"), { body = '{"name":"Logged"}',
+                                                          headers = { ["X-Custom"] = "v" } })
+      local log = http("GET", "/_emulator/requests", { token = false }).json
+      local entry = log[#log]
+      assert.equal("PATCH", entry.method)
+      assert.equal(OPPS .. "/a%2Fb?integrated_account_id=" .. ACCOUNT .. "&x%5By%5D=1", entry.uri)
+      assert.equal(OPPS .. "/a%2Fb", entry.path)
+      assert.equal("integrated_account_id=" .. ACCOUNT .. "&x%5By%5D=1", entry.query)
+      assert.equal('{"name":"Logged"}', entry.body)
+      assert.equal("v", entry.headers["x-custom"])
+    end)
+
+    it("streams a blob of exactly N bytes of JSON", function()
+      local res = http("GET", "/_emulator/blob?bytes=100000", { token = false })
+      assert.equal(100000, #res.body)
+      assert.equal("00000001", res.json.result[1].id)
+    end)
+
+    it("echoes custom API calls without integrated_account_id", function()
+      local res = http("POST", url("/custom/foo/bar%2Fbaz", "q[a]=1"), { body = '{"x":1}' })
+      assert.same({ method = "POST", path = "/foo/bar%2Fbaz", segments = { "foo", "bar/baz" },
+                    query = { q = { a = "1" } }, body = { x = 1 } }, res.json.result)
+    end)
+
+    it("serves the provider-shaped proxy store", function()
+      local res = http("PATCH", url("/proxy/deals/23423523"), { body = '{"properties":{"dealname":"P"}}' })
+      assert.equal("P", res.json.properties.dealname)
+      assert.equal("1000", res.json.properties.amount)
+      assert.equal(10, #http("GET", url("/proxy/deals")).json.result)
+    end)
+  end)
+end)
