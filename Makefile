@@ -56,7 +56,7 @@ deps:
 	fi
 
 lint:
-	luacheck -q lua spec bin
+	luacheck -q lua spec $(wildcard bin/*)
 
 unit: all
 	$(LUA_ENV) $(LUA) /usr/bin/busted

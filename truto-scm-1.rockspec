@@ -27,6 +27,7 @@ build = {
   type = "builtin",
   modules = {
     ["truto"] = "lua/truto/init.lua",
+    ["truto.cli"] = "lua/truto/cli.lua",
     ["truto.client"] = "lua/truto/client.lua",
     ["truto.curl"] = "lua/truto/curl.lua",
     ["truto.errors"] = "lua/truto/errors.lua",
@@ -34,7 +35,7 @@ build = {
     ["truto.schema"] = "lua/truto/schema.lua",
     ["truto.core"] = {
       sources = {
-        "csrc/core.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
+        "csrc/core.c", "csrc/decode.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
         "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/system.c", "csrc/table.c",
         "csrc/text.c",
       },

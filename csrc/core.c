@@ -55,6 +55,7 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     truto_open_request(L);
     truto_open_session(L);
     truto_open_response(L);
+    truto_open_decode(L);
     truto_open_system(L);
     return 1;
 }

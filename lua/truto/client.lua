@@ -3,15 +3,11 @@
 -- transport, retries what is safe to retry, and returns `result, response`
 -- or `nil, err`.
 local core = require "truto.core"
-local cjson_safe = require "cjson.safe"
 local errors = require "truto.errors"
 local retry = require "truto.retry"
 local schema = require "truto.schema"
 
 local _M = {}
-
-local json = cjson_safe.new()   -- private instance: nobody else's settings apply
-if json.decode_max_depth then json.decode_max_depth(1000) end
 
 local DEFAULT_BASE_URL = "https://api.truto.one"
 
@@ -147,19 +143,19 @@ end
 local function decode_success(headers, body, streamed)
   if streamed or body == nil or body == "" then return true end
   if not is_json(headers, body) then return body end
-  local value, err = json.decode(body)
+  local value, err = core.decode_json(body)
   if value == nil then
-    return nil, errors.new { kind = "decode", message = "response is not valid JSON: " .. tostring(err),
+    return nil, errors.new { kind = "decode", message = "response is not valid JSON: " .. err,
                              body = #body > 1000 and body:sub(1, 1000) or body }
   end
-  return core.integers(value)
+  return value
 end
 
 local function decode_failure(headers, body)
   if body == nil or body == "" then return nil end
   if is_json(headers, body) then
-    local value = json.decode(body)
-    if value ~= nil then return core.integers(value) end
+    local value = core.decode_json(body)
+    if value ~= nil then return value end
   end
   return body
 end

@@ -44,6 +44,11 @@ _M.encode_query = core.encode_query
 -- names whose empty tables are arrays, e.g. { contact = true, tags = true }.
 _M.encode_json = core.encode_json
 
+--- Reads JSON text so that writing it back with encode_json gives the same
+-- JSON: arrays and empty objects are marked, integers stay integers, null
+-- is truto.null.  Returns value, or nil and "message at byte N".
+_M.decode_json = core.decode_json
+
 --- truto.new{ token = ..., base_url = ..., ... } -> client (see README).
 _M.new = client.new
 

@@ -1,0 +1,308 @@
+/*
+ * The JSON reader.  It exists beside lua-cjson because a value read here can
+ * be written back unchanged: arrays (empty ones included) carry the
+ * truto.array mark and empty objects the truto.object mark, integers stay
+ * integers (exact to 64 bits), and null is truto.null.  A record fetched,
+ * edited and PATCHed back keeps `"tags": []` as an array.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "truto.h"
+
+#define DECODE_MAX_DEPTH 512
+
+typedef struct {
+    const char *p, *start, *end;
+    truto_encoder *e;       /* scratch buffer for strings with escapes */
+    int depth;
+} reader;
+
+static int fail(lua_State *L, reader *r, const char *what)
+{
+    return luaL_error(L, "%s at byte %d", what, (int)(r->p - r->start) + 1);
+}
+
+static void skip_space(reader *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+static void read_value(lua_State *L, reader *r);
+
+static void mark(lua_State *L, const char *name)
+{
+    luaL_getmetatable(L, name);
+    lua_setmetatable(L, -2);
+}
+
+static unsigned hex4(lua_State *L, reader *r)
+{
+    unsigned v = 0;
+    if (r->end - r->p < 4)
+        fail(L, r, "truncated \\u escape");
+    for (int i = 0; i < 4; i++, r->p++) {
+        char c = *r->p;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if ((c | 32) >= 'a' && (c | 32) <= 'f') v |= (unsigned)((c | 32) - 'a' + 10);
+        else fail(L, r, "bad \\u escape");
+    }
+    return v;
+}
+
+static void add_utf8(lua_State *L, truto_bytes *b, unsigned cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | cp >> 6); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | cp >> 12); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+    } else {
+        u[0] = (char)(0xF0 | cp >> 18); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+    }
+    truto_bytes_add(L, b, u, n);
+}
+
+/* r->p is just past the opening quote. */
+static void read_string(lua_State *L, reader *r)
+{
+    const char *s = r->p;
+    while (r->p < r->end && *r->p != '"' && *r->p != '\\' && (unsigned char)*r->p >= 0x20)
+        r->p++;
+    if (r->p < r->end && *r->p == '"') {            /* no escapes: the common case */
+        size_t len = (size_t)(r->p - s);
+        size_t bad = truto_utf8_invalid_at(s, len);
+        if (bad != (size_t)-1) {
+            r->p = s + bad;
+            fail(L, r, "invalid UTF-8");
+        }
+        lua_pushlstring(L, s, len);
+        r->p++;
+        return;
+    }
+    truto_bytes *b = &r->e->out;
+    b->len = 0;
+    truto_bytes_add(L, b, s, (size_t)(r->p - s));
+    for (;;) {
+        if (r->p >= r->end)
+            fail(L, r, "unterminated string");
+        unsigned char c = (unsigned char)*r->p;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            fail(L, r, "control character in string");
+        if (c != '\\') {
+            truto_bytes_addc(L, b, (char)c);
+            r->p++;
+            continue;
+        }
+        if (++r->p >= r->end)
+            fail(L, r, "unterminated string");
+        char esc = *r->p++;
+        switch (esc) {
+        case '"': case '\\': case '/': truto_bytes_addc(L, b, esc); break;
+        case 'b': truto_bytes_addc(L, b, '\b'); break;
+        case 'f': truto_bytes_addc(L, b, '\f'); break;
+        case 'n': truto_bytes_addc(L, b, '\n'); break;
+        case 'r': truto_bytes_addc(L, b, '\r'); break;
+        case 't': truto_bytes_addc(L, b, '\t'); break;
+        case 'u': {
+            unsigned cp = hex4(L, r);
+            if (cp >= 0xD800 && cp <= 0xDBFF && r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u') {
+                const char *save = r->p;
+                r->p += 2;
+                unsigned lo = hex4(L, r);
+                if (lo >= 0xDC00 && lo <= 0xDFFF)
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                else
+                    r->p = save;
+            }
+            if (cp >= 0xD800 && cp <= 0xDFFF)
+                cp = 0xFFFD;    /* a lone surrogate has no UTF-8 form */
+            add_utf8(L, b, cp);
+            break;
+        }
+        default:
+            r->p--;
+            fail(L, r, "bad escape");
+        }
+    }
+    size_t bad = truto_utf8_invalid_at(b->data, b->len);
+    if (bad != (size_t)-1)
+        fail(L, r, "invalid UTF-8 in string");
+    truto_bytes_push(L, b);
+    r->p++;
+}
+
+static void read_number(lua_State *L, reader *r)
+{
+    const char *s = r->p;
+    int integral = 1;
+    if (r->p < r->end && *r->p == '-')
+        r->p++;
+    if (r->p < r->end && *r->p == '0') {
+        r->p++;
+    } else if (r->p < r->end && *r->p >= '1' && *r->p <= '9') {
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++;
+    } else {
+        fail(L, r, "bad number");
+    }
+    if (r->p < r->end && *r->p == '.') {
+        integral = 0;
+        r->p++;
+        if (r->p >= r->end || *r->p < '0' || *r->p > '9') fail(L, r, "bad number");
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++;
+    }
+    if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
+        integral = 0;
+        r->p++;
+        if (r->p < r->end && (*r->p == '+' || *r->p == '-')) r->p++;
+        if (r->p >= r->end || *r->p < '0' || *r->p > '9') fail(L, r, "bad number");
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++;
+    }
+    char buf[400];
+    size_t len = (size_t)(r->p - s);
+    if (len >= sizeof buf)
+        fail(L, r, "number too long");
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+#if LUA_VERSION_NUM >= 503
+    if (integral) {
+        errno = 0;
+        long long v = strtoll(buf, NULL, 10);
+        if (errno == 0) {
+            lua_pushinteger(L, (lua_Integer)v);
+            return;
+        }
+    }
+#else
+    (void)integral;
+#endif
+    lua_pushnumber(L, (lua_Number)strtod(buf, NULL));
+}
+
+static void expect_word(lua_State *L, reader *r, const char *word, size_t len)
+{
+    if ((size_t)(r->end - r->p) < len || memcmp(r->p, word, len) != 0)
+        fail(L, r, "unexpected character");
+    r->p += len;
+}
+
+static void read_array(lua_State *L, reader *r)
+{
+    lua_newtable(L);
+    mark(L, TRUTO_ARRAY_MT);
+    skip_space(r);
+    if (r->p < r->end && *r->p == ']') {
+        r->p++;
+        return;
+    }
+    for (lua_Integer i = 1;; i++) {
+        read_value(L, r);
+        lua_rawseti(L, -2, i);
+        skip_space(r);
+        if (r->p < r->end && *r->p == ',') { r->p++; continue; }
+        if (r->p < r->end && *r->p == ']') { r->p++; return; }
+        fail(L, r, "expected ',' or ']'");
+    }
+}
+
+static void read_object(lua_State *L, reader *r)
+{
+    lua_newtable(L);
+    skip_space(r);
+    if (r->p < r->end && *r->p == '}') {
+        r->p++;
+        mark(L, TRUTO_OBJECT_MT);       /* only the empty one is ambiguous */
+        return;
+    }
+    for (;;) {
+        skip_space(r);
+        if (r->p >= r->end || *r->p != '"')
+            fail(L, r, "expected a string key");
+        r->p++;
+        read_string(L, r);
+        skip_space(r);
+        if (r->p >= r->end || *r->p != ':')
+            fail(L, r, "expected ':'");
+        r->p++;
+        read_value(L, r);
+        lua_rawset(L, -3);
+        skip_space(r);
+        if (r->p < r->end && *r->p == ',') { r->p++; continue; }
+        if (r->p < r->end && *r->p == '}') { r->p++; return; }
+        fail(L, r, "expected ',' or '}'");
+    }
+}
+
+static void read_value(lua_State *L, reader *r)
+{
+    skip_space(r);
+    if (r->p >= r->end)
+        fail(L, r, "unexpected end of input");
+    switch (*r->p) {
+    case '{':
+    case '[':
+        if (++r->depth > DECODE_MAX_DEPTH)
+            fail(L, r, "nesting too deep");
+        if (!lua_checkstack(L, 4))
+            fail(L, r, "Lua stack exhausted");
+        if (*r->p++ == '{')
+            read_object(L, r);
+        else
+            read_array(L, r);
+        r->depth--;
+        break;
+    case '"':
+        r->p++;
+        read_string(L, r);
+        break;
+    case 't': expect_word(L, r, "true", 4); lua_pushboolean(L, 1); break;
+    case 'f': expect_word(L, r, "false", 5); lua_pushboolean(L, 0); break;
+    case 'n': expect_word(L, r, "null", 4); lua_pushlightuserdata(L, NULL); break;
+    default:
+        if (*r->p != '-' && (*r->p < '0' || *r->p > '9'))
+            fail(L, r, "unexpected character");
+        read_number(L, r);
+        break;
+    }
+}
+
+static int decode_raising(lua_State *L)
+{
+    size_t len;
+    const char *text = lua_tolstring(L, 1, &len);
+    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0 };
+    read_value(L, &r);
+    skip_space(&r);
+    if (r.p != r.end)
+        fail(L, &r, "trailing characters");
+    return 1;
+}
+
+/* core.decode_json(text) -> value, or nil, "message at byte N". */
+static int l_decode_json(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, decode_raising);
+    lua_insert(L, 1);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
+
+void truto_open_decode(lua_State *L)
+{
+    lua_pushcfunction(L, l_decode_json);
+    lua_setfield(L, -2, "decode_json");
+}

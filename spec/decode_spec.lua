@@ -1,0 +1,84 @@
+-- truto.decode_json: the response reader whose values write back unchanged.
+local truto = require "truto"
+
+local decode, encode = truto.decode_json, truto.encode_json
+
+describe("truto.decode_json", function()
+  it("reads an opportunity so that writing it back gives the same JSON", function()
+    local text = '{"amount":125000.5,"contact":[],"custom_fields":{},"id":"23423523",'
+      .. '"remote_data":{"list":[],"n":12345678901234567,"nested":{"deep":[[],{}]}},"stage":null,'
+      .. '"tags":[{"id":"t1","name":"vip"}]}'
+    local value = assert(decode(text))
+    assert.equal(text, encode(value))
+    assert.equal("integer", math.type(value.remote_data.n))
+    assert.equal(12345678901234567, value.remote_data.n)
+    assert.equal(truto.null, value.stage)
+  end)
+
+  it("reads integers as integers and other numbers as floats", function()
+    local v = decode("[0,-0,10,-9223372036854775808,9223372036854775807,1.5,1e2,1E-2,-0.0,9223372036854775808]")
+    assert.same({ "integer", "integer", "integer", "integer", "integer", "float", "float", "float", "float", "float" },
+      (function() local t = {} for i, x in ipairs(v) do t[i] = math.type(x) end return t end)())
+    assert.equal(math.mininteger, v[4])
+    assert.equal(100.0, v[7])
+    assert.equal(2 ^ 63, v[10])
+  end)
+
+  it("reads escapes, surrogate pairs and UTF-8", function()
+    assert.equal('q"\\/\b\f\n\r\t\0é😀', decode([["q\"\\\/\b\f\n\r\t\u0000\u00e9\ud83d\ude00"]]))
+    assert.equal("\239\191\189x", decode([["\udc00x"]]))     -- a lone surrogate becomes U+FFFD
+    assert.equal("日本", decode('"日本"'))
+  end)
+
+  it("marks arrays and empty objects, and leaves other objects unmarked", function()
+    local v = decode('{"a":[1],"b":{},"c":{"d":1}}')
+    assert.equal("[1]", encode(v.a))
+    assert.equal("{}", encode(v.b))
+    assert.is_nil(getmetatable(v.c))
+    assert.equal(getmetatable(truto.array()), getmetatable(v.a))
+  end)
+
+  it("reads scalars at the top level, with whitespace around", function()
+    assert.equal(true, decode(" true "))
+    assert.equal(false, decode("false"))
+    assert.equal(truto.null, decode("\n null\t"))
+    assert.equal("s", decode('"s"'))
+    assert.equal(42, decode("42"))
+  end)
+
+  describe("returns nil and a message for bad input", function()
+    local cases = {
+      { "", "unexpected end of input at byte 1" },
+      { "{", "expected a string key at byte 2" },
+      { '{"a":1,}', "expected a string key at byte 8" },
+      { "[1,]", "unexpected character at byte 4" },
+      { "[1 2]", "expected ',' or ']' at byte 4" },
+      { '{"a" 1}', "expected ':' at byte 6" },
+      { "01", "trailing characters at byte 2" },
+      { "-", "bad number at byte 2" },
+      { "1.", "bad number at byte 3" },
+      { "1e", "bad number at byte 3" },
+      { "nul", "unexpected character at byte 1" },
+      { '"abc', "unterminated string at byte 5" },
+      { '"a\nb"', "control character in string at byte 3" },
+      { '"\\x"', "bad escape at byte 3" },
+      { '"\\u12"', "truncated \\u escape at byte 4" },
+      { '"\\uZZZZ"', "bad \\u escape at byte 4" },
+      { '"\255"', "invalid UTF-8 at byte 2" },
+      { "[1] x", "trailing characters at byte 5" },
+      { ("["):rep(600), "nesting too deep at byte 513" },
+      { "'a'", "unexpected character at byte 1" },
+    }
+    for _, c in ipairs(cases) do
+      it(("for %q"):format(c[1]:sub(1, 20)), function()
+        local v, err = decode(c[1])
+        assert.is_nil(v)
+        assert.equal(c[2], err)
+      end)
+    end
+
+    it("and raises for a non-string argument", function()
+      assert.has_error(function() decode({}) end)
+    end)
+  end)
+end)
