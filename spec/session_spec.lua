@@ -408,6 +408,7 @@ describe("truto.core.session", function()
       assert.equal(200, status)
       assert.equal(tostring(#body), headers["x-content-length"])
       assert.is_true(body == got, "the body came back changed")
+      assert.equal("-", headers["x-expect"])     -- no 100-continue round trip
     end)
 
     it("returns the final response's headers, lower-cased and joined", function()
