@@ -35,7 +35,8 @@ end
 local RECORD_SIZE = 1024
 local RECORD_OVERHEAD = #'{"id":"00000000","padding":""}'
 local PADDING = string.rep("x", 2 * RECORD_SIZE)
-local RECORDS_PER_PIECE = 64
+local FULL_RECORD_TAIL = PADDING:sub(1, RECORD_SIZE - RECORD_OVERHEAD) .. '"}'
+local RECORDS_PER_PIECE = 256
 
 local function blob(ctx)
   local total = tonumber(ctx.query.bytes) or 1048576
@@ -56,10 +57,11 @@ local function blob(ctx)
     -- Do not leave a gap too small for a record but too big to ignore.
     if room - size > 0 and room - size < RECORD_OVERHEAD + 1 then size = room end
     index = index + 1
-    piece[#piece + 1] = (separator == 1 and "," or "") .. string.format('{"id":"%08d","padding":"', index)
-      .. PADDING:sub(1, size - RECORD_OVERHEAD) .. '"}'
+    piece[#piece + 1] = separator == 1 and ',{"id":"' or '{"id":"'
+    piece[#piece + 1] = string.format('%08d","padding":"', index)
+    piece[#piece + 1] = size == RECORD_SIZE and FULL_RECORD_TAIL or (PADDING:sub(1, size - RECORD_OVERHEAD) .. '"}')
     written = written + separator + size
-    if #piece >= RECORDS_PER_PIECE then
+    if #piece >= 3 * RECORDS_PER_PIECE then
       ngx.print(piece)
       local ok = ngx.flush(true)
       if not ok then return ngx.exit(444) end -- client went away
