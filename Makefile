@@ -33,7 +33,11 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson \
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
 
-.PHONY: all deps test lint unit clean install
+.PHONY: all deps demo test lint unit clean install
+
+# The seed's update.  Against the real API when TRUTO_API_TOKEN and
+# TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
+DEMO_ACCOUNT := 62f44730-dd91-461e-bd6a-aedd9e0ad79d
 
 all: $(CORE)
 
@@ -53,6 +57,20 @@ deps:
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: deps
+	@$(MAKE) -s all
+	@if [ -n "$$TRUTO_API_TOKEN" ] && [ -n "$$TRUTO_INTEGRATED_ACCOUNT_ID" ]; then \
+	  echo "== calling $${TRUTO_BASE_URL:-https://api.truto.one}"; \
+	  $(LUA_ENV) $(LUA) examples/update_opportunity.lua; \
+	else \
+	  out=$$(bin/truto-emulator --detach) || exit 1; \
+	  url=$$(echo "$$out" | head -n 1); prefix=$$(echo "$$out" | sed -n 's/^prefix=//p'); \
+	  echo "== emulator started at $$url (TRUTO_API_TOKEN is not set)"; echo; \
+	  TRUTO_BASE_URL=$$url TRUTO_API_TOKEN=test-token TRUTO_INTEGRATED_ACCOUNT_ID=$(DEMO_ACCOUNT) \
+	    $(LUA_ENV) $(LUA) examples/update_opportunity.lua; rc=$$?; \
+	  bin/truto-emulator --stop "$$prefix" >/dev/null; echo; echo "== emulator stopped"; exit $$rc; \
 	fi
 
 lint:

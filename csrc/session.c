@@ -334,7 +334,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         return 0;
     }
     s->received += len;
-    if (s->sink_fn != 0) {
+    /* Only a successful body streams to the sink; an error body is kept, so
+     * that the caller can read Truto's error envelope. */
+    long status = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (s->sink_fn != 0 && status >= 200 && status < 300) {
         lua_State *L = s->L;
         chunk c;
         c.data = p;
@@ -1025,7 +1029,7 @@ static int l_perform(lua_State *L)
     lua_pushinteger(L, (lua_Integer)o.status);
     push_headers(L, &s->head);
     bytes_reset(&s->head);
-    if (s->sink_fn != 0)
+    if (s->sink_fn != 0 && o.status >= 200 && o.status < 300)
         lua_pushnil(L);
     else
         truto_bytes_push(L, &s->body);

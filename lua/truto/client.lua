@@ -32,6 +32,7 @@ local CLIENT_OPTIONS = {
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
+  on_request = { function_, "a function" },
   ca_file = { optional_string, "a path" },
   ca_path = { optional_string, "a path" },
   insecure = { boolean, "a boolean" },
@@ -119,6 +120,7 @@ function _M.new(given)
   options.timeout, options.connect_timeout = self.timeout, self.connect_timeout
   self.transport = choose_transport(options.transport or "curl", options)
   self.sleep = options.sleep or self.transport.sleep or core.sleep
+  self.on_request = options.on_request
   self.now = self.transport.now or core.now
 
   self.unified_api = setmetatable({ client = self }, _M.Unified)
@@ -158,6 +160,16 @@ local function decode_failure(headers, body)
     if value ~= nil then return value end
   end
   return body
+end
+
+-- A copy of a request that is safe to log: the token is replaced.
+local function redacted(req)
+  local headers = {}
+  for i, line in ipairs(req.headers) do
+    headers[i] = line:match("^[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:") and "Authorization: [REDACTED]"
+      or line
+  end
+  return { method = req.method, url = req.url, headers = headers, body = req.body }
 end
 
 --- Sends one logical call: builds the request once, then attempts it until
@@ -202,6 +214,7 @@ function Client:request(spec, opts, level)
   local attempt = 0
   while true do
     attempt = attempt + 1
+    if self.on_request then self.on_request(redacted(req), attempt) end
     local status, rheaders, body, info = self.transport:perform(req, call)
     local err
     if not status then
