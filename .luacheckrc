@@ -2,3 +2,4 @@ std = "lua54"
 max_line_length = 120
 files["spec"] = { std = "+busted", max_line_length = 140 }
 exclude_files = { "build" }
+files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set ngx.status, ngx.header

@@ -29,7 +29,7 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # Debian packages `make test` needs; installed on demand when missing.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson \
                 lua-busted lua-check pkg-config gcc make nginx-light \
-                libnginx-mod-http-lua nodejs node-qs curl
+                libnginx-mod-http-lua lua-dkjson nodejs node-qs curl
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
 
@@ -74,7 +74,7 @@ demo: deps
 	fi
 
 lint:
-	luacheck -q lua spec $(wildcard bin/*)
+	luacheck -q lua spec emulator/lua $(wildcard bin/*)
 
 unit: all
 	$(LUA_ENV) $(LUA) /usr/bin/busted
