@@ -10,6 +10,7 @@ local schema = require "truto.schema"
 local _M = {}
 
 local DEFAULT_BASE_URL = "https://api.truto.one"
+local UNCAPPED = 2 ^ 53
 
 -- Options of truto.new, each with its check.  A name not listed is an error.
 local function positive_number(v) return type(v) == "number" and v > 0 and v < math.huge end
@@ -134,9 +135,14 @@ function Client:close()
   if self.transport.close then self.transport:close() end
 end
 
+-- application/json and the +json types; not application/x-ndjson, whose
+-- lines are separate documents.
 local function is_json(headers, body)
   local ctype = headers["content-type"]
-  if ctype then return ctype:find("json", 1, true) ~= nil end
+  if ctype then
+    local mime = ctype:match("^%s*([^;%s]+)"):lower()
+    return mime == "application/json" or mime:sub(-5) == "+json"
+  end
   return body:match("^%s*[%[{]") ~= nil
 end
 
@@ -205,7 +211,8 @@ function Client:request(spec, opts, level)
     timeout = opts.timeout or self.timeout,
     connect_timeout = opts.connect_timeout or self.connect_timeout,
     sink = sink,
-    max_response_bytes = opts.max_response_bytes,
+    -- A sink keeps memory flat, so its body is not capped unless asked.
+    max_response_bytes = opts.max_response_bytes or (sink and UNCAPPED) or nil,
   }
   local max_retries = opts.max_retries or self.max_retries
   local path = req.url:match("^https?://[^/]*(/[^?]*)") or "/"

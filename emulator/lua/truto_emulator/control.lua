@@ -117,6 +117,8 @@ local ROUTES = {
   ["GET blob"] = blob,
 }
 
+_M.blob = blob
+
 function _M.handle(ctx, name)
   local route = ROUTES[ctx.method .. " " .. name]
   if not route then

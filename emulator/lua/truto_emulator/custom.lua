@@ -5,6 +5,11 @@ local response = require "truto_emulator.response"
 local _M = {}
 
 function _M.handle(ctx)
+  -- GET /custom/blob?bytes=N: the control endpoint's large JSON document,
+  -- behind auth, so the client itself can stream it.
+  if ctx.method == "GET" and #ctx.segments == 1 and ctx.segments[1] == "blob" then
+    return require("truto_emulator.control").blob(ctx)
+  end
   local query = {}
   for k, v in pairs(ctx.query) do
     if k ~= "integrated_account_id" then query[k] = v end

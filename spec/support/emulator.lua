@@ -1,0 +1,49 @@
+-- One emulator per spec file, plus the control calls specs need.  Control
+-- requests go through the library's own libcurl session, outside the client
+-- under test.
+local core = require "truto.core"
+local emulator = require "truto.emulator"
+local truto = require "truto"
+
+local _M = {
+  TOKEN = "test-token",
+  ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d",
+}
+
+local handle, session
+
+function _M.start()
+  handle = assert(emulator.start())
+  session = core.session {}
+  _M.base_url = handle.base_url
+  return handle.base_url
+end
+
+function _M.stop()
+  if session then session:close() end
+  if handle then handle:stop() end
+  handle, session = nil, nil
+end
+
+local function control(method, path, body)
+  local status, _, text = session:perform {
+    method = method, url = handle.base_url .. "/_emulator/" .. path,
+    headers = { "Content-Type: application/json" }, body = body and truto.encode_json(body) or nil,
+  }
+  assert(status == 200, "emulator control " .. path .. " answered " .. tostring(status) .. ": " .. tostring(text))
+  return truto.decode_json(text)
+end
+
+function _M.reset() return control("POST", "reset") end
+function _M.requests() return control("GET", "requests") end
+function _M.stats() return control("GET", "stats") end
+function _M.faults(list) return control("POST", "faults", { faults = list }) end
+
+--- A client for the emulator; options override the defaults.
+function _M.client(options)
+  local o = { token = _M.TOKEN, base_url = handle.base_url }
+  for k, v in pairs(options or {}) do o[k] = v end
+  return truto.new(o)
+end
+
+return _M
