@@ -37,7 +37,7 @@ build = {
       sources = {
         "csrc/core.c", "csrc/decode.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
         "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/system.c", "csrc/table.c",
-        "csrc/text.c",
+        "csrc/text.c", "csrc/webhook.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },

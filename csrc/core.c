@@ -56,6 +56,7 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     truto_open_session(L);
     truto_open_response(L);
     truto_open_decode(L);
+    truto_open_webhook(L);
     truto_open_system(L);
     return 1;
 }

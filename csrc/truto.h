@@ -134,6 +134,7 @@ void truto_open_request(lua_State *L);
 void truto_open_session(lua_State *L);
 void truto_open_response(lua_State *L);
 void truto_open_decode(lua_State *L);
+void truto_open_webhook(lua_State *L);
 void truto_open_system(lua_State *L);
 
 /* Compatibility with the Lua 5.1 C API (LuaJIT). */

@@ -49,6 +49,10 @@ _M.encode_json = core.encode_json
 -- is truto.null.  Returns value, or nil and "message at byte N".
 _M.decode_json = core.decode_json
 
+--- Checks Truto's X-Truto-Signature header (format=sha256,v=<hex>) against
+-- the raw request body: true, or false and the reason.
+_M.verify_webhook = core.verify_webhook
+
 --- truto.new{ token = ..., base_url = ..., ... } -> client (see README).
 _M.new = client.new
 

@@ -1,0 +1,95 @@
+/*
+ * truto.verify_webhook(secret, raw_body, header): Truto signs each outbound
+ * webhook with X-Truto-Signature: format=sha256,v=<hex HMAC-SHA256 of the
+ * raw body keyed by the webhook secret>.
+ */
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "truto.h"
+
+#define DIGEST_LEN 32
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if ((c | 32) >= 'a' && (c | 32) <= 'f') return (c | 32) - 'a' + 10;
+    return -1;
+}
+
+static int reject(lua_State *L, const char *reason)
+{
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, reason);
+    return 2;
+}
+
+static int l_verify_webhook(lua_State *L)
+{
+    size_t secretlen, bodylen, headerlen;
+    const char *secret = luaL_checklstring(L, 1, &secretlen);
+    const char *body = luaL_checklstring(L, 2, &bodylen);
+    luaL_argcheck(L, secretlen > 0, 1, "the webhook secret must not be empty");
+    if (lua_isnoneornil(L, 3))
+        return reject(L, "missing signature header");
+    const char *header = luaL_checklstring(L, 3, &headerlen);
+
+    unsigned char expected[DIGEST_LEN];
+    unsigned int expectedlen = 0;
+    if (HMAC(EVP_sha256(), secret, (int)secretlen, (const unsigned char *)body, bodylen,
+             expected, &expectedlen) == NULL || expectedlen != DIGEST_LEN)
+        return luaL_error(L, "truto: HMAC-SHA256 is not available");
+
+    /* format=sha256,v=<hex>[,v=<hex>...]: several v= let a sender rotate
+     * secrets; any one matching is enough. */
+    int format_ok = 0, signatures = 0, matched = 0;
+    const char *p = header, *end = header + headerlen;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *item_end = comma ? comma : end;
+        while (p < item_end && (*p == ' ' || *p == '\t')) p++;
+        const char *eq = memchr(p, '=', (size_t)(item_end - p));
+        if (eq == NULL)
+            return reject(L, "malformed signature header");
+        size_t keylen = (size_t)(eq - p);
+        const char *value = eq + 1;
+        const char *value_end = item_end;
+        while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
+        size_t valuelen = (size_t)(value_end - value);
+        if (keylen == 6 && memcmp(p, "format", 6) == 0) {
+            if (!(valuelen == 6 && memcmp(value, "sha256", 6) == 0))
+                return reject(L, "unsupported signature format");
+            format_ok = 1;
+        } else if (keylen == 1 && p[0] == 'v') {
+            unsigned char given[DIGEST_LEN];
+            if (valuelen != 2 * DIGEST_LEN)
+                return reject(L, "malformed signature: expected 64 hex digits");
+            for (size_t i = 0; i < DIGEST_LEN; i++) {
+                int hi = hex_value(value[2 * i]), lo = hex_value(value[2 * i + 1]);
+                if (hi < 0 || lo < 0)
+                    return reject(L, "malformed signature: expected 64 hex digits");
+                given[i] = (unsigned char)(hi << 4 | lo);
+            }
+            signatures++;
+            matched |= CRYPTO_memcmp(given, expected, DIGEST_LEN) == 0;
+        }
+        p = comma ? comma + 1 : end;
+    }
+    if (!format_ok)
+        return reject(L, "malformed signature header: no format=sha256");
+    if (signatures == 0)
+        return reject(L, "malformed signature header: no v=");
+    if (!matched)
+        return reject(L, "signature mismatch");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+void truto_open_webhook(lua_State *L)
+{
+    lua_pushcfunction(L, l_verify_webhook);
+    lua_setfield(L, -2, "verify_webhook");
+}
