@@ -4,6 +4,7 @@
 -- or `nil, err`.
 local core = require "truto.core"
 local errors = require "truto.errors"
+local ratelimit = require "truto.ratelimit"
 local retry = require "truto.retry"
 local schema = require "truto.schema"
 
@@ -34,6 +35,15 @@ local CLIENT_OPTIONS = {
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
   on_request = { function_, "a function" },
+  rate_limit = { function(v)
+    if type(v) ~= "table" or math.type(v.requests) ~= "integer" or v.requests < 1 or not positive_number(v.per) then
+      return false
+    end
+    for name in pairs(v) do
+      if name ~= "requests" and name ~= "per" then return false end
+    end
+    return true
+  end, "{ requests = <integer > 0>, per = <seconds > 0> }" },
   ca_file = { optional_string, "a path" },
   ca_path = { optional_string, "a path" },
   insecure = { boolean, "a boolean" },
@@ -123,6 +133,9 @@ function _M.new(given)
   self.sleep = options.sleep or self.transport.sleep or core.sleep
   self.on_request = options.on_request
   self.now = self.transport.now or core.now
+  if options.rate_limit then
+    self.pacer = ratelimit.new(options.rate_limit, self.now, self.sleep)
+  end
 
   self.unified_api = setmetatable({ client = self }, _M.Unified)
   self.proxy_api = setmetatable({ client = self }, _M.Proxy)
@@ -221,6 +234,10 @@ function Client:request(spec, opts, level)
   local attempt = 0
   while true do
     attempt = attempt + 1
+    if self.pacer then
+      local q = spec.query
+      self.pacer:acquire(q and type(q.integrated_account_id) == "string" and q.integrated_account_id or "")
+    end
     if self.on_request then self.on_request(redacted(req), attempt) end
     local status, rheaders, body, info = self.transport:perform(req, call)
     local err
