@@ -121,6 +121,8 @@ static void add_path(lua_State *L, truto_bytes *url, int spec)
             luaL_error(L, "truto: %s must not be '.' or '..'", name);
         if (truto_utf8_invalid_at(seg, len) != (size_t)-1)
             luaL_error(L, "truto: %s is not valid UTF-8", name);
+        if (!is_field_value(seg, len) || memchr(seg, '\t', len) != NULL)
+            luaL_error(L, "truto: %s contains CR, LF, NUL or another control character", name);
         truto_bytes_addc(L, url, '/');
         truto_pct_encode(L, url, seg, len);
         lua_pop(L, 2);
