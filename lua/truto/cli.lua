@@ -33,14 +33,17 @@ Options:
       --limit N            page size of a list
       --cursor CURSOR      next_cursor of the page to fetch
       --all                list only: follow next_cursor through every page and write one
-                           record per line (JSON Lines)
+                           record per line (JSON Lines); not with --format stream, which
+                           already sends every record, one per line
   -H, --header 'NAME: VALUE'  an extra request header (repeatable)
       --idempotency-key KEY   makes a POST or PATCH safe to retry
       --timeout SECONDS    total time allowed for each attempt (default 30)
       --retries N          retries of failed attempts that are safe to retry (default 2)
       --base-url URL       the API's address (default: $TRUTO_BASE_URL or https://api.truto.one)
-  -v, --verbose            write the request line and status to standard error
+  -v, --verbose            write each attempt's request line and the final status to
+                           standard error
   -h, --help               this text
+  --                       the end of the options: later words are names, even '-1'
 
 Environment:
   TRUTO_API_TOKEN          the API token (required; never printed)
@@ -110,12 +113,16 @@ local REPEATED = { query = true, exclude = true, remote_query = true, header = t
 
 local function parse_args(argv)
   local o = { positional = {}, query = {}, exclude = {}, remote_query = {}, header = {} }
-  local i = 1
+  local i, options_ended = 1, false
   while i <= #argv do
     local arg = argv[i]
     local name, inline = arg:match("^(%-%-[^=]+)=(.*)$")
     name = name or arg
-    if VALUE_OPTIONS[name] then
+    if options_ended then
+      o.positional[#o.positional + 1] = arg
+    elseif arg == "--" then
+      options_ended = true
+    elseif VALUE_OPTIONS[name] then
       local value = inline
       if value == nil then
         i = i + 1
@@ -191,9 +198,13 @@ local COMMANDS = {
 
 local function run(argv, env, out, err, stdin)
   local o = parse_args(argv)
-  if o.help or #o.positional == 0 then
+  if o.help then
     out:write(_M.USAGE)
-    return o.help and 0 or 2
+    return 0
+  end
+  if #o.positional == 0 then
+    err:write(_M.USAGE)   -- a usage mistake: keep standard output clean
+    return 2
   end
   local api, verb = o.positional[1], o.positional[2]
   local commands = COMMANDS[api]
@@ -205,6 +216,9 @@ local function run(argv, env, out, err, stdin)
     usage_error(("'%s %s' takes %d name(s), got %d"):format(api, verb, nnames, #o.positional - 2))
   end
   if o.all and not (verb == "list" and api ~= "custom") then usage_error("--all works with list only") end
+  if o.all and o.format == "stream" then
+    usage_error("--all cannot be combined with --format stream (a stream list already has every record)")
+  end
   if o.data and not command.body then usage_error("'" .. api .. " " .. verb .. "' takes no --data") end
   if command.body and not command.optional_body and not o.data then usage_error("--data is required") end
 
@@ -225,6 +239,10 @@ local function run(argv, env, out, err, stdin)
     base_url = o.base_url or (env.TRUTO_BASE_URL ~= "" and env.TRUTO_BASE_URL) or nil,
     timeout = o.timeout and number_option(o.timeout, "--timeout") or nil,
     max_retries = o.retries and number_option(o.retries, "--retries", true) or nil,
+    -- The request as sent (the token is redacted by the client; it is not printed anyway).
+    on_request = o.verbose and function(req, attempt)
+      err:write(("> %s %s%s\n"):format(req.method, req.url, attempt > 1 and (" (attempt %d)"):format(attempt) or ""))
+    end or nil,
   }
 
   local query = build_query(o, env)
@@ -232,9 +250,6 @@ local function run(argv, env, out, err, stdin)
   local target = client[api .. "_api"]
   local names = { table.unpack(o.positional, 3) }
 
-  if o.verbose then
-    err:write(("> %s %s %s\n"):format(api, verb, table.concat(o.positional, " ", 3)))
-  end
   if o.all then
     local count = 0
     names[#names + 1] = query
@@ -289,8 +304,8 @@ function _M.main(argv, env, out, err, stdin)
     return 2
   end
   -- A raised error: a programmer error in the arguments (bad id, bad JSON
-  -- value...).  Show its message without a traceback.
-  err:write(tostring(status), "\n")
+  -- value...).  Show its message without a traceback or a source position.
+  err:write((tostring(status):gsub("^[^\n:]+%.lua:%d+: ", "")), "\n")
   return 2
 end
 
