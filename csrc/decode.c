@@ -182,7 +182,17 @@ static void read_number(lua_State *L, reader *r)
         }
     }
 #else
-    (void)integral;
+    /* LuaJIT has only doubles: an integer they cannot hold exactly stays
+     * the string it was, so an id never changes. */
+    if (integral) {
+        errno = 0;
+        long long v = strtoll(buf, NULL, 10);
+        if (errno != 0 || v > (1LL << 53) || v < -(1LL << 53))
+            lua_pushlstring(L, buf, len);
+        else
+            lua_pushnumber(L, (lua_Number)v);
+        return;
+    }
 #endif
     lua_pushnumber(L, (lua_Number)strtod(buf, NULL));
 }

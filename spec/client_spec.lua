@@ -82,7 +82,7 @@ describe("a call", function()
     local query = { integrated_account_id = "acc", truto_exclude_fields = { "id" }, remote_query = { foo = "bar" } }
     local record, response = client.unified_api:update("crm", "opportunities", "23423523", body, query)
     assert.same({ id = "23423523", amount = 5000, name = "Big" }, record)
-    assert.equal("integer", math.type(record.amount))
+    if math.type then assert.equal("integer", math.type(record.amount)) end
     assert.equal(200, response.status)
     assert.equal(1, response.attempts)
     local req = t.requests[1]

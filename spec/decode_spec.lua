@@ -9,20 +9,35 @@ describe("truto.decode_json", function()
       .. '"remote_data":{"list":[],"n":12345678901234567,"nested":{"deep":[[],{}]}},"stage":null,'
       .. '"tags":[{"id":"t1","name":"vip"}]}'
     local value = assert(decode(text))
-    assert.equal(text, encode(value))
-    assert.equal("integer", math.type(value.remote_data.n))
-    assert.equal(12345678901234567, value.remote_data.n)
     assert.equal(truto.null, value.stage)
+    if math.type then
+      assert.equal(text, encode(value))
+      assert.equal("integer", math.type(value.remote_data.n))
+      assert.equal(12345678901234567, value.remote_data.n)
+    else
+      -- LuaJIT: an integer past 2^53 stays the exact string it was
+      assert.equal("12345678901234567", value.remote_data.n)
+      assert.equal(text:gsub("12345678901234567", '"12345678901234567"'), encode(value))
+    end
   end)
 
-  it("reads integers as integers and other numbers as floats", function()
-    local v = decode("[0,-0,10,-9223372036854775808,9223372036854775807,1.5,1e2,1E-2,-0.0,9223372036854775808]")
-    assert.same({ "integer", "integer", "integer", "integer", "integer", "float", "float", "float", "float", "float" },
-      (function() local t = {} for i, x in ipairs(v) do t[i] = math.type(x) end return t end)())
-    assert.equal(math.mininteger, v[4])
-    assert.equal(100.0, v[7])
-    assert.equal(2 ^ 63, v[10])
-  end)
+  if math.type then
+    it("reads integers as integers and other numbers as floats", function()
+      local v = decode("[0,-0,10,-9223372036854775808,9223372036854775807,1.5,1e2,1E-2,-0.0,9223372036854775808]")
+      local types = {}
+      for i, x in ipairs(v) do types[i] = math.type(x) end
+      assert.same({ "integer", "integer", "integer", "integer", "integer", "float", "float", "float", "float", "float" },
+        types)
+      assert.equal(math.mininteger, v[4])
+      assert.equal(100.0, v[7])
+      assert.equal(2 ^ 63, v[10])
+    end)
+  else
+    it("reads numbers as doubles, and integers past 2^53 as their exact text", function()
+      local v = decode("[0,10,9007199254740992,-9007199254740992,9007199254740993,-9223372036854775808,1.5,1e300]")
+      assert.same({ 0, 10, 2 ^ 53, -2 ^ 53, "9007199254740993", "-9223372036854775808", 1.5, 1e300 }, v)
+    end)
+  end
 
   it("reads escapes, surrogate pairs and UTF-8", function()
     assert.equal('q"\\/\b\f\n\r\t\0é😀', decode([["q\"\\\/\b\f\n\r\t\u0000\u00e9\ud83d\ude00"]]))

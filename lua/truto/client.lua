@@ -15,6 +15,8 @@ local UNCAPPED = 2 ^ 53
 
 -- Options of truto.new, each with its check.  A name not listed is an error.
 local function positive_number(v) return type(v) == "number" and v > 0 and v < math.huge end
+-- An integral number, in Lua 5.4 (integer subtype) and in LuaJIT (doubles) alike.
+local function integer(v) return type(v) == "number" and v % 1 == 0 and v > -2 ^ 63 and v < 2 ^ 63 end
 local function boolean(v) return type(v) == "boolean" end
 local function string_(v) return type(v) == "string" end
 local function optional_string(v) return type(v) == "string" and v ~= "" end
@@ -26,7 +28,7 @@ local CLIENT_OPTIONS = {
   base_url = { string_, "a string" },
   timeout = { positive_number, "a number of seconds > 0" },
   connect_timeout = { positive_number, "a number of seconds > 0" },
-  max_retries = { function(v) return math.type(v) == "integer" and v >= 0 and v <= 10 end,
+  max_retries = { function(v) return integer(v) and v >= 0 and v <= 10 end,
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
   transport = { function(v) return v == "curl" or v == "ngx" or type(v) == "table" end,
@@ -36,7 +38,7 @@ local CLIENT_OPTIONS = {
   sleep = { function_, "a function" },
   on_request = { function_, "a function" },
   rate_limit = { function(v)
-    if type(v) ~= "table" or math.type(v.requests) ~= "integer" or v.requests < 1 or not positive_number(v.per) then
+    if type(v) ~= "table" or not integer(v.requests) or v.requests < 1 or not positive_number(v.per) then
       return false
     end
     for name in pairs(v) do
@@ -48,7 +50,7 @@ local CLIENT_OPTIONS = {
   ca_path = { optional_string, "a path" },
   insecure = { boolean, "a boolean" },
   proxy = { string_, "a string" },
-  max_response_bytes = { function(v) return math.type(v) == "integer" and v > 0 end, "an integer > 0" },
+  max_response_bytes = { function(v) return integer(v) and v > 0 end, "an integer > 0" },
   http2 = { boolean, "a boolean" },
   follow_redirects = { boolean, "a boolean" },
 }
