@@ -31,6 +31,7 @@ build = {
     ["truto.client"] = "lua/truto/client.lua",
     ["truto.curl"] = "lua/truto/curl.lua",
     ["truto.errors"] = "lua/truto/errors.lua",
+    ["truto.ngx"] = "lua/truto/ngx.lua",
     ["truto.ratelimit"] = "lua/truto/ratelimit.lua",
     ["truto.retry"] = "lua/truto/retry.lua",
     ["truto.schema"] = "lua/truto/schema.lua",

@@ -31,8 +31,8 @@ local CLIENT_OPTIONS = {
   max_retries = { function(v) return integer(v) and v >= 0 and v <= 10 end,
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
-  transport = { function(v) return v == "curl" or v == "ngx" or type(v) == "table" end,
-                "\"curl\", \"ngx\" or a table with a perform method" },
+  transport = { function(v) return v == "auto" or v == "curl" or v == "ngx" or type(v) == "table" end,
+                "\"auto\", \"curl\", \"ngx\" or a table with a perform method" },
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
@@ -89,12 +89,18 @@ local function checked_copy(given, known, what, level)
   return copy
 end
 
+-- Inside nginx (OpenResty) the cosocket transport, so that no call blocks
+-- a worker; libcurl everywhere else.
 local function choose_transport(name, options)
   if type(name) == "table" then
     if type(name.perform) ~= "function" then
-      error("truto.new: option 'transport' must be \"curl\", \"ngx\" or a table with a perform method", 4)
+      error("truto.new: option 'transport' must be \"auto\", \"curl\", \"ngx\" or a table with a perform method", 4)
     end
     return name
+  end
+  if name == "auto" then
+    local ngx = rawget(_G, "ngx")
+    name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
   end
   return require("truto." .. name).new(options)
 end
@@ -131,7 +137,7 @@ function _M.new(given)
     self.retry[name] = value
   end
   options.timeout, options.connect_timeout = self.timeout, self.connect_timeout
-  self.transport = choose_transport(options.transport or "curl", options)
+  self.transport = choose_transport(options.transport or "auto", options)
   self.sleep = options.sleep or self.transport.sleep or core.sleep
   self.on_request = options.on_request
   self.now = self.transport.now or core.now
