@@ -1,0 +1,453 @@
+-- The library inside a real nginx: an "app" server (spec/ngx/nginx.conf.in,
+-- handlers in spec/ngx/truto_app.lua) whose handlers call the emulator with
+-- the ngx (cosocket) transport.  Everything is driven from here over HTTP.
+local core = require "truto.core"
+local truto = require "truto"
+local emulator = require "truto.emulator"
+local emu = require "spec.support.emulator"
+
+local ACCOUNT = emu.ACCOUNT
+local MODULES_DIR = "/usr/lib/nginx/modules"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function run(command)
+  local ok, _, code = os.execute(command)
+  return ok == true and (code == nil or code == 0)
+end
+
+local function capture(command)
+  local p = assert(io.popen(command))
+  local out = p:read("a") or ""
+  p:close()
+  return out
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function alive(pid)
+  return pid ~= nil and run("kill -0 " .. pid .. " 2>/dev/null")
+end
+
+-- <repo>, from this file's path: <repo>/spec/ngx_spec.lua.
+local REPO = (function()
+  local file = debug.getinfo(1, "S").source:sub(2)
+  return capture("realpath " .. shell_quote(file)):match("^(.*)/spec/[^/]+\n?$")
+end)()
+
+--- The app server ----------------------------------------------------------
+
+local app = {}
+
+-- The end of the app's error log, without notices: for failure messages.
+function app.log(all)
+  if not app.prefix then return "" end
+  local lines = {}
+  for line in ((read_file(app.prefix .. "/startup.log") or "") .. (read_file(app.prefix .. "/error.log") or ""))
+      :gmatch("[^\n]+") do
+    if all or not line:find("[notice]", 1, true) then lines[#lines + 1] = line end
+  end
+  return table.concat(lines, "\n", math.max(1, #lines - 20))
+end
+
+function app.stop()
+  local pid, prefix = app.pid, app.prefix
+  app.pid, app.prefix = nil, nil
+  if alive(pid) then
+    run("kill -QUIT " .. pid .. " 2>/dev/null")
+    for _ = 1, 100 do
+      if not alive(pid) then break end
+      core.sleep(0.05)
+    end
+    if alive(pid) then run("kill -KILL " .. pid .. " 2>/dev/null") end
+  end
+  if prefix and prefix:find("/truto%-ngx%-app%.%w+$") then run("rm -rf " .. shell_quote(prefix)) end
+end
+
+-- values: BASE_URL, TLS_BASE_URL, TLS_TRUST.  Sets app.url, app.pid, app.prefix.
+function app.start(values)
+  local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
+  local modules = {}
+  for _, name in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if exists(MODULES_DIR .. "/" .. name) then
+      modules[#modules + 1] = "load_module " .. MODULES_DIR .. "/" .. name .. ";"
+    end
+  end
+  app.prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-ngx-app.XXXXXX\""):match("^%s*(.-)%s*$")
+  assert(app.prefix ~= "", "mktemp -d failed")
+  local session = core.session { timeout = 1, connect_timeout = 1 }
+  for _ = 1, 25 do
+    local port = math.random(20000, 60999)
+    local conf = template:gsub("@([A-Z_]+)@", {
+      LOAD_MODULES = table.concat(modules, "\n"),
+      USER = capture("id -u"):match("^0%s*$") and "user root;" or "",
+      PREFIX = app.prefix, PORT = tostring(port), REPO = REPO,
+      BASE_URL = values.BASE_URL, TLS_BASE_URL = values.TLS_BASE_URL or "none", TLS_TRUST = values.TLS_TRUST or "",
+    })
+    write_file(app.prefix .. "/nginx.conf", conf)
+    os.remove(app.prefix .. "/error.log")
+    local started = run("nginx -p " .. shell_quote(app.prefix .. "/") .. " -c " .. shell_quote(app.prefix .. "/nginx.conf")
+      .. " -e " .. shell_quote(app.prefix .. "/error.log") .. " >" .. shell_quote(app.prefix .. "/startup.log") .. " 2>&1")
+    app.pid = tonumber((read_file(app.prefix .. "/nginx.pid") or ""):match("%d+"))
+    if started and app.pid then
+      app.url = "http://127.0.0.1:" .. port
+      for _ = 1, 200 do
+        if session:perform { method = "GET", url = app.url .. "/health" } == 200 then
+          session:close()
+          return
+        end
+        if not alive(app.pid) then break end
+        core.sleep(0.05)
+      end
+      session:close()
+      error("the app server did not answer /health\n" .. app.log())
+    end
+    if not app.log():find("Address already in use", 1, true) then break end
+  end
+  session:close()
+  error("cannot start the app server\n" .. app.log())
+end
+
+--- HTTP to the app ----------------------------------------------------------
+
+local session
+
+-- Returns status, headers, body text (the body text is nil with a sink).
+local function request(method, path, options)
+  options = options or {}
+  local headers = {}
+  for name, value in pairs(options.headers or {}) do headers[#headers + 1] = name .. ": " .. value end
+  local status, rheaders, body = session:perform {
+    method = method, url = app.url .. path, headers = headers, body = options.body, sink = options.sink,
+    timeout = options.timeout or 30,
+  }
+  assert(status, "request to the app failed: " .. tostring(rheaders and rheaders.message) .. "\n" .. app.log())
+  return status, rheaders, body
+end
+
+local function json_request(method, path, options)
+  local status, headers, body = request(method, path, options)
+  local value = truto.decode_json(body or "")
+  assert(value ~= nil, ("%s %s answered %d with a body that is not JSON: %s\n%s")
+    :format(method, path, status, tostring(body), app.log()))
+  return status, value, headers
+end
+
+-- Several requests at once with the curl CLI.  Returns the lines curl wrote
+-- with -w (one per request), and the wall time in seconds.
+local function parallel(paths, write_out)
+  local parts = { "curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max", #paths, "--max-time 30",
+                  "-w", shell_quote(write_out .. "\n") }
+  for _, path in ipairs(paths) do
+    parts[#parts + 1] = "-o /dev/null " .. shell_quote(app.url .. path)
+  end
+  local started = core.now()
+  local out = capture(table.concat(parts, " "))
+  local wall = core.now() - started
+  local lines = {}
+  for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  return lines, wall
+end
+
+local function worker_memory()
+  local status, value = json_request("GET", "/worker")
+  assert(status == 200)
+  return value
+end
+
+-- The concurrency figure, written where TRUTO_NGX_SPEC_REPORT says (silent otherwise).
+local function report(line)
+  local path = os.getenv("TRUTO_NGX_SPEC_REPORT")
+  if path and path ~= "" then
+    local f = io.open(path, "a")
+    if f then
+      f:write(line, "\n")
+      f:close()
+    end
+  end
+end
+
+local function seeded_ids()
+  local ids = { "23423523", "alt:ref:imported@frontapp.com_t:50603", "a/b" }
+  for n = 10000003, 10000029 do ids[#ids + 1] = tostring(n) end
+  return ids
+end
+
+describe("inside nginx (the ngx transport)", function()
+  setup(function()
+    local ok, err = pcall(function()
+      emu.start()
+      app.start { BASE_URL = emu.base_url }
+      session = core.session { timeout = 60 }
+    end)
+    if not ok then
+      app.stop()
+      emu.stop()
+      error(err, 0)
+    end
+  end)
+
+  teardown(function()
+    if session then session:close() end
+    session = nil
+    app.stop()
+    emu.stop()
+  end)
+
+  before_each(function() emu.reset() end)
+
+  it("truto.new{} picks the cosocket transport inside nginx", function()
+    local status, value = json_request("GET", "/transport")
+    assert.equal(200, status)
+    assert.is_true(value.ngx)
+  end)
+
+  it("updates an opportunity from a content handler; the emulator has the change", function()
+    local status, record, headers = json_request("PATCH", "/opportunity?id=23423523", {
+      headers = { ["Content-Type"] = "application/json" },
+      body = '{"name":"Renewal from nginx","amount":4200.5,"tags":[],"stage":{"id":"closedwon"}}',
+    })
+    assert.equal(200, status, app.log())
+    assert.equal("1", headers["x-truto-attempts"])
+    assert.equal("23423523", record.id)
+    assert.equal("Renewal from nginx", record.name)
+    assert.equal(4200.5, record.amount)
+    assert.equal("[]", truto.encode_json(record.tags))
+
+    local log = emu.requests()
+    assert.equal(1, #log)
+    assert.equal("PATCH", log[1].method)
+    assert.equal("/unified/crm/opportunities/23423523?integrated_account_id=" .. ACCOUNT, log[1].uri)
+    assert.equal('{"amount":4200.5,"name":"Renewal from nginx","stage":{"id":"closedwon"},"tags":[]}', log[1].body)
+    assert.equal("Bearer test-token", log[1].headers.authorization)
+
+    local client = emu.client()
+    local again = assert(client.unified_api:get("crm", "opportunities", "23423523", { integrated_account_id = ACCOUNT }))
+    client:close()
+    assert.equal("Renewal from nginx", again.name)
+    assert.equal(4200.5, again.amount)
+    assert.equal("closedwon", again.stage.id)
+    assert.equal(record.updated_at, again.updated_at)
+  end)
+
+  it("lists every record through each(), page after page", function()
+    local status, value = json_request("GET", "/opportunities?limit=7")
+    assert.equal(200, status, app.log())
+    assert.equal(30, value.count)
+    assert.same(seeded_ids(), value.ids)
+    local log = emu.requests()
+    assert.equal(5, #log)   -- 7 + 7 + 7 + 7 + 2
+    for i, entry in ipairs(log) do
+      assert.equal("GET", entry.method)
+      assert.equal("/unified/crm/opportunities", entry.path)
+      assert.truthy(entry.query:find("limit=7", 1, true))
+      assert.equal(i > 1, entry.query:find("next_cursor=", 1, true) ~= nil)
+    end
+  end)
+
+  it("streams 50 MB through a sink to the client with a flat worker memory", function()
+    local bytes = 50 * 1024 * 1024
+    local pid = worker_memory().pid
+    -- Reset the worker's peak RSS (VmHWM) so it measures this request only.
+    local reset = io.open("/proc/" .. pid .. "/clear_refs", "w")
+    if reset then
+      reset:write("5")
+      reset:close()
+    end
+    local before = worker_memory()
+
+    local received, head, tail = 0, nil, ""
+    local status = request("GET", "/blob?bytes=" .. bytes, {
+      sink = function(chunk)
+        received = received + #chunk
+        head = head or chunk:sub(1, 11)
+        tail = (tail .. chunk):sub(-2)
+      end,
+    })
+    assert.equal(200, status, app.log())
+    assert.equal(bytes, received)
+    assert.equal('{"result":[', head)
+    assert.equal("]}", tail)
+
+    local after = worker_memory()
+    assert.equal(pid, after.pid)
+    local peak_growth_kb = (reset and after.hwm_kb or after.rss_kb) - before.rss_kb
+    report(("stream: %d MiB relayed, worker peak RSS growth %d kB"):format(bytes // 1048576, peak_growth_kb))
+    assert.is_true(peak_growth_kb < 16 * 1024, ("the worker grew by %d kB for a %d kB body")
+      :format(peak_growth_kb, bytes // 1024))
+  end)
+
+  it("checks a webhook's signature in access_by_lua", function()
+    local body = '{"event":"x"}'
+    -- HMAC-SHA256 of body with the secret "s3cret" (see spec/webhook_spec.lua)
+    local signature = "format=sha256,v=474d9c54253f9ebd95cf3904ce830fcb6bbd65180b2530ca40371a177bb6e02b"
+
+    local status, value = json_request("POST", "/webhook", { body = body, headers = { ["X-Truto-Signature"] = signature } })
+    assert.equal(200, status, app.log())
+    assert.same({ received = true, event = "x" }, value)
+
+    status, value = json_request("POST", "/webhook", { body = body .. " ", headers = { ["X-Truto-Signature"] = signature } })
+    assert.equal(401, status)
+    assert.same({ error = "invalid webhook signature", reason = "signature mismatch" }, value)
+
+    status, value = json_request("POST", "/webhook", { body = body })
+    assert.equal(401, status)
+    assert.same({ error = "invalid webhook signature", reason = "missing signature header" }, value)
+
+    status, value = json_request("POST", "/webhook", { headers = { ["X-Truto-Signature"] = signature } })
+    assert.equal(401, status)
+    assert.equal("signature mismatch", value.reason)
+  end)
+
+  it("returns an upstream 404 as a JSON error with its kind, status and message", function()
+    local status, value = json_request("GET", "/opportunity/get?id=nope")
+    assert.equal(404, status, app.log())
+    assert.equal("http", value.error.kind)
+    assert.equal(404, value.error.status)
+    assert.equal("Record not found: nope", value.error.message)
+    assert.equal(1, value.error.attempts)
+    assert.equal("truto: GET /unified/crm/opportunities/nope: 404 Not Found: Record not found: nope", value.error.text)
+  end)
+
+  it("refuses a call in init_worker_by_lua and log_by_lua with the phase and the workaround", function()
+    assert.equal(200, (request("GET", "/log-phase")))
+    local value
+    for _ = 1, 100 do   -- the log phase runs after the response went out
+      local status
+      status, value = json_request("GET", "/phase-results")
+      assert.equal(200, status)
+      if value.log ~= truto.null then break end
+      core.sleep(0.02)
+    end
+    for _, phase in ipairs({ "init_worker", "log" }) do
+      local result = value[phase]
+      assert.is_table(result, phase)
+      assert.is_nil(result.raised, result.raised)
+      assert.equal("phase", result.kind, phase)
+      assert.truthy(result.message:find(phase .. " phase", 1, true), result.message)
+      assert.truthy(result.message:find("ngx.timer.at(0", 1, true), result.message)
+    end
+    -- The workaround works: the same call from a timer started in init_worker.
+    assert.same({ id = "23423523" }, value.timer)
+  end)
+
+  it("does not block the worker: 50 concurrent calls delayed 500 ms take about one delay", function()
+    local n, delay_ms = 50, 500
+    local paths = {}
+    for i = 1, n do paths[i] = ("/slow?delay_ms=%d&i=%d"):format(delay_ms, i) end
+    local lines, wall = parallel(paths, "%{http_code} %{time_total}")
+    assert.equal(n, #lines, app.log())
+    for _, line in ipairs(lines) do
+      local code, seconds = line:match("^(%d+) ([%d.]+)$")
+      assert.equal("200", code, line .. "\n" .. app.log())
+      assert.is_true(tonumber(seconds) >= delay_ms / 1000, line)
+    end
+    assert.is_true(wall < 3 * delay_ms / 1000,
+      ("%d requests delayed %d ms each took %.3f s"):format(n, delay_ms, wall))
+    report(("concurrency: N=%d D=%dms wall=%.3fs (sequential would be %.1fs)"):format(n, delay_ms, wall,
+      n * delay_ms / 1000))
+
+    local log = emu.requests()
+    assert.equal(n, #log)
+    for _, entry in ipairs(log) do assert.equal(tostring(delay_ms), entry.headers["x-emulator-delay-ms"]) end
+  end)
+
+  it("retries a 429 with ngx.sleep and succeeds on the second attempt", function()
+    emu.faults { { method = "GET", path_prefix = "/unified/crm/opportunities/23423523", status = 429,
+                   retry_after = "0", count = 1 } }
+    local status, record, headers = json_request("GET", "/opportunity/get?id=23423523")
+    assert.equal(200, status, app.log())
+    assert.equal("23423523", record.id)
+    assert.equal("2", headers["x-truto-attempts"])
+    local statuses = emu.stats().statuses
+    assert.equal(1, statuses["429"])
+    assert.equal(1, statuses["200"])
+  end)
+
+  it("sleeps between retries without blocking: 10 calls told Retry-After 1 s finish in about 1 s", function()
+    local n = 10
+    emu.faults { { method = "GET", path_prefix = "/unified/crm/opportunities/23423523", status = 429,
+                   retry_after = "1", count = n } }
+    local paths = {}
+    for i = 1, n do paths[i] = "/opportunity/get?id=23423523&i=" .. i end
+    local lines, wall = parallel(paths, "%{http_code} %header{x-truto-attempts}")
+    assert.equal(n, #lines, app.log())
+    for _, line in ipairs(lines) do assert.equal("200 2", line, app.log()) end
+    assert.is_true(wall >= 1 and wall < 2.5, ("%d retried calls took %.3f s"):format(n, wall))
+    report(("retries: N=%d Retry-After=1s wall=%.3fs"):format(n, wall))
+  end)
+
+  it("leaves no Lua error in the app's error log", function()
+    local text = read_file(app.prefix .. "/error.log") or ""
+    for _, needle in ipairs({ "runtime error", "entry thread aborted", "[alert]", "[crit]", "[emerg]" }) do
+      assert.falsy(text:find(needle, 1, true), app.log(true))
+    end
+  end)
+end)
+
+describe("inside nginx, over TLS", function()
+  local tls_emulator
+
+  setup(function()
+    -- lua/truto/emulator.lua serves https with start{ tls = true } when it
+    -- supports it; the handle then names the CA that signed its certificate.
+    local ok, handle = pcall(emulator.start, { tls = true })
+    if ok and handle and type(handle.base_url) == "string" and handle.base_url:match("^https://") then
+      tls_emulator = handle
+      local ca = handle.ca_file or handle.ca
+      local ok2, err = pcall(app.start, {
+        BASE_URL = handle.base_url, TLS_BASE_URL = handle.base_url,
+        TLS_TRUST = ca and ("lua_ssl_trusted_certificate " .. ca .. ";\n            lua_ssl_verify_depth 2;") or "",
+      })
+      if ok2 then session = core.session { timeout = 60 } else
+        app.stop()
+        tls_emulator:stop()
+        tls_emulator = nil
+        error(err, 0)
+      end
+    elseif ok and handle then
+      handle:stop()
+    end
+  end)
+
+  teardown(function()
+    if session then session:close() end
+    session = nil
+    app.stop()
+    if tls_emulator then tls_emulator:stop() end
+  end)
+
+  it("verifies the emulator's certificate against lua_ssl_trusted_certificate, and fails without it", function()
+    if not tls_emulator then
+      pending("truto.emulator.start{ tls = true } is not available")
+      return
+    end
+    local status, value = json_request("GET", "/tls/verified")
+    assert.equal(200, status, app.log())
+    assert.same({ id = "23423523" }, value)
+
+    status, value = json_request("GET", "/tls/untrusted")
+    assert.equal(502, status, app.log())
+    assert.equal("tls", value.error.kind)
+  end)
+end)
