@@ -199,9 +199,9 @@ local function redacted(req)
   return { method = req.method, url = req.url, headers = headers, body = req.body }
 end
 
---- Sends one logical call: builds the request once, then attempts it until
--- it succeeds, fails for good, or retries are exhausted.
-function Client:request(spec, opts, level)
+--- Prepares one logical call: the request is built once, here, and sent
+-- by every attempt.  Returns the call's state.
+function Client:prepare(spec, opts, level)
   opts = checked_copy(opts, CALL_OPTIONS, "opts", level + 1)
   local headers = {}
   for name, value in pairs(self.headers) do headers[name] = value end
@@ -219,73 +219,138 @@ function Client:request(spec, opts, level)
     token = self.token,
   }
 
-  local sink, delivered = opts.sink, false
+  local call = {
+    req = req,
+    method = method,
+    repeatable = retry.repeatable(method, key ~= nil),
+    path = req.url:match("^https?://[^/]*(/[^?]*)") or "/",
+    account = spec.query and type(spec.query.integrated_account_id) == "string" and spec.query.integrated_account_id
+      or "",
+    max_retries = opts.max_retries or self.max_retries,
+    started = self.now(),
+    attempt = 0,
+    delivered = false,
+  }
+  local sink = opts.sink
   if sink then
-    local user_sink = sink
     sink = function(chunk)
-      delivered = true
-      return user_sink(chunk)
+      call.delivered = true
+      return opts.sink(chunk)
     end
   end
-  local streamed = sink ~= nil
-  local call = {
+  call.transfer = {
     timeout = opts.timeout or self.timeout,
     connect_timeout = opts.connect_timeout or self.connect_timeout,
     sink = sink,
     -- A sink keeps memory flat, so its body is not capped unless asked.
     max_response_bytes = opts.max_response_bytes or (sink and UNCAPPED) or nil,
+    -- false: the transport must never send this request twice by itself.
+    repeatable = call.repeatable,
   }
-  local max_retries = opts.max_retries or self.max_retries
-  local path = req.url:match("^https?://[^/]*(/[^?]*)") or "/"
-  local started = self.now()
+  return call
+end
 
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    if self.pacer then
-      local q = spec.query
-      self.pacer:acquire(q and type(q.integrated_account_id) == "string" and q.integrated_account_id or "")
-    end
-    if self.on_request then self.on_request(redacted(req), attempt) end
-    local status, rheaders, body, info = self.transport:perform(req, call)
-    local err
-    if not status then
-      err = errors.new(rheaders, self.token)    -- on failure the second value is { kind, message, ... }
+--- Before each attempt: pacing, the on_request hook, the attempt count.
+function Client:begin_attempt(call)
+  call.attempt = call.attempt + 1
+  if self.pacer then self.pacer:acquire(call.account) end
+  if self.on_request then self.on_request(redacted(call.req), call.attempt) end
+end
+
+--- Judges an attempt's outcome (what transport:perform returned).
+-- Returns "done", result, response | "retry", seconds | "fail", err.
+function Client:settle(call, status, rheaders, body, info)
+  local err
+  if not status then
+    err = errors.new(rheaders, self.token)    -- on failure the second value is { kind, message, ... }
+  else
+    local response = {
+      status = status, headers = rheaders, request_id = rheaders["x-request-id"],
+      rate_limit = errors.parse_rate_limit(rheaders), attempts = call.attempt, info = info,
+    }
+    if status >= 200 and status < 300 then
+      local result
+      result, err = decode_success(rheaders, body, call.transfer.sink ~= nil)
+      if result ~= nil then return "done", result, response end
+      err.status, err.headers = status, rheaders
     else
-      local response = {
-        status = status, headers = rheaders, request_id = rheaders["x-request-id"],
-        rate_limit = errors.parse_rate_limit(rheaders), attempts = attempt, info = info,
-      }
-      if status >= 200 and status < 300 then
-        local result
-        result, err = decode_success(rheaders, body, streamed)
-        if result ~= nil then return result, response end
-        err.status, err.headers = status, rheaders
-      else
-        err = errors.from_response(status, rheaders, decode_failure(rheaders, body), self.token)
-      end
+      err = errors.from_response(status, rheaders, decode_failure(rheaders, body), self.token)
     end
-    err.method, err.path, err.attempts = method, path, attempt
-    err.retryable = retry.retryable(err) and retry.repeatable(method, key ~= nil) and not delivered
-    if not err.retryable or attempt > max_retries then return nil, err end
-    local wait = retry.delay(self.retry, attempt, err)
-    if self.retry.deadline and self.now() + wait - started > self.retry.deadline then
-      return nil, err
-    end
-    self.sleep(wait)
+  end
+  err.method, err.path, err.attempts = call.method, call.path, call.attempt
+  err.retryable = retry.retryable(err) and call.repeatable and not call.delivered
+  if not err.retryable or call.attempt > call.max_retries then return "fail", err end
+  local wait = retry.delay(self.retry, call.attempt, err)
+  if self.retry.deadline and self.now() + wait - call.started > self.retry.deadline then
+    return "fail", err
+  end
+  return "retry", wait
+end
+
+--- Sends one logical call, attempt after attempt, until it succeeds, fails
+-- for good, or retries are exhausted.
+function Client:request(spec, opts, level)
+  local call = self:prepare(spec, opts, level + 1)
+  while true do
+    self:begin_attempt(call)
+    local verdict, a, b = self:settle(call, self.transport:perform(call.req, call.transfer))
+    if verdict == "done" then return a, b end
+    if verdict == "fail" then return nil, a end
+    self.sleep(a)
   end
 end
 
--- Argument checks shared by the API objects.  Errors point at the caller.
+-- The operations of the three APIs.  Each names its parameters (for
+-- positional calls and for batch requests) and builds the request spec.
 local function check_name(value, position, fname, what)
   if type(value) ~= "string" and not (what == "id" and type(value) == "number") then
-    error(("bad argument #%d to '%s' (%s must be a string, got %s)"):format(position, fname, what, type(value)), 3)
+    error(("bad argument #%d to '%s' (%s must be a string, got %s)"):format(position, fname, what, type(value)), 4)
   end
 end
 
 local function check_table(value, position, fname, what, optional)
   if (value == nil and optional) or type(value) == "table" then return end
-  error(("bad argument #%d to '%s' (%s must be a table, got %s)"):format(position, fname, what, type(value)), 3)
+  error(("bad argument #%d to '%s' (%s must be a table, got %s)"):format(position, fname, what, type(value)), 4)
+end
+
+-- Parameter kinds: names are path segments, body a required table,
+-- optional_body and query optional tables.
+local CHECKS = {
+  model = "name", resource = "name", id = "name", method = "name", path = "path",
+  body = "body", optional_body = "optional_body", query = "query",
+}
+
+local function custom_segments(path, fname)
+  if type(path) ~= "string" then
+    error(("bad argument #1 to '%s' (path must be a string, got %s)"):format(fname, type(path)), 4)
+  end
+  local segments = { "custom" }
+  local trimmed = path:gsub("^/+", ""):gsub("/+$", "")
+  if trimmed == "" then
+    error(("bad argument #1 to '%s' (path must name an endpoint)"):format(fname), 4)
+  end
+  for segment in (trimmed .. "/"):gmatch("([^/]*)/") do
+    if segment == "" then
+      error(("bad argument #1 to '%s' (path has an empty segment: '%s')"):format(fname, path), 4)
+    end
+    segments[#segments + 1] = segment
+  end
+  return segments
+end
+
+local function check_args(op, fname, a)
+  for position, param in ipairs(op.params) do
+    local kind, value = CHECKS[param], a[param]
+    if kind == "name" then
+      check_name(value, position, fname, param)
+    elseif kind == "body" then
+      check_table(value, position, fname, "body")
+    elseif kind == "optional_body" then
+      check_table(value, position, fname, "body", true)
+    elseif kind == "query" then
+      check_table(value, position, fname, "query", true)
+    end
+  end
 end
 
 local UNIFIED_NAMES = { "api", "model", "resource", "id" }
@@ -294,77 +359,81 @@ local UNIFIED_META_NAMES = { "api", "model", "resource", "meta", "method" }
 local PROXY_NAMES = { "api", "resource", "id" }
 local PROXY_METHOD_NAMES = { "api", "resource", "method" }
 
---- The Unified API: /unified/{model}/{resource}[/{id}].
-local Unified = {}
-Unified.__index = Unified
-_M.Unified = Unified
+local OPERATIONS = {
+  unified = {
+    list = { params = { "model", "resource", "query" }, build = function(a)
+      return { method = "GET", path = { "unified", a.model, a.resource }, path_names = UNIFIED_NAMES, query = a.query }
+    end },
+    get = { params = { "model", "resource", "id", "query" }, build = function(a)
+      return { method = "GET", path = { "unified", a.model, a.resource, a.id }, path_names = UNIFIED_NAMES,
+               query = a.query }
+    end },
+    create = { params = { "model", "resource", "body", "query" }, build = function(a)
+      return { method = "POST", path = { "unified", a.model, a.resource }, path_names = UNIFIED_NAMES,
+               query = a.query, body = a.body, list_fields = schema.list_fields(a.model, a.resource) }
+    end },
+    update = { params = { "model", "resource", "id", "body", "query" }, build = function(a)
+      return { method = "PATCH", path = { "unified", a.model, a.resource, a.id }, path_names = UNIFIED_NAMES,
+               query = a.query, body = a.body, list_fields = schema.list_fields(a.model, a.resource) }
+    end },
+    delete = { params = { "model", "resource", "id", "query" }, build = function(a)
+      return { method = "DELETE", path = { "unified", a.model, a.resource, a.id }, path_names = UNIFIED_NAMES,
+               query = a.query }
+    end },
+    custom_method = { params = { "model", "resource", "method", "optional_body", "query" }, build = function(a)
+      return { method = "POST", path = { "unified", a.model, a.resource, a.method },
+               path_names = UNIFIED_METHOD_NAMES, query = a.query, body = a.optional_body or {} }
+    end },
+    -- GET /unified/{model}/{resource}/meta/{method}: the mapping, schemas
+    -- and defaults Truto uses for that method.
+    meta = { params = { "model", "resource", "method", "query" }, build = function(a)
+      return { method = "GET", path = { "unified", a.model, a.resource, "meta", a.method },
+               path_names = UNIFIED_META_NAMES, query = a.query }
+    end },
+  },
+  proxy = {
+    list = { params = { "resource", "query" }, build = function(a)
+      return { method = "GET", path = { "proxy", a.resource }, path_names = PROXY_NAMES, query = a.query }
+    end },
+    get = { params = { "resource", "id", "query" }, build = function(a)
+      return { method = "GET", path = { "proxy", a.resource, a.id }, path_names = PROXY_NAMES, query = a.query }
+    end },
+    create = { params = { "resource", "body", "query" }, build = function(a)
+      return { method = "POST", path = { "proxy", a.resource }, path_names = PROXY_NAMES, query = a.query,
+               body = a.body }
+    end },
+    update = { params = { "resource", "id", "body", "query" }, build = function(a)
+      return { method = "PATCH", path = { "proxy", a.resource, a.id }, path_names = PROXY_NAMES, query = a.query,
+               body = a.body }
+    end },
+    delete = { params = { "resource", "id", "query" }, build = function(a)
+      return { method = "DELETE", path = { "proxy", a.resource, a.id }, path_names = PROXY_NAMES, query = a.query }
+    end },
+    custom_method = { params = { "resource", "method", "optional_body", "query" }, build = function(a)
+      return { method = "POST", path = { "proxy", a.resource, a.method }, path_names = PROXY_METHOD_NAMES,
+               query = a.query, body = a.optional_body or {} }
+    end },
+  },
+  custom = {},
+}
 
-function Unified:list(model, resource, query, opts)
-  check_name(model, 1, "list", "model")
-  check_name(resource, 2, "list", "resource")
-  check_table(query, 3, "list", "query", true)
-  return self.client:request({ method = "GET", path = { "unified", model, resource },
-                               path_names = UNIFIED_NAMES, query = query }, opts, 2)
+-- The Custom API: any method on /custom/{path}; the path's own slashes
+-- separate segments, each percent-encoded.
+for _, verb in ipairs { "get", "delete", "post", "put", "patch" } do
+  local has_body = verb ~= "get" and verb ~= "delete"
+  OPERATIONS.custom[verb] = {
+    params = has_body and { "path", "optional_body", "query" } or { "path", "query" },
+    build = function(a, fname)
+      return { method = verb:upper(), path = custom_segments(a.path, fname), query = a.query, body = a.optional_body }
+    end,
+  }
 end
 
-function Unified:get(model, resource, id, query, opts)
-  check_name(model, 1, "get", "model")
-  check_name(resource, 2, "get", "resource")
-  check_name(id, 3, "get", "id")
-  check_table(query, 4, "get", "query", true)
-  return self.client:request({ method = "GET", path = { "unified", model, resource, id },
-                               path_names = UNIFIED_NAMES, query = query }, opts, 2)
-end
-
-function Unified:create(model, resource, body, query, opts)
-  check_name(model, 1, "create", "model")
-  check_name(resource, 2, "create", "resource")
-  check_table(body, 3, "create", "body")
-  check_table(query, 4, "create", "query", true)
-  return self.client:request({ method = "POST", path = { "unified", model, resource },
-                               path_names = UNIFIED_NAMES, query = query, body = body,
-                               list_fields = schema.list_fields(model, resource) }, opts, 2)
-end
-
-function Unified:update(model, resource, id, body, query, opts)
-  check_name(model, 1, "update", "model")
-  check_name(resource, 2, "update", "resource")
-  check_name(id, 3, "update", "id")
-  check_table(body, 4, "update", "body")
-  check_table(query, 5, "update", "query", true)
-  return self.client:request({ method = "PATCH", path = { "unified", model, resource, id },
-                               path_names = UNIFIED_NAMES, query = query, body = body,
-                               list_fields = schema.list_fields(model, resource) }, opts, 2)
-end
-
-function Unified:delete(model, resource, id, query, opts)
-  check_name(model, 1, "delete", "model")
-  check_name(resource, 2, "delete", "resource")
-  check_name(id, 3, "delete", "id")
-  check_table(query, 4, "delete", "query", true)
-  return self.client:request({ method = "DELETE", path = { "unified", model, resource, id },
-                               path_names = UNIFIED_NAMES, query = query }, opts, 2)
-end
-
-function Unified:custom_method(model, resource, method, body, query, opts)
-  check_name(model, 1, "custom_method", "model")
-  check_name(resource, 2, "custom_method", "resource")
-  check_name(method, 3, "custom_method", "method")
-  check_table(body, 4, "custom_method", "body", true)
-  check_table(query, 5, "custom_method", "query", true)
-  return self.client:request({ method = "POST", path = { "unified", model, resource, method },
-                               path_names = UNIFIED_METHOD_NAMES, query = query, body = body or {} }, opts, 2)
-end
-
---- GET /unified/{model}/{resource}/meta/{method}: the mapping, schemas and
--- defaults Truto uses for that method.
-function Unified:meta(model, resource, method, query, opts)
-  check_name(model, 1, "meta", "model")
-  check_name(resource, 2, "meta", "resource")
-  check_name(method, 3, "meta", "method")
-  check_table(query, 4, "meta", "query", true)
-  return self.client:request({ method = "GET", path = { "unified", model, resource, "meta", method },
-                               path_names = UNIFIED_META_NAMES, query = query }, opts, 2)
+-- Named arguments of an operation from a positional call; opts follows them.
+local function named_args(op, ...)
+  local a = {}
+  for i, param in ipairs(op.params) do a[param] = (select(i, ...)) end
+  return a, (select(#op.params + 1, ...))
 end
 
 --- An iterator over every record of every page, one page in memory at a
@@ -408,125 +477,34 @@ local function each_record(list_page, query, opts)
   end
 end
 
-function Unified:each(model, resource, query, opts)
-  check_name(model, 1, "each", "model")
-  check_name(resource, 2, "each", "resource")
-  check_table(query, 3, "each", "query", true)
-  return each_record(function(q, o) return self:list(model, resource, q, o) end, query, opts)
-end
-
---- The Proxy API: /proxy/{resource}[/{id}], the provider's own resources.
-local Proxy = {}
-Proxy.__index = Proxy
-_M.Proxy = Proxy
-
-function Proxy:list(resource, query, opts)
-  check_name(resource, 1, "list", "resource")
-  check_table(query, 2, "list", "query", true)
-  return self.client:request({ method = "GET", path = { "proxy", resource }, path_names = PROXY_NAMES,
-                               query = query }, opts, 2)
-end
-
-function Proxy:get(resource, id, query, opts)
-  check_name(resource, 1, "get", "resource")
-  check_name(id, 2, "get", "id")
-  check_table(query, 3, "get", "query", true)
-  return self.client:request({ method = "GET", path = { "proxy", resource, id }, path_names = PROXY_NAMES,
-                               query = query }, opts, 2)
-end
-
-function Proxy:create(resource, body, query, opts)
-  check_name(resource, 1, "create", "resource")
-  check_table(body, 2, "create", "body")
-  check_table(query, 3, "create", "query", true)
-  return self.client:request({ method = "POST", path = { "proxy", resource }, path_names = PROXY_NAMES,
-                               query = query, body = body }, opts, 2)
-end
-
-function Proxy:update(resource, id, body, query, opts)
-  check_name(resource, 1, "update", "resource")
-  check_name(id, 2, "update", "id")
-  check_table(body, 3, "update", "body")
-  check_table(query, 4, "update", "query", true)
-  return self.client:request({ method = "PATCH", path = { "proxy", resource, id }, path_names = PROXY_NAMES,
-                               query = query, body = body }, opts, 2)
-end
-
-function Proxy:delete(resource, id, query, opts)
-  check_name(resource, 1, "delete", "resource")
-  check_name(id, 2, "delete", "id")
-  check_table(query, 3, "delete", "query", true)
-  return self.client:request({ method = "DELETE", path = { "proxy", resource, id }, path_names = PROXY_NAMES,
-                               query = query }, opts, 2)
-end
-
-function Proxy:custom_method(resource, method, body, query, opts)
-  check_name(resource, 1, "custom_method", "resource")
-  check_name(method, 2, "custom_method", "method")
-  check_table(body, 3, "custom_method", "body", true)
-  check_table(query, 4, "custom_method", "query", true)
-  return self.client:request({ method = "POST", path = { "proxy", resource, method },
-                               path_names = PROXY_METHOD_NAMES, query = query, body = body or {} }, opts, 2)
-end
-
-function Proxy:each(resource, query, opts)
-  check_name(resource, 1, "each", "resource")
-  check_table(query, 2, "each", "query", true)
-  return each_record(function(q, o) return self:list(resource, q, o) end, query, opts)
-end
-
---- The Custom API: any method on /custom/{path}.  The path's own slashes
--- separate segments; each segment is percent-encoded.
-local Custom = {}
-Custom.__index = Custom
-_M.Custom = Custom
-
-local function custom_path(path, fname)
-  if type(path) ~= "string" then
-    error(("bad argument #1 to '%s' (path must be a string, got %s)"):format(fname, type(path)), 4)
-  end
-  local segments = { "custom" }
-  local trimmed = path:gsub("^/+", ""):gsub("/+$", "")
-  if trimmed == "" then
-    error(("bad argument #1 to '%s' (path must name an endpoint)"):format(fname), 4)
-  end
-  for segment in (trimmed .. "/"):gmatch("([^/]*)/") do
-    if segment == "" then
-      error(("bad argument #1 to '%s' (path has an empty segment: '%s')"):format(fname, path), 4)
+-- One table of methods per API, generated from OPERATIONS.
+local function api_methods(api)
+  local methods = {}
+  methods.__index = methods
+  for name, op in pairs(OPERATIONS[api]) do
+    methods[name] = function(self, ...)
+      local a, opts = named_args(op, ...)
+      check_args(op, name, a)
+      return self.client:request(op.build(a, name), opts, 2)
     end
-    segments[#segments + 1] = segment
   end
-  return segments
-end
-
-local function custom_call(self, method, fname, path, body, query, opts, has_body)
-  local segments = custom_path(path, fname)
-  if has_body then
-    check_table(body, 2, fname, "body", true)
+  if OPERATIONS[api].list then
+    local list = OPERATIONS[api].list
+    methods.each = function(self, ...)
+      local a, opts = named_args(list, ...)
+      check_args(list, "each", a)
+      return each_record(function(q, o)
+        a.query = q
+        return self.client:request(list.build(a, "each"), o, 2)
+      end, a.query, opts)
+    end
   end
-  check_table(query, has_body and 3 or 2, fname, "query", true)
-  return self.client:request({ method = method, path = segments, query = query, body = body }, opts, 3)
+  return methods
 end
 
-function Custom:get(path, query, opts)
-  return custom_call(self, "GET", "get", path, nil, query, opts, false)
-end
-
-function Custom:delete(path, query, opts)
-  return custom_call(self, "DELETE", "delete", path, nil, query, opts, false)
-end
-
-function Custom:post(path, body, query, opts)
-  return custom_call(self, "POST", "post", path, body, query, opts, true)
-end
-
-function Custom:put(path, body, query, opts)
-  return custom_call(self, "PUT", "put", path, body, query, opts, true)
-end
-
-function Custom:patch(path, body, query, opts)
-  return custom_call(self, "PATCH", "patch", path, body, query, opts, true)
-end
-
+_M.Unified = api_methods("unified")
+_M.Proxy = api_methods("proxy")
+_M.Custom = api_methods("custom")
+_M.OPERATIONS = OPERATIONS
 _M.Client = Client
 return _M
