@@ -37,9 +37,9 @@ build = {
     ["truto.schema"] = "lua/truto/schema.lua",
     ["truto.core"] = {
       sources = {
-        "csrc/core.c", "csrc/decode.c", "csrc/encoder.c", "csrc/json.c", "csrc/number.c", "csrc/query.c",
-        "csrc/request.c", "csrc/response.c", "csrc/session.c", "csrc/system.c", "csrc/table.c",
-        "csrc/text.c", "csrc/webhook.c",
+        "csrc/core.c", "csrc/curl_common.c", "csrc/decode.c", "csrc/encoder.c", "csrc/json.c",
+        "csrc/multi.c", "csrc/number.c", "csrc/query.c", "csrc/request.c", "csrc/response.c",
+        "csrc/session.c", "csrc/system.c", "csrc/table.c", "csrc/text.c", "csrc/webhook.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },

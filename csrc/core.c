@@ -54,6 +54,7 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     lua_setfield(L, -2, "curl_version");
     truto_open_request(L);
     truto_open_session(L);
+    truto_open_multi(L);
     truto_open_response(L);
     truto_open_decode(L);
     truto_open_webhook(L);

@@ -127,11 +127,50 @@ void truto_query_encode(lua_State *L, truto_encoder *e, int idx);
  * tables are arrays, or 0. */
 void truto_json_encode(lua_State *L, truto_encoder *e, int idx, int list_fields);
 
+/* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
+struct curl_slist;
+
+#define TRUTO_DEFAULT_TIMEOUT_MS         30000L
+#define TRUTO_DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define TRUTO_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 * 1024 * 1024)
+#define TRUTO_MAX_HEADER_BYTES           ((size_t)1024 * 1024)
+
+/* curl_global_init once; 0 when it fails. */
+int truto_curl_global_init(void);
+/* Buffers for libcurl callbacks: never raise (append returns 0 on OOM). */
+int truto_buf_append(truto_bytes *b, const char *p, size_t n, size_t limit);
+void truto_buf_reset(truto_bytes *b);
+void truto_buf_free(truto_bytes *b);
+/* Option checks ("truto: <what> must be ..." errors). */
+long truto_check_seconds(lua_State *L, int idx, const char *what);   /* -> ms */
+size_t truto_check_bytes(lua_State *L, int idx, const char *what);
+int truto_check_boolean(lua_State *L, int idx, const char *what);
+void truto_copy_string(lua_State *L, int idx, const char *what, char **slot);
+void truto_check_fields(lua_State *L, int idx, const char *const *names, const char *what);
+int truto_has_prefix_ci(const char *s, const char *prefix);
+/* Request fields. */
+const char *truto_check_method(lua_State *L, int idx);
+const char *truto_check_url(lua_State *L, int idx);
+void truto_check_header_lines(lua_State *L, int idx);
+int truto_check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len);
+int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **list);
+/* Easy-handle options (return a CURLcode). */
+int truto_setopt_tls(void *easy, int insecure, const char *ca_file, const char *ca_path,
+                     const char *proxy);
+int truto_setopt_method(void *easy, const char *method, const char *body, size_t body_len,
+                        int has_body, int http2, int copy_body);
+/* Replies. */
+void truto_push_curl_error(lua_State *L, int code, const char *message, const char *errbuf,
+                           int too_large, int head_too_large, size_t limit);
+void truto_push_headers(lua_State *L, const truto_bytes *h);
+const char *truto_http_version_name(long version);
+
 TRUTO_API int luaopen_truto_core(lua_State *L);
 
 /* ---- registration of each file's Lua functions (core.c calls these) - */
 void truto_open_request(lua_State *L);
 void truto_open_session(lua_State *L);
+void truto_open_multi(lua_State *L);
 void truto_open_response(lua_State *L);
 void truto_open_decode(lua_State *L);
 void truto_open_webhook(lua_State *L);
