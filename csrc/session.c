@@ -14,7 +14,6 @@
  * perform reports or raises once curl_easy_perform has returned.  The only
  * Lua code run from a callback is the caller's sink, under lua_pcall.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -25,15 +24,8 @@
 
 #define SESSION_MT "truto.Session"
 
-#define DEFAULT_TIMEOUT_MS         30000L
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
-#define DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 * 1024 * 1024)
-#define MAX_HEADER_BYTES           ((size_t)1024 * 1024)
+#define MAX_HEADER_BYTES           TRUTO_MAX_HEADER_BYTES
 #define MAX_REDIRECTS              5
-/* Timeouts are given in seconds and handed to libcurl in milliseconds. */
-#define MAX_SECONDS                2147483.0
-/* Largest max_response_bytes accepted: 2^53, exact in a double. */
-#define MAX_BYTES_OPTION           9007199254740992.0
 
 typedef struct {
     CURL *easy;
@@ -61,51 +53,7 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
-/* ---- byte buffers that never raise ------------------------------------ */
-
-/* Appends n bytes, growing geometrically but never past limit (plus one
- * spare byte); returns 0 when memory runs out. */
-static int bytes_append(truto_bytes *b, const char *p, size_t n, size_t limit)
-{
-    if (b->cap - b->len < n) {
-        size_t need = b->len + n;
-        size_t cap = b->cap ? b->cap : 16384;
-        while (cap < need)
-            cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
-        if (cap > limit + 1 && need <= limit + 1)
-            cap = limit + 1;
-        char *q = (char *)realloc(b->data, cap);
-        if (q == NULL)
-            return 0;
-        b->data = q;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 1;
-}
-
-/* Empties a buffer, returning big allocations to the system. */
-static void bytes_reset(truto_bytes *b)
-{
-    if (b->cap > 256 * 1024) {
-        free(b->data);
-        b->data = NULL;
-        b->cap = 0;
-    }
-    b->len = 0;
-}
-
-static void bytes_free(truto_bytes *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
 /* ---- lifetime ------------------------------------------------------------ */
-
-static int global_ready;
 
 static session *check_session(lua_State *L)
 {
@@ -131,8 +79,8 @@ static int session_cleanup(lua_State *L)
         curl_easy_cleanup(s->easy);
         s->easy = NULL;
     }
-    bytes_free(&s->body);
-    bytes_free(&s->head);
+    truto_buf_free(&s->body);
+    truto_buf_free(&s->head);
     free(s->ca_file);
     free(s->ca_path);
     free(s->proxy);
@@ -149,91 +97,12 @@ static int session_tostring(lua_State *L)
     return 1;
 }
 
-/* ---- argument checking ---------------------------------------------------- */
-
-/* A positive number of seconds -> milliseconds (at least 1). */
-static long check_seconds(lua_State *L, int idx, const char *what)
-{
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaL_error(L, "truto: %s must be a number of seconds, got %s", what, luaL_typename(L, idx));
-    double v = (double)lua_tonumber(L, idx);
-    if (!(v > 0) || !(v <= MAX_SECONDS))   /* NaN fails both */
-        luaL_error(L, "truto: %s must be a positive number of seconds (at most %d)", what,
-                   (int)MAX_SECONDS);
-    double ms = ceil(v * 1000.0);
-    return ms < 1 ? 1L : (long)ms;
-}
-
-static size_t check_bytes(lua_State *L, int idx, const char *what)
-{
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaL_error(L, "truto: %s must be a number of bytes, got %s", what, luaL_typename(L, idx));
-    double v = (double)lua_tonumber(L, idx);
-    if (!(v >= 0) || !(v <= MAX_BYTES_OPTION) || v != floor(v))
-        luaL_error(L, "truto: %s must be a non-negative integer", what);
-    if (v > (double)(((size_t)-1) / 4))
-        v = (double)(((size_t)-1) / 4);
-    return (size_t)v;
-}
-
-static int check_boolean(lua_State *L, int idx, const char *what)
-{
-    if (lua_type(L, idx) != LUA_TBOOLEAN)
-        luaL_error(L, "truto: %s must be a boolean, got %s", what, luaL_typename(L, idx));
-    return lua_toboolean(L, idx);
-}
-
-/* A string without NUL bytes, copied into *slot (owned by the session). */
-static void copy_string(lua_State *L, int idx, const char *what, char **slot)
-{
-    size_t len;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_error(L, "truto: %s must be a string, got %s", what, luaL_typename(L, idx));
-    const char *v = lua_tolstring(L, idx, &len);
-    if (len == 0 || memchr(v, '\0', len) != NULL)
-        luaL_error(L, "truto: %s must be a non-empty string without NUL bytes", what);
-    char *copy = (char *)malloc(len + 1);
-    if (copy == NULL)
-        luaL_error(L, "truto: out of memory");
-    memcpy(copy, v, len + 1);
-    free(*slot);
-    *slot = copy;
-}
-
-/* Raises unless every key of the table at idx is one of names. */
-static void check_fields(lua_State *L, int idx, const char *const *names, const char *what)
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "truto: %s keys must be strings, got %s", what, luaL_typename(L, -1));
-        const char *key = lua_tostring(L, -1);
-        int i;
-        for (i = 0; names[i] != NULL; i++)
-            if (strcmp(key, names[i]) == 0)
-                break;
-        if (names[i] == NULL)
-            luaL_error(L, "truto: unknown %s '%s'", what, key);
-    }
-}
-
 /* ---- core.session(opts) ------------------------------------------------------ */
 
 static const char *const session_fields[] = {
     "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
     "max_response_bytes", "http2", "follow_redirects", NULL,
 };
-
-static int ensure_global_init(void)
-{
-    if (!global_ready) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return 0;
-        global_ready = 1;
-    }
-    return 1;
-}
 
 static int l_session(lua_State *L)
 {
@@ -245,43 +114,43 @@ static int l_session(lua_State *L)
      * collector can clean up. */
     session *s = (session *)lua_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
-    s->timeout_ms = DEFAULT_TIMEOUT_MS;
-    s->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    s->max_bytes = DEFAULT_MAX_RESPONSE_BYTES;
+    s->timeout_ms = TRUTO_DEFAULT_TIMEOUT_MS;
+    s->connect_timeout_ms = TRUTO_DEFAULT_CONNECT_TIMEOUT_MS;
+    s->max_bytes = TRUTO_DEFAULT_MAX_RESPONSE_BYTES;
     s->http2 = 1;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
 
     if (lua_istable(L, 1)) {
-        check_fields(L, 1, session_fields, "session option");
+        truto_check_fields(L, 1, session_fields, "session option");
         for (int i = 0; session_fields[i] != NULL; i++) {
             const char *name = session_fields[i];
             lua_getfield(L, 1, name);
             if (!lua_isnil(L, -1)) {
                 if (strcmp(name, "timeout") == 0)
-                    s->timeout_ms = check_seconds(L, -1, name);
+                    s->timeout_ms = truto_check_seconds(L, -1, name);
                 else if (strcmp(name, "connect_timeout") == 0)
-                    s->connect_timeout_ms = check_seconds(L, -1, name);
+                    s->connect_timeout_ms = truto_check_seconds(L, -1, name);
                 else if (strcmp(name, "ca_file") == 0)
-                    copy_string(L, -1, name, &s->ca_file);
+                    truto_copy_string(L, -1, name, &s->ca_file);
                 else if (strcmp(name, "ca_path") == 0)
-                    copy_string(L, -1, name, &s->ca_path);
+                    truto_copy_string(L, -1, name, &s->ca_path);
                 else if (strcmp(name, "proxy") == 0)
-                    copy_string(L, -1, name, &s->proxy);
+                    truto_copy_string(L, -1, name, &s->proxy);
                 else if (strcmp(name, "insecure") == 0)
-                    s->insecure = check_boolean(L, -1, name);
+                    s->insecure = truto_check_boolean(L, -1, name);
                 else if (strcmp(name, "http2") == 0)
-                    s->http2 = check_boolean(L, -1, name);
+                    s->http2 = truto_check_boolean(L, -1, name);
                 else if (strcmp(name, "follow_redirects") == 0)
-                    s->follow = check_boolean(L, -1, name);
+                    s->follow = truto_check_boolean(L, -1, name);
                 else if (strcmp(name, "max_response_bytes") == 0)
-                    s->max_bytes = check_bytes(L, -1, name);
+                    s->max_bytes = truto_check_bytes(L, -1, name);
             }
             lua_pop(L, 1);
         }
     }
 
-    if (!ensure_global_init())
+    if (!truto_curl_global_init())
         return luaL_error(L, "truto: curl_global_init failed");
     s->easy = curl_easy_init();
     if (s->easy == NULL)
@@ -354,7 +223,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         }
         return len;
     }
-    if (!bytes_append(&s->body, p, len, s->limit)) {
+    if (!truto_buf_append(&s->body, p, len, s->limit)) {
         s->oom = 1;
         return 0;
     }
@@ -364,11 +233,6 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 static int is_redirect(long code)
 {
     return code == 301 || code == 302 || code == 303 || code == 307 || code == 308;
-}
-
-static int has_prefix_ci(const char *s, const char *prefix)
-{
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* Whether the header lines hold a non-empty Location field. */
@@ -412,7 +276,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         s->too_large = s->head_too_large = 1;
         return 0;
     }
-    if (!bytes_append(&s->head, p, len, MAX_HEADER_BYTES)) {
+    if (!truto_buf_append(&s->head, p, len, MAX_HEADER_BYTES)) {
         s->oom = 1;
         return 0;
     }
@@ -450,107 +314,30 @@ typedef struct {
     char ip[64];
 } outcome;
 
-static int is_token(const char *s, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
-              (c != 0 && strchr(extra, c) != NULL)))
-            return 0;
-    }
-    return 1;
-}
-
-static int has_control(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r' || c == '\n' || c == '\0')
-            return 1;
-    }
-    return 0;
-}
-
 /* Checks the request table, leaving its fields in the ARG_* slots. */
 static void check_request(lua_State *L, session *s, request *r)
 {
-    size_t len;
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    check_fields(L, 2, request_fields, "request field");
+    truto_check_fields(L, 2, request_fields, "request field");
     for (int i = 0; request_fields[i] != NULL; i++)
         lua_getfield(L, 2, request_fields[i]);
 
     memset(r, 0, sizeof *r);
-    if (lua_isnil(L, ARG_METHOD)) {
-        r->method = "GET";
-    } else {
-        if (lua_type(L, ARG_METHOD) != LUA_TSTRING)
-            luaL_error(L, "truto: request method must be a string, got %s",
-                       luaL_typename(L, ARG_METHOD));
-        r->method = lua_tolstring(L, ARG_METHOD, &len);
-        if (!is_token(r->method, len))
-            luaL_error(L, "truto: request method must be an HTTP token such as GET or PATCH");
-    }
-
-    if (lua_type(L, ARG_URL) != LUA_TSTRING)
-        luaL_error(L, "truto: request url must be a string, got %s", luaL_typename(L, ARG_URL));
-    r->url = lua_tolstring(L, ARG_URL, &len);
-    if (!has_prefix_ci(r->url, "http://") && !has_prefix_ci(r->url, "https://"))
-        luaL_error(L, "truto: request url must start with http:// or https://");
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)r->url[i];
-        if (c <= 0x20 || c == 0x7f)
-            luaL_error(L, "truto: request url must not contain spaces or control characters");
-    }
-    r->origin_https = has_prefix_ci(r->url, "https://");
-
-    if (!lua_isnil(L, ARG_HEADERS)) {
-        if (!lua_istable(L, ARG_HEADERS))
-            luaL_error(L, "truto: request headers must be a table of lines, got %s",
-                       luaL_typename(L, ARG_HEADERS));
-        size_t n = lua_rawlen(L, ARG_HEADERS);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, ARG_HEADERS, (int)i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                luaL_error(L, "truto: request headers[%d] must be a string, got %s", (int)i,
-                           luaL_typename(L, -1));
-            const char *line = lua_tolstring(L, -1, &len);
-            /* The message never repeats the line: it may hold the token. */
-            if (has_control(line, len))
-                luaL_error(L, "truto: request headers[%d] contains CR, LF or NUL", (int)i);
-            if (memchr(line, ':', len) == NULL && memchr(line, ';', len) == NULL)
-                luaL_error(L, "truto: request headers[%d] must be a \"Name: value\" line", (int)i);
-            lua_pop(L, 1);
-        }
-    }
-
-    if (!lua_isnil(L, ARG_BODY)) {
-        if (lua_type(L, ARG_BODY) != LUA_TSTRING)
-            luaL_error(L, "truto: request body must be a string or nil, got %s",
-                       luaL_typename(L, ARG_BODY));
-        r->body = lua_tolstring(L, ARG_BODY, &r->body_len);
-        r->has_body = 1;
-        if (strcmp(r->method, "HEAD") == 0)
-            luaL_error(L, "truto: a HEAD request cannot have a body");
-    } else if (strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
-               strcmp(r->method, "PATCH") == 0) {
-        /* Methods that define a body send Content-Length: 0 without one. */
-        r->body = "";
-        r->body_len = 0;
-        r->has_body = 1;
-    }
+    r->method = truto_check_method(L, ARG_METHOD);
+    r->url = truto_check_url(L, ARG_URL);
+    r->origin_https = truto_has_prefix_ci(r->url, "https://");
+    truto_check_header_lines(L, ARG_HEADERS);
+    r->has_body = truto_check_body(L, ARG_BODY, r->method, &r->body, &r->body_len);
 
     r->timeout_ms = lua_isnil(L, ARG_TIMEOUT) ? s->timeout_ms
-                                              : check_seconds(L, ARG_TIMEOUT, "timeout");
+                                              : truto_check_seconds(L, ARG_TIMEOUT, "timeout");
     r->connect_timeout_ms = lua_isnil(L, ARG_CONNECT_TIMEOUT)
                                 ? s->connect_timeout_ms
-                                : check_seconds(L, ARG_CONNECT_TIMEOUT, "connect_timeout");
-    s->limit = lua_isnil(L, ARG_MAX_BYTES) ? s->max_bytes
-                                           : check_bytes(L, ARG_MAX_BYTES, "max_response_bytes");
+                                : truto_check_seconds(L, ARG_CONNECT_TIMEOUT, "connect_timeout");
+    s->limit = lua_isnil(L, ARG_MAX_BYTES)
+                   ? s->max_bytes
+                   : truto_check_bytes(L, ARG_MAX_BYTES, "max_response_bytes");
     if (!lua_isnil(L, ARG_SINK) && lua_type(L, ARG_SINK) != LUA_TFUNCTION)
         luaL_error(L, "truto: request sink must be a function, got %s", luaL_typename(L, ARG_SINK));
 }
@@ -559,33 +346,8 @@ static void check_request(lua_State *L, session *s, request *r)
  * session as it grows, so an allocation failure leaks nothing. */
 static void build_headers(lua_State *L, session *s, const request *r)
 {
-    int content_type = 0;
     free_headers(s);
-    if (lua_istable(L, ARG_HEADERS)) {
-        size_t n = lua_rawlen(L, ARG_HEADERS);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, ARG_HEADERS, (int)i);
-            const char *line = lua_tostring(L, -1);
-            if (has_prefix_ci(line, "content-type:") || has_prefix_ci(line, "content-type;"))
-                content_type = 1;
-            struct curl_slist *l = curl_slist_append(s->headers, line);
-            lua_pop(L, 1);
-            if (l == NULL)
-                luaL_error(L, "truto: out of memory");
-            s->headers = l;
-        }
-    }
-    /* No "Expect: 100-continue" round trip, and no form Content-Type made up
-     * by libcurl for a body sent without one. */
-    struct curl_slist *l = curl_slist_append(s->headers, "Expect:");
-    if (l != NULL)
-        s->headers = l;
-    if (l != NULL && r->has_body && !content_type) {
-        l = curl_slist_append(s->headers, "Content-Type:");
-        if (l != NULL)
-            s->headers = l;
-    }
-    if (l == NULL)
+    if (!truto_header_list(L, ARG_HEADERS, r->has_body, &s->headers))
         luaL_error(L, "truto: out of memory");
 }
 
@@ -596,13 +358,14 @@ static int filter_headers(session *s, int drop_credentials, int drop_body_header
     struct curl_slist *out = NULL;
     for (struct curl_slist *l = s->headers; l != NULL; l = l->next) {
         const char *line = l->data;
-        if (drop_credentials && (has_prefix_ci(line, "authorization:") ||
-                                 has_prefix_ci(line, "authorization;") ||
-                                 has_prefix_ci(line, "cookie:") || has_prefix_ci(line, "cookie;")))
+        if (drop_credentials && (truto_has_prefix_ci(line, "authorization:") ||
+                                 truto_has_prefix_ci(line, "authorization;") ||
+                                 truto_has_prefix_ci(line, "cookie:") ||
+                                 truto_has_prefix_ci(line, "cookie;")))
             continue;
-        if (drop_body_headers && (has_prefix_ci(line, "content-type:") ||
-                                  has_prefix_ci(line, "content-type;") ||
-                                  has_prefix_ci(line, "content-length:")))
+        if (drop_body_headers && (truto_has_prefix_ci(line, "content-type:") ||
+                                  truto_has_prefix_ci(line, "content-type;") ||
+                                  truto_has_prefix_ci(line, "content-length:")))
             continue;
         struct curl_slist *next = curl_slist_append(out, line);
         if (next == NULL) {
@@ -672,33 +435,12 @@ static CURLcode setup_hop(session *s, const request *r, const char *url, long ti
     SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-    SETOPT(CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
-    if (s->ca_file != NULL)
-        SETOPT(CURLOPT_CAINFO, s->ca_file);
-    if (s->ca_path != NULL)
-        SETOPT(CURLOPT_CAPATH, s->ca_path);
-    if (s->proxy != NULL)
-        SETOPT(CURLOPT_PROXY, s->proxy);
+    if (rc == CURLE_OK)
+        rc = (CURLcode)truto_setopt_tls(e, s->insecure, s->ca_file, s->ca_path, s->proxy);
     SETOPT(CURLOPT_HTTPHEADER, s->headers);
-    if (strcmp(r->method, "HEAD") == 0) {
-        SETOPT(CURLOPT_NOBODY, 1L);
-    } else if (r->has_body) {
-        if (strcmp(r->method, "POST") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        SETOPT(CURLOPT_POSTFIELDS, r->body);
-    } else {
-        SETOPT(CURLOPT_HTTPGET, 1L);
-        if (strcmp(r->method, "GET") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
-    }
-    if (rc == CURLE_OK) {
-        /* Without HTTP/2 support libcurl refuses 2TLS: HTTP/1.1 then. */
-        if (!s->http2 ||
-            curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    }
+    if (rc == CURLE_OK)
+        rc = (CURLcode)truto_setopt_method(e, r->method, r->body, r->body_len, r->has_body,
+                                           s->http2, 0);
     return rc;
 }
 
@@ -763,8 +505,8 @@ static void transfer(session *s, request *r, outcome *o)
             o->message = "more than 5 redirects";
             return;
         }
-        int to_https = has_prefix_ci(location, "https://");
-        if (!to_https && !has_prefix_ci(location, "http://")) {
+        int to_https = truto_has_prefix_ci(location, "https://");
+        if (!to_https && !truto_has_prefix_ci(location, "http://")) {
             o->code = CURLE_UNSUPPORTED_PROTOCOL;
             o->message = "refused a redirect to a scheme other than http or https";
             return;
@@ -820,146 +562,19 @@ static void set_integer(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-static const char *error_kind(CURLcode code)
-{
-    switch (code) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return "timeout";
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return "connect";
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_USE_SSL_FAILED:
-#if LIBCURL_VERSION_NUM >= 0x074900
-    case CURLE_SSL_CLIENTCERT:
-#endif
-        return "tls";
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-        return "network";
-    default:
-        return "protocol";
-    }
-}
-
 /* nil, { kind =, message =, curl_code = } */
 static int push_failure(lua_State *L, session *s, const outcome *o)
 {
     lua_pushnil(L);
-    lua_createtable(L, 0, 3);
-    if (s->too_large) {
-        lua_pushliteral(L, "too_large");
-        lua_setfield(L, -2, "kind");
-        if (s->head_too_large)
-            lua_pushfstring(L, "response headers exceed %d bytes", (int)MAX_HEADER_BYTES);
-        else
-            lua_pushfstring(L, "response body exceeds max_response_bytes (%f bytes)",
-                            (double)s->limit);
-    } else {
-        lua_pushstring(L, error_kind(o->code));
-        lua_setfield(L, -2, "kind");
-        if (o->message != NULL) {
-            lua_pushstring(L, o->message);
-        } else if (s->errbuf[0] != '\0') {
-            size_t n = strlen(s->errbuf);
-            while (n > 0 && (s->errbuf[n - 1] == '\n' || s->errbuf[n - 1] == '\r'))
-                n--;
-            lua_pushlstring(L, s->errbuf, n);
-        } else {
-            lua_pushstring(L, curl_easy_strerror(o->code));
-        }
-    }
-    lua_setfield(L, -2, "message");
-    set_integer(L, "curl_code", (lua_Integer)o->code);
+    truto_push_curl_error(L, (int)o->code, o->message, s->errbuf, s->too_large,
+                          s->head_too_large, s->limit);
     return 2;
-}
-
-/* Header lines -> { ["content-type"] = "...", ... }: names lower-cased,
- * repeated fields joined with ", ", folded lines unfolded. */
-static void push_headers(lua_State *L, const truto_bytes *h)
-{
-    const char *p = h->data, *end = h->data + h->len;
-    lua_newtable(L);
-    int t = lua_gettop(L);
-    lua_pushnil(L);                 /* t + 1: name of the previous field */
-    while (p != NULL && p < end) {
-        const char *eol = (const char *)memchr(p, '\n', (size_t)(end - p));
-        const char *next = eol != NULL ? eol + 1 : end;
-        const char *stop = eol != NULL ? eol : end;
-        if (stop > p && stop[-1] == '\r')
-            stop--;
-        const char *line = p;
-        p = next;
-        if (stop == line || (stop - line >= 5 && memcmp(line, "HTTP/", 5) == 0))
-            continue;
-        const char *v;
-        if (*line == ' ' || *line == '\t') {
-            if (lua_isnil(L, t + 1))
-                continue;
-            lua_pushvalue(L, t + 1);            /* obs-fold: continues the previous value */
-            v = line;
-        } else {
-            const char *colon = (const char *)memchr(line, ':', (size_t)(stop - line));
-            if (colon == NULL || colon == line)
-                continue;
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *c = line; c < colon; c++)
-                luaL_addchar(&b, (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c));
-            luaL_pushresult(&b);
-            lua_pushvalue(L, -1);
-            lua_replace(L, t + 1);
-            v = colon + 1;
-        }
-        while (v < stop && (*v == ' ' || *v == '\t'))
-            v++;
-        while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t'))
-            stop--;
-        /* stack: name */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, t);
-        int fold = (*line == ' ' || *line == '\t');
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, v, (size_t)(stop - v));
-        } else {
-            lua_pushstring(L, fold ? " " : ", ");
-            lua_pushlstring(L, v, (size_t)(stop - v));
-            lua_concat(L, 3);
-        }
-        lua_rawset(L, t);
-    }
-    lua_settop(L, t);
 }
 
 static void push_info(lua_State *L, const outcome *o)
 {
     lua_createtable(L, 0, 9);
-    const char *version;
-    switch (o->version) {
-    case CURL_HTTP_VERSION_1_0: version = "1.0"; break;
-    case CURL_HTTP_VERSION_1_1: version = "1.1"; break;
-    case CURL_HTTP_VERSION_2_0: version = "2"; break;
-#if LIBCURL_VERSION_NUM >= 0x074200
-    case CURL_HTTP_VERSION_3: version = "3"; break;
-#endif
-    default: version = "?"; break;
-    }
-    lua_pushstring(L, version);
+    lua_pushstring(L, truto_http_version_name(o->version));
     lua_setfield(L, -2, "http_version");
     set_number(L, "total_time", o->total_time);
     set_number(L, "connect_time", o->connect_time);
@@ -991,8 +606,8 @@ static int l_perform(lua_State *L)
         lua_pushvalue(L, ARG_SINK);             /* ARG_SINK_CALL + 1 */
         s->sink_fn = ARG_SINK_CALL;
     }
-    bytes_reset(&s->body);
-    bytes_reset(&s->head);
+    truto_buf_reset(&s->body);
+    truto_buf_reset(&s->head);
     build_headers(L, s, &r);
 
     s->L = L;
@@ -1008,32 +623,32 @@ static int l_perform(lua_State *L)
     free_headers(s);
 
     if (s->sink_err != 0) {
-        bytes_reset(&s->body);
-        bytes_reset(&s->head);
+        truto_buf_reset(&s->body);
+        truto_buf_reset(&s->head);
         lua_settop(L, s->sink_err);
         return lua_error(L);
     }
     if (s->oom) {
-        bytes_reset(&s->body);
-        bytes_reset(&s->head);
+        truto_buf_reset(&s->body);
+        truto_buf_reset(&s->head);
         return luaL_error(L, "truto: out of memory");
     }
     if (o.code != CURLE_OK || s->too_large) {
         if (o.code == CURLE_OK)
             o.code = CURLE_WRITE_ERROR;
-        bytes_reset(&s->body);
-        bytes_reset(&s->head);
+        truto_buf_reset(&s->body);
+        truto_buf_reset(&s->head);
         return push_failure(L, s, &o);
     }
 
     lua_pushinteger(L, (lua_Integer)o.status);
-    push_headers(L, &s->head);
-    bytes_reset(&s->head);
+    truto_push_headers(L, &s->head);
+    truto_buf_reset(&s->head);
     if (s->sink_fn != 0 && o.status >= 200 && o.status < 300)
         lua_pushnil(L);
     else
         truto_bytes_push(L, &s->body);
-    bytes_reset(&s->body);
+    truto_buf_reset(&s->body);
     push_info(L, &o);
     return 4;
 }
