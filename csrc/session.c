@@ -287,13 +287,13 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 static const char *const request_fields[] = {
     "method", "url", "headers", "body", "timeout", "connect_timeout", "sink",
-    "max_response_bytes", NULL,
+    "max_response_bytes", "fresh_connect", NULL,
 };
 
 /* Stack slots of perform, in request_fields order after the two arguments. */
 enum {
     ARG_METHOD = 3, ARG_URL, ARG_HEADERS, ARG_BODY, ARG_TIMEOUT, ARG_CONNECT_TIMEOUT,
-    ARG_SINK, ARG_MAX_BYTES, ARG_SINK_CALL
+    ARG_SINK, ARG_MAX_BYTES, ARG_FRESH_CONNECT, ARG_SINK_CALL
 };
 
 typedef struct {
@@ -302,6 +302,7 @@ typedef struct {
     int has_body;                   /* send body (possibly empty) as the payload */
     long timeout_ms, connect_timeout_ms;
     int origin_https;
+    int fresh_connect;              /* never on a reused connection (see setup_hop) */
 } request;
 
 typedef struct {
@@ -340,6 +341,10 @@ static void check_request(lua_State *L, session *s, request *r)
                    : truto_check_bytes(L, ARG_MAX_BYTES, "max_response_bytes");
     if (!lua_isnil(L, ARG_SINK) && lua_type(L, ARG_SINK) != LUA_TFUNCTION)
         luaL_error(L, "truto: request sink must be a function, got %s", luaL_typename(L, ARG_SINK));
+    if (!lua_isnil(L, ARG_FRESH_CONNECT) && lua_type(L, ARG_FRESH_CONNECT) != LUA_TBOOLEAN)
+        luaL_error(L, "truto: request fresh_connect must be a boolean, got %s",
+                   luaL_typename(L, ARG_FRESH_CONNECT));
+    r->fresh_connect = lua_toboolean(L, ARG_FRESH_CONNECT);
 }
 
 /* Builds the header list from the validated lines.  The list lives in the
@@ -438,6 +443,11 @@ static CURLcode setup_hop(session *s, const request *r, const char *url, long ti
     if (rc == CURLE_OK)
         rc = (CURLcode)truto_setopt_tls(e, s->insecure, s->ca_file, s->ca_path, s->proxy);
     SETOPT(CURLOPT_HTTPHEADER, s->headers);
+    /* libcurl silently sends a request again when a reused connection dies
+     * before any answer; a request that must not be repeated (a POST or
+     * PATCH without an Idempotency-Key) goes on a new connection instead. */
+    if (r->fresh_connect)
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     if (rc == CURLE_OK)
         rc = (CURLcode)truto_setopt_method(e, r->method, r->body, r->body_len, r->has_body,
                                            s->http2, 0);

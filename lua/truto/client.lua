@@ -125,7 +125,9 @@ function _M.new(given)
   self.timeout = options.timeout or 30
   self.connect_timeout = options.connect_timeout or 10
   self.max_retries = options.max_retries or 2
-  self.idempotency = options.idempotency or false
+  -- On by default: a POST or PATCH with a key can be retried, and can use a
+  -- kept-alive connection (see curl.lua), without risking a double write.
+  if options.idempotency == nil then self.idempotency = "auto" else self.idempotency = options.idempotency end
   self.headers = {}
   for name, value in pairs(options.headers or {}) do self.headers[name] = value end
   self.retry = {}
@@ -287,10 +289,9 @@ function Client:settle(call, status, rheaders, body, info)
   return "retry", wait
 end
 
---- Sends one logical call, attempt after attempt, until it succeeds, fails
--- for good, or retries are exhausted.
-function Client:request(spec, opts, level)
-  local call = self:prepare(spec, opts, level + 1)
+--- Attempts a prepared call until it succeeds, fails for good, or retries
+-- are exhausted.
+function Client:run(call)
   while true do
     self:begin_attempt(call)
     local verdict, a, b = self:settle(call, self.transport:perform(call.req, call.transfer))
@@ -298,6 +299,11 @@ function Client:request(spec, opts, level)
     if verdict == "fail" then return nil, a end
     self.sleep(a)
   end
+end
+
+--- Sends one logical call.
+function Client:request(spec, opts, level)
+  return self:run(self:prepare(spec, opts, level + 1))
 end
 
 -- The operations of the three APIs.  Each names its parameters (for
@@ -500,6 +506,149 @@ local function api_methods(api)
     end
   end
   return methods
+end
+
+-- ---- batches --------------------------------------------------------
+
+local BATCH_OPTIONS = {
+  concurrency = { function(v) return integer(v) and v >= 1 and v <= 1024 end, "an integer from 1 to 1024" },
+  on_progress = { function_, "a function" },
+}
+
+-- A batch request names its operation's parameters; a custom method's or
+-- meta's own name comes as `name`, a body as `body`.
+local BATCH_FIELD = { method = "name", optional_body = "body" }
+
+local function batch_call(self, r, i)
+  if type(r) ~= "table" then
+    error(("batch request #%d must be a table, got %s"):format(i, type(r)), 0)
+  end
+  local ops = OPERATIONS[r.api]
+  if not ops then
+    error(("batch request #%d: api must be \"unified\", \"proxy\" or \"custom\", got %s"):format(i, tostring(r.api)), 0)
+  end
+  local op = ops[r.method]
+  if not op then
+    error(("batch request #%d: %s API has no method %s"):format(i, r.api, tostring(r.method)), 0)
+  end
+  local a = {}
+  for _, param in ipairs(op.params) do a[param] = r[BATCH_FIELD[param] or param] end
+  local ok, call = pcall(function()
+    check_args(op, r.method, a)
+    if r.opts and r.opts.sink then error("a sink is not supported in a batch", 0) end
+    return self:prepare(op.build(a, r.method), r.opts, 1)
+  end)
+  if not ok then error(("batch request #%d: %s"):format(i, tostring(call)), 0) end
+  return call
+end
+
+-- Every call on one libcurl multi handle: at most `concurrency` in flight,
+-- retries scheduled by time rather than slept, so a waiting call never holds
+-- up the others.
+local function run_on_multi(self, calls, concurrency, finish)
+  local multi = self.transport:multi()
+  local n, next_new, in_flight, count = #calls, 1, {}, 0
+  local due = {}   -- retries waiting for their time: { at = t, index = i }
+  local settled = 0
+  while settled < n do
+    while count < concurrency do
+      local index
+      table.sort(due, function(x, y) return x.at < y.at end)
+      if due[1] and due[1].at <= self.now() then
+        index = table.remove(due, 1).index
+      elseif next_new <= n then
+        index, next_new = next_new, next_new + 1
+      else
+        break
+      end
+      local call = calls[index]
+      self:begin_attempt(call)
+      local req, t = call.req, call.transfer
+      local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
+                             timeout = t.timeout, connect_timeout = t.connect_timeout,
+                             max_response_bytes = t.max_response_bytes }
+      in_flight[id] = index
+      count = count + 1
+    end
+    local wait = 1
+    if due[1] then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
+    if count == 0 then
+      self.sleep(wait)
+    else
+      for _, f in ipairs(multi:wait(wait)) do
+        local index = in_flight[f.id]
+        in_flight[f.id] = nil
+        count = count - 1
+        local verdict, a, b
+        if f.err then
+          verdict, a, b = self:settle(calls[index], nil, f.err)
+        else
+          verdict, a, b = self:settle(calls[index], f.status, f.headers, f.body, f.info)
+        end
+        if verdict == "retry" then
+          due[#due + 1] = { at = self.now() + a, index = index }
+        else
+          settled = settled + 1
+          finish(index, verdict, a, b)
+        end
+      end
+    end
+  end
+end
+
+-- Under nginx: `concurrency` light threads share the list; each runs its
+-- calls through the cosocket transport, sleeping with ngx.sleep.
+local function run_on_threads(self, calls, concurrency, finish)
+  local ngx = rawget(_G, "ngx")
+  local next_index = 0
+  local function worker()
+    while true do
+      next_index = next_index + 1
+      local index = next_index
+      if index > #calls then return end
+      local result, response = self:run(calls[index])
+      finish(index, result ~= nil and "done" or "fail", result ~= nil and result or response, response)
+    end
+  end
+  local threads = {}
+  for t = 1, math.min(concurrency, #calls) do threads[t] = ngx.thread.spawn(worker) end
+  for _, thread in ipairs(threads) do
+    local ok, err = ngx.thread.wait(thread)
+    if not ok then error(err, 0) end
+  end
+end
+
+--- client:batch(requests, { concurrency = 16, on_progress = fn }) -> results
+-- results[i] = { result, response } or { nil, err }, in request order.
+function Client:batch(requests, options)
+  if type(requests) ~= "table" then
+    error(("bad argument #1 to 'batch' (requests must be a table, got %s)"):format(type(requests)), 2)
+  end
+  options = checked_copy(options, BATCH_OPTIONS, "batch", 2)
+  local calls = {}
+  for i = 1, #requests do
+    local ok, call = pcall(batch_call, self, requests[i], i)
+    if not ok then error(call, 2) end
+    calls[i] = call
+  end
+  local results, settled, progress = {}, 0, options.on_progress
+  local function finish(index, verdict, a, b)
+    results[index] = verdict == "done" and { a, b } or { nil, a }
+    settled = settled + 1
+    if progress then progress(settled, #calls, index, results[index]) end
+  end
+  local concurrency = options.concurrency or 16
+  if self.transport.multi then
+    run_on_multi(self, calls, concurrency, finish)
+  elseif self.transport.threads then
+    run_on_threads(self, calls, concurrency, finish)
+  else
+    for index, call in ipairs(calls) do
+      local result, response = self:run(call)
+      finish(index, result ~= nil and "done" or "fail", result ~= nil and result or response, response)
+    end
+  end
+  return results
 end
 
 _M.Unified = api_methods("unified")

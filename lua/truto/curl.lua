@@ -16,13 +16,15 @@ function _M.new(options)
 end
 
 --- Sends req ({method, url, headers, body}); call: {timeout,
--- connect_timeout, sink, max_response_bytes}.  Returns status, headers,
--- body, info, or nil, err.
+-- connect_timeout, sink, max_response_bytes, repeatable}.  Returns status,
+-- headers, body, info, or nil, err.  A request that is not repeatable goes
+-- on a new connection: on a reused one that dies, libcurl would send it again.
 function _M:perform(req, call)
   return self.session:perform {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
     timeout = call.timeout, connect_timeout = call.connect_timeout,
     sink = call.sink, max_response_bytes = call.max_response_bytes,
+    fresh_connect = call.repeatable == false,
   }
 end
 
