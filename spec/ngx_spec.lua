@@ -55,24 +55,45 @@ local REPO = (function()
   return capture("realpath " .. shell_quote(file)):match("^(.*)/spec/[^/]+\n?$")
 end)()
 
---- The app server ----------------------------------------------------------
+--- nginx servers -----------------------------------------------------------
 
-local app = {}
-
--- The end of the app's error log, without notices: for failure messages.
-function app.log(all)
-  if not app.prefix then return "" end
+local function load_module_lines()
   local lines = {}
-  for line in ((read_file(app.prefix .. "/startup.log") or "") .. (read_file(app.prefix .. "/error.log") or ""))
-      :gmatch("[^\n]+") do
-    if all or not line:find("[notice]", 1, true) then lines[#lines + 1] = line end
+  for _, name in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if exists(MODULES_DIR .. "/" .. name) then
+      lines[#lines + 1] = "load_module " .. MODULES_DIR .. "/" .. name .. ";"
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
+local Server = {}
+Server.__index = Server
+
+-- kind: the temp dir's name ("truto-ngx-app" -> /tmp/truto-ngx-app.XXXXXX).
+local function server(kind)
+  return setmetatable({ kind = kind }, Server)
+end
+
+-- The end of the server's error log, without notices: for failure messages.
+function Server:log(all)
+  if not self.prefix then return "" end
+  local lines = {}
+  for _, name in ipairs({ "startup.log", "error.log", "logs/error.log" }) do
+    for line in (read_file(self.prefix .. "/" .. name) or ""):gmatch("[^\n]+") do
+      if all or not line:find("[notice]", 1, true) then lines[#lines + 1] = line end
+    end
   end
   return table.concat(lines, "\n", math.max(1, #lines - 20))
 end
 
-function app.stop()
-  local pid, prefix = app.pid, app.prefix
-  app.pid, app.prefix = nil, nil
+function Server:error_log()
+  return (read_file(self.prefix .. "/error.log") or "") .. (read_file(self.prefix .. "/logs/error.log") or "")
+end
+
+function Server:stop()
+  local pid, prefix = self.pid, self.prefix
+  self.pid, self.prefix = nil, nil
   if alive(pid) then
     run("kill -QUIT " .. pid .. " 2>/dev/null")
     for _ = 1, 100 do
@@ -81,56 +102,67 @@ function app.stop()
     end
     if alive(pid) then run("kill -KILL " .. pid .. " 2>/dev/null") end
   end
-  if prefix and prefix:find("/truto%-ngx%-app%.%w+$") then run("rm -rf " .. shell_quote(prefix)) end
+  if prefix and prefix:find("/" .. self.kind:gsub("%-", "%%-") .. "%.%w+$") then
+    run("rm -rf " .. shell_quote(prefix))
+  end
 end
 
--- values: BASE_URL, TLS_BASE_URL, TLS_TRUST.  Sets app.url, app.pid, app.prefix.
-function app.start(values)
-  local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
-  local modules = {}
-  for _, name in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if exists(MODULES_DIR .. "/" .. name) then
-      modules[#modules + 1] = "load_module " .. MODULES_DIR .. "/" .. name .. ";"
-    end
-  end
-  app.prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-ngx-app.XXXXXX\""):match("^%s*(.-)%s*$")
-  assert(app.prefix ~= "", "mktemp -d failed")
+-- render(port, prefix) -> the nginx.conf text; env: variables for nginx's
+-- environment.  Sets self.url, self.pid, self.prefix; raises on failure.
+function Server:start(render, env)
+  self.prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. self.kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
+  assert(self.prefix ~= "", "mktemp -d failed")
+  assert(run("mkdir -p " .. shell_quote(self.prefix .. "/logs")))
+  local assignments = {}
+  for name, value in pairs(env or {}) do assignments[#assignments + 1] = name .. "=" .. shell_quote(value) end
   local session = core.session { timeout = 1, connect_timeout = 1 }
   for _ = 1, 25 do
     local port = math.random(20000, 60999)
-    local conf = template:gsub("@([A-Z_]+)@", {
-      LOAD_MODULES = table.concat(modules, "\n"),
-      USER = capture("id -u"):match("^0%s*$") and "user root;" or "",
-      PREFIX = app.prefix, PORT = tostring(port), REPO = REPO,
-      BASE_URL = values.BASE_URL, TLS_BASE_URL = values.TLS_BASE_URL or "none", TLS_TRUST = values.TLS_TRUST or "",
-    })
-    write_file(app.prefix .. "/nginx.conf", conf)
-    os.remove(app.prefix .. "/error.log")
-    local started = run("nginx -p " .. shell_quote(app.prefix .. "/") .. " -c " .. shell_quote(app.prefix .. "/nginx.conf")
-      .. " -e " .. shell_quote(app.prefix .. "/error.log") .. " >" .. shell_quote(app.prefix .. "/startup.log") .. " 2>&1")
-    app.pid = tonumber((read_file(app.prefix .. "/nginx.pid") or ""):match("%d+"))
-    if started and app.pid then
-      app.url = "http://127.0.0.1:" .. port
+    write_file(self.prefix .. "/nginx.conf", render(port, self.prefix))
+    os.remove(self.prefix .. "/error.log")
+    local started = run(table.concat(assignments, " ") .. " nginx -p " .. shell_quote(self.prefix .. "/")
+      .. " -c nginx.conf -e " .. shell_quote(self.prefix .. "/error.log")
+      .. " >" .. shell_quote(self.prefix .. "/startup.log") .. " 2>&1")
+    self.pid = tonumber((read_file(self.prefix .. "/nginx.pid") or read_file(self.prefix .. "/logs/nginx.pid") or "")
+      :match("%d+"))
+    if started and self.pid then
+      self.url = "http://127.0.0.1:" .. port
       for _ = 1, 200 do
-        if session:perform { method = "GET", url = app.url .. "/health" } == 200 then
+        if session:perform { method = "GET", url = self.url .. "/health" } then
           session:close()
           return
         end
-        if not alive(app.pid) then break end
+        if not alive(self.pid) then break end
         core.sleep(0.05)
       end
       session:close()
-      error("the app server did not answer /health\n" .. app.log())
+      error(self.kind .. " did not answer\n" .. self:log())
     end
-    if not app.log():find("Address already in use", 1, true) then break end
+    if not self:log():find("Address already in use", 1, true) then break end
   end
   session:close()
-  error("cannot start the app server\n" .. app.log())
+  error("cannot start " .. self.kind .. "\n" .. self:log())
+end
+
+local app = server("truto-ngx-app")
+
+-- values: BASE_URL, TLS_BASE_URL, TLS_TRUST.
+function app.start_app(values)
+  local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
+  app:start(function(port, prefix)
+    return (template:gsub("@([A-Z_]+)@", {
+      LOAD_MODULES = load_module_lines(),
+      USER = capture("id -u"):match("^0%s*$") and "user root;" or "",
+      PREFIX = prefix, PORT = tostring(port), REPO = REPO,
+      BASE_URL = values.BASE_URL, TLS_BASE_URL = values.TLS_BASE_URL or "none", TLS_TRUST = values.TLS_TRUST or "",
+    }))
+  end)
 end
 
 --- HTTP to the app ----------------------------------------------------------
 
 local session
+local target = app   -- the server request() talks to
 
 -- Returns status, headers, body text (the body text is nil with a sink).
 local function request(method, path, options)
@@ -138,10 +170,11 @@ local function request(method, path, options)
   local headers = {}
   for name, value in pairs(options.headers or {}) do headers[#headers + 1] = name .. ": " .. value end
   local status, rheaders, body = session:perform {
-    method = method, url = app.url .. path, headers = headers, body = options.body, sink = options.sink,
+    method = method, url = target.url .. path, headers = headers, body = options.body, sink = options.sink,
     timeout = options.timeout or 30,
   }
-  assert(status, "request to the app failed: " .. tostring(rheaders and rheaders.message) .. "\n" .. app.log())
+  assert(status, "request to " .. target.kind .. " failed: " .. tostring(rheaders and rheaders.message) .. "\n"
+    .. target:log())
   return status, rheaders, body
 end
 
@@ -149,7 +182,7 @@ local function json_request(method, path, options)
   local status, headers, body = request(method, path, options)
   local value = truto.decode_json(body or "")
   assert(value ~= nil, ("%s %s answered %d with a body that is not JSON: %s\n%s")
-    :format(method, path, status, tostring(body), app.log()))
+    :format(method, path, status, tostring(body), target:log()))
   return status, value, headers
 end
 
@@ -197,11 +230,11 @@ describe("inside nginx (the ngx transport)", function()
   setup(function()
     local ok, err = pcall(function()
       emu.start()
-      app.start { BASE_URL = emu.base_url }
+      app.start_app { BASE_URL = emu.base_url }
       session = core.session { timeout = 60 }
     end)
     if not ok then
-      app.stop()
+      app:stop()
       emu.stop()
       error(err, 0)
     end
@@ -210,7 +243,7 @@ describe("inside nginx (the ngx transport)", function()
   teardown(function()
     if session then session:close() end
     session = nil
-    app.stop()
+    app:stop()
     emu.stop()
   end)
 
@@ -227,7 +260,7 @@ describe("inside nginx (the ngx transport)", function()
       headers = { ["Content-Type"] = "application/json" },
       body = '{"name":"Renewal from nginx","amount":4200.5,"tags":[],"stage":{"id":"closedwon"}}',
     })
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.equal("1", headers["x-truto-attempts"])
     assert.equal("23423523", record.id)
     assert.equal("Renewal from nginx", record.name)
@@ -252,7 +285,7 @@ describe("inside nginx (the ngx transport)", function()
 
   it("lists every record through each(), page after page", function()
     local status, value = json_request("GET", "/opportunities?limit=7")
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.equal(30, value.count)
     assert.same(seeded_ids(), value.ids)
     local log = emu.requests()
@@ -284,7 +317,7 @@ describe("inside nginx (the ngx transport)", function()
         tail = (tail .. chunk):sub(-2)
       end,
     })
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.equal(bytes, received)
     assert.equal('{"result":[', head)
     assert.equal("]}", tail)
@@ -303,7 +336,7 @@ describe("inside nginx (the ngx transport)", function()
     local signature = "format=sha256,v=474d9c54253f9ebd95cf3904ce830fcb6bbd65180b2530ca40371a177bb6e02b"
 
     local status, value = json_request("POST", "/webhook", { body = body, headers = { ["X-Truto-Signature"] = signature } })
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.same({ received = true, event = "x" }, value)
 
     status, value = json_request("POST", "/webhook", { body = body .. " ", headers = { ["X-Truto-Signature"] = signature } })
@@ -321,7 +354,7 @@ describe("inside nginx (the ngx transport)", function()
 
   it("returns an upstream 404 as a JSON error with its kind, status and message", function()
     local status, value = json_request("GET", "/opportunity/get?id=nope")
-    assert.equal(404, status, app.log())
+    assert.equal(404, status, app:log())
     assert.equal("http", value.error.kind)
     assert.equal(404, value.error.status)
     assert.equal("Record not found: nope", value.error.message)
@@ -356,10 +389,10 @@ describe("inside nginx (the ngx transport)", function()
     local paths = {}
     for i = 1, n do paths[i] = ("/slow?delay_ms=%d&i=%d"):format(delay_ms, i) end
     local lines, wall = parallel(paths, "%{http_code} %{time_total}")
-    assert.equal(n, #lines, app.log())
+    assert.equal(n, #lines, app:log())
     for _, line in ipairs(lines) do
       local code, seconds = line:match("^(%d+) ([%d.]+)$")
-      assert.equal("200", code, line .. "\n" .. app.log())
+      assert.equal("200", code, line .. "\n" .. app:log())
       assert.is_true(tonumber(seconds) >= delay_ms / 1000, line)
     end
     assert.is_true(wall < 3 * delay_ms / 1000,
@@ -376,7 +409,7 @@ describe("inside nginx (the ngx transport)", function()
     emu.faults { { method = "GET", path_prefix = "/unified/crm/opportunities/23423523", status = 429,
                    retry_after = "0", count = 1 } }
     local status, record, headers = json_request("GET", "/opportunity/get?id=23423523")
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.equal("23423523", record.id)
     assert.equal("2", headers["x-truto-attempts"])
     local statuses = emu.stats().statuses
@@ -391,16 +424,117 @@ describe("inside nginx (the ngx transport)", function()
     local paths = {}
     for i = 1, n do paths[i] = "/opportunity/get?id=23423523&i=" .. i end
     local lines, wall = parallel(paths, "%{http_code} %header{x-truto-attempts}")
-    assert.equal(n, #lines, app.log())
-    for _, line in ipairs(lines) do assert.equal("200 2", line, app.log()) end
+    assert.equal(n, #lines, app:log())
+    for _, line in ipairs(lines) do assert.equal("200 2", line, app:log()) end
     assert.is_true(wall >= 1 and wall < 2.5, ("%d retried calls took %.3f s"):format(n, wall))
     report(("retries: N=%d Retry-After=1s wall=%.3fs"):format(n, wall))
   end)
 
   it("leaves no Lua error in the app's error log", function()
-    local text = read_file(app.prefix .. "/error.log") or ""
+    local text = app:error_log()
     for _, needle in ipairs({ "runtime error", "entry thread aborted", "[alert]", "[crit]", "[emerg]" }) do
-      assert.falsy(text:find(needle, 1, true), app.log(true))
+      assert.falsy(text:find(needle, 1, true), app:log(true))
+    end
+  end)
+end)
+
+describe("examples/openresty/nginx.conf", function()
+  local example = server("truto-ngx-example")
+  local WEBHOOK_BODY = '{"event":"x"}'
+  local WEBHOOK_SIGNATURE = "format=sha256,v=474d9c54253f9ebd95cf3904ce830fcb6bbd65180b2530ca40371a177bb6e02b"
+
+  setup(function()
+    local ok, err = pcall(function()
+      emu.start()
+      local text = assert(read_file(REPO .. "/examples/openresty/nginx.conf"))
+      example:start(function(port)
+        local conf, listens = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
+        assert(listens == 1, "the example has no `listen 8080;`")
+        conf = conf:gsub("/path/to/lua%-truto", (REPO:gsub("%%", "%%%%")))
+        return load_module_lines() .. "\n" .. conf
+      end, {
+        TRUTO_BASE_URL = emu.base_url, TRUTO_API_TOKEN = emu.TOKEN, TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT,
+        TRUTO_WEBHOOK_SECRET = "s3cret",
+      })
+      session = core.session { timeout = 60 }
+      target = example
+    end)
+    if not ok then
+      example:stop()
+      emu.stop()
+      error(err, 0)
+    end
+  end)
+
+  teardown(function()
+    target = app
+    if session then session:close() end
+    session = nil
+    example:stop()
+    emu.stop()
+  end)
+
+  before_each(function() emu.reset() end)
+
+  it("updates an opportunity (with an Idempotency-Key) and answers the record", function()
+    local status, record = json_request("PATCH", "/opportunities/23423523",
+      { body = '{"name":"Renewal","amount":4200.5}' })
+    assert.equal(200, status, example:log())
+    assert.equal("Renewal", record.name)
+    local log = emu.requests()
+    assert.equal(1, #log)
+    assert.equal('{"amount":4200.5,"name":"Renewal"}', log[1].body)
+    assert.truthy(log[1].headers["idempotency-key"])
+
+    status, record = json_request("PATCH", "/opportunities/nope", { body = "{}" })
+    assert.equal(404, status)
+    assert.same({ kind = "http", status = 404, message = "Record not found: nope" }, record.error)
+
+    status, record = json_request("PATCH", "/opportunities/23423523", { body = "[1" })
+    assert.equal(400, status)
+    assert.is_string(record.error)
+  end)
+
+  it("lists a page and hands out the cursor of the next", function()
+    local status, page = json_request("GET", "/opportunities?limit=5")
+    assert.equal(200, status, example:log())
+    assert.equal(5, #page.result)
+    assert.equal("23423523", page.result[1].id)
+    assert.is_nil(page.result[1].remote_data)
+    assert.is_string(page.next_cursor)
+    local cursor = page.next_cursor:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)
+    status, page = json_request("GET", "/opportunities?limit=5&cursor=" .. cursor)
+    assert.equal(200, status, example:log())
+    assert.equal("10000005", page.result[1].id)
+  end)
+
+  it("relays the whole list as NDJSON through a sink", function()
+    local status, headers, body = request("GET", "/opportunities.ndjson")
+    assert.equal(200, status, example:log())
+    assert.equal("application/x-ndjson", headers["content-type"])
+    local ids = {}
+    for line in body:gmatch("([^\n]*)\n") do ids[#ids + 1] = assert(truto.decode_json(line)).id end
+    assert.same(seeded_ids(), ids)
+  end)
+
+  it("accepts a signed webhook and refuses an unsigned one in access_by_lua", function()
+    local status = request("POST", "/webhooks/truto",
+      { body = WEBHOOK_BODY, headers = { ["X-Truto-Signature"] = WEBHOOK_SIGNATURE } })
+    assert.equal(204, status, example:log())
+    local value
+    status, value = json_request("POST", "/webhooks/truto", { body = WEBHOOK_BODY })
+    assert.equal(401, status)
+    assert.same({ error = "invalid signature", reason = "missing signature header" }, value)
+    status, value = json_request("POST", "/webhooks/truto",
+      { body = WEBHOOK_BODY .. "x", headers = { ["X-Truto-Signature"] = WEBHOOK_SIGNATURE } })
+    assert.equal(401, status)
+    assert.equal("signature mismatch", value.reason)
+  end)
+
+  it("leaves no Lua error in its error log", function()
+    local text = example:error_log()
+    for _, needle in ipairs({ "runtime error", "entry thread aborted", "[alert]", "[crit]", "[emerg]" }) do
+      assert.falsy(text:find(needle, 1, true), example:log(true))
     end
   end)
 end)
@@ -415,12 +549,12 @@ describe("inside nginx, over TLS", function()
     if ok and handle and type(handle.base_url) == "string" and handle.base_url:match("^https://") then
       tls_emulator = handle
       local ca = handle.ca_file or handle.ca
-      local ok2, err = pcall(app.start, {
+      local ok2, err = pcall(app.start_app, {
         BASE_URL = handle.base_url, TLS_BASE_URL = handle.base_url,
         TLS_TRUST = ca and ("lua_ssl_trusted_certificate " .. ca .. ";\n            lua_ssl_verify_depth 2;") or "",
       })
       if ok2 then session = core.session { timeout = 60 } else
-        app.stop()
+        app:stop()
         tls_emulator:stop()
         tls_emulator = nil
         error(err, 0)
@@ -433,7 +567,7 @@ describe("inside nginx, over TLS", function()
   teardown(function()
     if session then session:close() end
     session = nil
-    app.stop()
+    app:stop()
     if tls_emulator then tls_emulator:stop() end
   end)
 
@@ -443,11 +577,11 @@ describe("inside nginx, over TLS", function()
       return
     end
     local status, value = json_request("GET", "/tls/verified")
-    assert.equal(200, status, app.log())
+    assert.equal(200, status, app:log())
     assert.same({ id = "23423523" }, value)
 
     status, value = json_request("GET", "/tls/untrusted")
-    assert.equal(502, status, app.log())
+    assert.equal(502, status, app:log())
     assert.equal("tls", value.error.kind)
   end)
 end)
