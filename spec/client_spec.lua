@@ -240,12 +240,14 @@ describe("retries", function()
   end)
 
   it("retry a PATCH only with an idempotency key, the same key on every attempt", function()
-    local client, t = new_client { { nil, { kind = "network", message = "connection reset" } } }
+    local client, t = new_client({ { nil, { kind = "network", message = "connection reset" } } },
+      { idempotency = false })
     local _, err = client.unified_api:update("crm", "opportunities", "1", { name = "x" })
+    assert.is_nil(header(t.requests[1], "Idempotency-Key"))
     assert.equal("network", err.kind)
     assert.equal(1, #t.requests)
 
-    client, t = new_client({ { 502, {}, "" }, { 200, JSON, "{}" } }, { idempotency = "auto" })
+    client, t = new_client { { 502, {}, "" }, { 200, JSON, "{}" } }     -- idempotency = "auto" by default
     assert.truthy(client.unified_api:update("crm", "opportunities", "1", { name = "x" }))
     assert.equal(2, #t.requests)
     local key = header(t.requests[1], "Idempotency-Key")

@@ -32,6 +32,9 @@ function _M.new(options)
   }, mt)
 end
 
+-- batch() runs its calls on ngx.thread light threads with this transport.
+_M.threads = true
+
 function _M.sleep(seconds)
   ngx.sleep(seconds)
 end
