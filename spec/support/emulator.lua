@@ -38,6 +38,7 @@ function _M.reset() return control("POST", "reset") end
 function _M.requests() return control("GET", "requests") end
 function _M.stats() return control("GET", "stats") end
 function _M.faults(list) return control("POST", "faults", { faults = list }) end
+function _M.queued() return control("GET", "faults") end
 
 --- A client for the emulator; options override the defaults.
 function _M.client(options)
