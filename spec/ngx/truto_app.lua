@@ -193,12 +193,12 @@ function _M.phase_results()
 end
 
 -- (8) GET /tls/...: the emulator over https.
-function _M.tls_get()
+function _M.tls_get(options)
   local base_url = os.getenv("TRUTO_TLS_BASE_URL")
   if not base_url or not base_url:match("^https://") then
     return send_json(501, { error = { message = "no https emulator" } })
   end
-  local client = truto.new { base_url = base_url, max_retries = 0 }
+  local client = truto.new { base_url = base_url, max_retries = 0, insecure = options and options.insecure }
   local record, response = client.unified_api:get("crm", "opportunities", "23423523", Q)
   if not record then return send_error(response) end
   send_json(200, { id = record.id })
