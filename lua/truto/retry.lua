@@ -17,6 +17,9 @@ _M.DEFAULTS = { base = 0.5, cap = 30, max_retry_after = 60 }
 --- True when err (a transport error or an HTTP error) may be retried.
 function _M.retryable(err)
   if err.kind == "http" then return RETRY_STATUS[err.status] == true end
+  -- A redirect refused (https to http, another scheme: CURLE_UNSUPPORTED_PROTOCOL)
+  -- or too many of them (CURLE_TOO_MANY_REDIRECTS) would only happen again.
+  if err.curl_code == 1 or err.curl_code == 47 then return false end
   return RETRY_KIND[err.kind] == true
 end
 
