@@ -270,6 +270,11 @@ static int l_multi(lua_State *L)
     curl_multi_setopt(m->cm, CURLMOPT_PIPELINING,
                       m->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
     curl_multi_setopt(m->cm, CURLMOPT_MAX_HOST_CONNECTIONS, m->max_host_connections);
+    /* By default the connection cache holds 4 per transfer added, so it
+     * shrinks as a batch drains and the next batch connects again: keep
+     * every host's connections instead. */
+    curl_multi_setopt(m->cm, CURLMOPT_MAXCONNECTS,
+                      m->max_host_connections < 32 ? 64L : 2 * m->max_host_connections);
     return 1;
 }
 
