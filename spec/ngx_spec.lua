@@ -145,8 +145,14 @@ end
 
 local app = server("truto-ngx-app")
 
+-- The LuaJIT build of the core that nginx loads.
+local function check_luajit_core()
+  assert(exists(REPO .. "/build/luajit/truto/core.so"), "build/luajit/truto/core.so is missing: run `make luajit`")
+end
+
 -- values: BASE_URL.  (The TLS suite renders the template itself.)
 function app.start_app(values)
+  check_luajit_core()
   local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
   app:start(function(port, prefix)
     return (template:gsub("@([A-Z_]+)@", {
@@ -445,6 +451,7 @@ describe("examples/openresty/nginx.conf", function()
   setup(function()
     local ok, err = pcall(function()
       emu.start()
+      check_luajit_core()
       local text = assert(read_file(REPO .. "/examples/openresty/nginx.conf"))
       example:start(function(port)
         local conf, listens = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
@@ -567,6 +574,7 @@ describe("inside nginx, over TLS", function()
       emu.start()
       certs = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-ngx-tls.XXXXXX\""):match("^%s*(.-)%s*$")
       make_certificates(certs)
+      check_luajit_core()
       local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
       app:start(function(port, prefix)
         local tls_port = port + 1
