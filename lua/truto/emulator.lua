@@ -6,6 +6,10 @@
 --   local handle = assert(emulator.start{ port = 0, fixtures = nil })
 --   -- handle.base_url = "http://127.0.0.1:PORT", handle.prefix, handle.pid
 --   handle:stop()
+--
+--   -- HTTPS (and HTTP/2 when nginx has it) with a throwaway CA:
+--   local tls = assert(emulator.start{ tls = true })
+--   -- tls.base_url = "https://127.0.0.1:PORT", tls.ca_file = "<prefix>/ca.pem"
 local _M = {}
 
 local DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules"
@@ -117,13 +121,14 @@ end
 
 -- Waits until the emulator answers /_emulator/health (with curl when it is
 -- installed, else until the port is listening).
-local function wait_ready(base_url, port, pid)
+local function wait_ready(base_url, port, pid, ca_file)
   local has_curl = run("command -v curl >/dev/null 2>&1")
   local deadline = os.time() + START_TIMEOUT
   repeat
     if not process_alive(pid) then return false end
     if has_curl then
       local status = capture("curl -s -o /dev/null -w '%{http_code}' --max-time 1 "
+        .. (ca_file and "--cacert " .. shell_quote(ca_file) .. " " or "")
         .. shell_quote(base_url .. "/_emulator/health") .. " 2>/dev/null")
       if status == "200" then return true end
     elseif port_listening(port) then
@@ -132,6 +137,54 @@ local function wait_ready(base_url, port, pid)
     sleep(0.05)
   until os.time() > deadline
   return false
+end
+
+-- A throwaway CA and a server certificate for 127.0.0.1 and localhost,
+-- made with the openssl command line in the emulator's temp dir.
+local TLS_CONFIG = [[
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = truto-emulator
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+]]
+
+local function make_certificates(prefix)
+  local function path(name) return shell_quote(prefix .. "/" .. name) end
+  local ok, err = write_file(prefix .. "/tls.cnf", TLS_CONFIG)
+  if not ok then return nil, "cannot write tls.cnf: " .. tostring(err) end
+  local key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -config " .. path("tls.cnf")
+  local commands = {
+    "openssl req -x509 -new -sha256 -days 2 -subj '/CN=truto-emulator throwaway CA' -extensions ca"
+      .. key .. " -keyout " .. path("ca.key") .. " -out " .. path("ca.pem"),
+    "openssl req -new -subj /CN=127.0.0.1" .. key
+      .. " -keyout " .. path("server.key") .. " -out " .. path("server.csr"),
+    "openssl x509 -req -sha256 -days 2 -set_serial " .. math.random(1, 2 ^ 31 - 1)
+      .. " -in " .. path("server.csr") .. " -CA " .. path("ca.pem") .. " -CAkey " .. path("ca.key")
+      .. " -extfile " .. path("tls.cnf") .. " -extensions server -out " .. path("server.pem"),
+  }
+  for _, command in ipairs(commands) do
+    if not run(command .. " >>" .. path("openssl.log") .. " 2>&1") then
+      return nil, "openssl failed: " .. (read_file(prefix .. "/openssl.log") or command)
+    end
+  end
+  return prefix .. "/ca.pem"
+end
+
+-- True when the nginx binary was built with HTTP/2.
+local function nginx_has_http2(nginx)
+  return capture(shell_quote(nginx) .. " -V 2>&1"):find("--with-http_v2_module", 1, true) ~= nil
 end
 
 local function random_port()
@@ -143,8 +196,10 @@ handle_mt.__index = handle_mt
 
 --- Starts nginx.  opts: port (number; random free one when nil or 0),
 -- fixtures (path; default emulator/fixtures.json), nginx (binary; default
--- $TRUTO_EMULATOR_NGINX or "nginx"), modules_dir (default /usr/lib/nginx/modules).
--- Returns handle {base_url, port, prefix, pid, stop} or nil, err.
+-- $TRUTO_EMULATOR_NGINX or "nginx"), modules_dir (default /usr/lib/nginx/modules),
+-- tls (true: HTTPS with a throwaway CA), http2 (with tls; default true when
+-- nginx has HTTP/2).
+-- Returns handle {base_url, port, prefix, pid, stop [, ca_file, http2]} or nil, err.
 function _M.start(opts)
   opts = opts or {}
   local root = repo_root()
@@ -169,6 +224,20 @@ function _M.start(opts)
   math.randomseed(os.time() + math.floor((os.clock() * 1e6) % 1e6) + #prefix * 7919
     + (tonumber(prefix:match("(%w+)$"), 36) or 0) % 100000)
 
+  local ca_file, listen_flags, tls_directives, http2 = nil, "", "", false
+  if opts.tls then
+    local err
+    ca_file, err = make_certificates(prefix)
+    if not ca_file then
+      run("rm -rf " .. shell_quote(prefix))
+      return nil, "cannot start the Truto emulator: " .. err
+    end
+    http2 = opts.http2 ~= false and nginx_has_http2(nginx)
+    listen_flags = http2 and " ssl http2" or " ssl"
+    tls_directives = ("        ssl_certificate %s/server.pem;\n        ssl_certificate_key %s/server.key;\n"
+      .. "        ssl_protocols TLSv1.2 TLSv1.3;"):format(prefix, prefix)
+  end
+
   local conf = prefix .. "/nginx.conf"
   local attempts = opts.port and opts.port ~= 0 and 1 or BIND_ATTEMPTS
   local last_error = "nginx did not start"
@@ -179,6 +248,8 @@ function _M.start(opts)
       USER = is_root() and "user root;" or "",
       PREFIX = prefix,
       PORT = tostring(port),
+      LISTEN_FLAGS = listen_flags,
+      TLS = tls_directives,
       LUA_PATH = root .. "/emulator/lua/?.lua;;",
       FIXTURES = lua_string_literal(fixtures),
     }))
@@ -193,13 +264,15 @@ function _M.start(opts)
     local pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
     if started and pid then
       local handle = setmetatable({
-        base_url = "http://127.0.0.1:" .. port,
+        base_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port,
         port = port,
         prefix = prefix,
         pid = pid,
         nginx = nginx,
+        ca_file = ca_file,
+        http2 = opts.tls and http2 or nil,
       }, handle_mt)
-      if wait_ready(handle.base_url, port, pid) then return handle end
+      if wait_ready(handle.base_url, port, pid, ca_file) then return handle end
       last_error = "emulator did not answer within " .. START_TIMEOUT .. " s\n" .. error_log_excerpt(prefix)
       _M.stop(handle, { keep_prefix = true })
       break

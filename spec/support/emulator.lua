@@ -12,10 +12,12 @@ local _M = {
 
 local handle, session
 
-function _M.start()
-  handle = assert(emulator.start())
-  session = core.session {}
-  _M.base_url = handle.base_url
+--- Starts the emulator; opts go to truto.emulator.start ({ tls = true }
+-- serves HTTPS: _M.ca_file is then its CA).
+function _M.start(opts)
+  handle = assert(emulator.start(type(opts) == "table" and opts or nil))
+  session = core.session { ca_file = handle.ca_file }
+  _M.base_url, _M.port, _M.ca_file, _M.http2 = handle.base_url, handle.port, handle.ca_file, handle.http2
   return handle.base_url
 end
 
