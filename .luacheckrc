@@ -4,3 +4,4 @@ files["spec"] = { std = "+busted", max_line_length = 140 }
 exclude_files = { "build" }
 files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set ngx.status, ngx.header
 files["lua/truto/ngx.lua"] = { read_globals = { "ngx" } }
+files["spec/ngx"] = { std = "luajit", globals = { "ngx" } }
