@@ -636,11 +636,12 @@ describe("inside nginx, over TLS", function()
     assert.same({ id = "23423523" }, value)
   end)
 
-  -- Known gap: the ngx transport keys its keepalive pool by scheme, host,
-  -- port and insecure, not by the trust store in effect
-  -- (lua_ssl_trusted_certificate is per location), and skips the handshake
-  -- on a reused connection.  So a connection verified in /tls/verified is
-  -- handed to /tls/untrusted, which then succeeds.  Turn this on once the
-  -- pool name can be told apart (e.g. a pool option).
-  pending("does not hand a connection verified under one trust store to a location without it")
+  it("does not hand a connection verified under one trust store to a client with its own pool", function()
+    local status = json_request("GET", "/tls/verified")
+    assert.equal(200, status, app:log())
+    local value
+    status, value = json_request("GET", "/tls/untrusted")
+    assert.equal(502, status, app:log())
+    assert.equal("tls", value.error.kind)
+  end)
 end)

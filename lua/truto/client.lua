@@ -53,6 +53,7 @@ local CLIENT_OPTIONS = {
   max_response_bytes = { function(v) return integer(v) and v > 0 end, "an integer > 0" },
   http2 = { boolean, "a boolean" },
   follow_redirects = { boolean, "a boolean" },
+  pool = { optional_string, "a non-empty string" },
 }
 
 local RETRY_OPTIONS = {

@@ -29,6 +29,10 @@ function _M.new(options)
     timeout = options.timeout or 30,
     connect_timeout = options.connect_timeout or 10,
     max_response_bytes = options.max_response_bytes or DEFAULT_MAX_BYTES,
+    -- Kept-alive connections skip the TLS handshake, so clients that trust
+    -- different CAs (lua_ssl_trusted_certificate is per location) must not
+    -- share a pool: `pool` names one.
+    pool = options.pool or "truto",
   }, mt)
 end
 
@@ -206,7 +210,8 @@ function _M:perform(req, call)
   local deadline = started + (call.timeout or self.timeout)
   local sock = ngx.socket.tcp()
   sock:settimeout(math.floor((call.connect_timeout or self.connect_timeout) * 1000))
-  local pool = ("truto:%s:%s:%d:%s"):format(url.scheme, url.host, url.port, self.insecure and "insecure" or "verify")
+  local pool = ("%s:%s:%s:%d:%s"):format(self.pool, url.scheme, url.host, url.port,
+    self.insecure and "insecure" or "verify")
   local ok, err = sock:connect(url.host, url.port, { pool = pool })
   if not ok then
     if err == "timeout" then return failure("timeout", "timed out connecting to " .. url.host) end

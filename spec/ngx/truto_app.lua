@@ -198,7 +198,8 @@ function _M.tls_get(options)
   if not base_url or not base_url:match("^https://") then
     return send_json(501, { error = { message = "no https emulator" } })
   end
-  local client = truto.new { base_url = base_url, max_retries = 0, insecure = options and options.insecure }
+  options = options or {}
+  local client = truto.new { base_url = base_url, max_retries = 0, insecure = options.insecure, pool = options.pool }
   local record, response = client.unified_api:get("crm", "opportunities", "23423523", Q)
   if not record then return send_error(response) end
   send_json(200, { id = record.id })
