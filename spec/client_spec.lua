@@ -155,6 +155,20 @@ describe("a call", function()
     assert.equal(0, #t.requests)
   end)
 
+  it("reports programmer errors at the caller's line", function()
+    local client = new_client {}
+    for _, call in ipairs {
+      function() client.unified_api:get("crm", "x", "") end,
+      function() client.unified_api:get("crm", "x", "1", nil, { bogus = 1 }) end,
+      function() client.unified_api:update("crm", "x", "1", "body") end,
+      function() client.custom_api:get("a//b") end,
+    } do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("^spec/client_spec%.lua:%d+: ", err)
+    end
+  end)
+
   it("returns Truto's error envelope as err, without the token anywhere", function()
     local client = new_client { { 404, JSON, '{"statusCode":404,"error":"Not Found","message":"No record for '
       .. TOKEN .. '","truto_error_insight":{"hint":"check the id"}}' } }

@@ -216,11 +216,14 @@ function Client:prepare(spec, opts, level)
   end
   if key then headers["Idempotency-Key"] = key end
 
-  local req = core.build_request {
+  -- Called through pcall so that a bad id, body or header is reported at
+  -- the caller's line, not at this one.
+  local ok, req = pcall(core.build_request, {
     method = method, base_url = self.base_url, path = spec.path, path_names = spec.path_names,
     query = spec.query, body = spec.body, list_fields = spec.list_fields, headers = headers,
     token = self.token,
-  }
+  })
+  if not ok then error(req, level + 1) end
 
   local call = {
     req = req,
@@ -492,7 +495,9 @@ local function api_methods(api)
     methods[name] = function(self, ...)
       local a, opts = named_args(op, ...)
       check_args(op, name, a)
-      return self.client:request(op.build(a, name), opts, 2)
+      -- Not a tail call: error levels count this frame.
+      local result, response = self.client:request(op.build(a, name), opts, 2)
+      return result, response
     end
   end
   if OPERATIONS[api].list then
@@ -539,7 +544,9 @@ local function batch_call(self, r, i)
     if r.opts and r.opts.sink then error("a sink is not supported in a batch", 0) end
     return self:prepare(op.build(a, r.method), r.opts, 1)
   end)
-  if not ok then error(("batch request #%d: %s"):format(i, tostring(call)), 0) end
+  if not ok then
+    error(("batch request #%d: %s"):format(i, (tostring(call):gsub("^[^\n]-:%d+: ", ""))), 0)
+  end
   return call
 end
 
@@ -567,7 +574,7 @@ local function run_on_multi(self, calls, concurrency, finish)
       local req, t = call.req, call.transfer
       local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
                              timeout = t.timeout, connect_timeout = t.connect_timeout,
-                             max_response_bytes = t.max_response_bytes }
+                             max_response_bytes = t.max_response_bytes, fresh_connect = not t.repeatable }
       in_flight[id] = index
       count = count + 1
     end

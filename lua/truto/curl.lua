@@ -12,7 +12,21 @@ local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "i
 function _M.new(options)
   local session_options = {}
   for _, name in ipairs(SESSION_OPTIONS) do session_options[name] = options[name] end
-  return setmetatable({ session = core.session(session_options) }, mt)
+  return setmetatable({ session = core.session(session_options), options = session_options }, mt)
+end
+
+--- The multi handle batches run on, made on first use and kept, so that its
+-- connections stay alive from one batch to the next.  follow_redirects is
+-- the session's alone: a batch does not follow redirects.
+function _M:multi()
+  if not self.multi_handle then
+    local options = {}
+    for name, value in pairs(self.options) do
+      if name ~= "follow_redirects" then options[name] = value end
+    end
+    self.multi_handle = core.multi(options)
+  end
+  return self.multi_handle
 end
 
 --- Sends req ({method, url, headers, body}); call: {timeout,
@@ -33,6 +47,7 @@ _M.now = core.now
 
 function _M:close()
   self.session:close()
+  if self.multi_handle then self.multi_handle:close() end
 end
 
 return _M

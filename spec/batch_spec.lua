@@ -1,0 +1,167 @@
+-- client:batch over the libcurl multi handle, against the emulator.
+local truto = require "truto"
+local core = require "truto.core"
+local emu = require "spec.support.emulator"
+
+local ACCOUNT = emu.ACCOUNT
+local Q = { integrated_account_id = ACCOUNT }
+
+local function update(id, amount, extra)
+  local r = { api = "unified", method = "update", model = "crm", resource = "opportunities", id = id,
+              body = { amount = amount }, query = Q }
+  for k, v in pairs(extra or {}) do r[k] = v end
+  return r
+end
+
+describe("client:batch", function()
+  local client
+
+  setup(function()
+    emu.start()
+    client = emu.client { sleep = function() end }
+  end)
+
+  teardown(function()
+    client:close()
+    emu.stop()
+  end)
+
+  before_each(function() emu.reset() end)
+
+  it("returns results in request order, each { result, response }", function()
+    local requests = {}
+    for i = 1, 40 do
+      -- later requests answer sooner, so completion order is not request order
+      requests[i] = update(tostring(10000003 + (i - 1) % 27), i,
+        { opts = { headers = { ["X-Emulator-Delay-Ms"] = tostring((40 - i) * 5) } } })
+    end
+    local results = client:batch(requests, { concurrency = 40 })
+    assert.equal(40, #results)
+    for i, r in ipairs(results) do
+      assert.equal(i, r[1].amount)
+      assert.equal(200, r[2].status)
+    end
+    assert.equal(40, #emu.requests())
+  end)
+
+  it("runs every kind of operation", function()
+    local results = client:batch {
+      { api = "unified", method = "list", model = "crm", resource = "users", query = Q },
+      { api = "unified", method = "get", model = "crm", resource = "opportunities", id = "a/b", query = Q },
+      { api = "unified", method = "create", model = "crm", resource = "contacts", body = { first_name = "A" },
+        query = Q },
+      { api = "unified", method = "custom_method", model = "crm", resource = "accounts", name = "merge",
+        body = { ids = { "5001", "5002" } }, query = Q },
+      { api = "unified", method = "meta", model = "crm", resource = "opportunities", name = "update", query = Q },
+      { api = "proxy", method = "get", resource = "deals", id = "23423523", query = Q },
+      { api = "custom", method = "post", path = "reports/weekly", body = { n = 1 }, query = Q },
+    }
+    assert.equal(3, #results[1][1].result)
+    assert.equal("a/b", results[2][1].id)
+    assert.equal(201, results[3][2].status)
+    assert.same({ "5002" }, results[4][1].result.merged_ids)
+    assert.equal("update", results[5][1].method)
+    assert.equal("23423523", results[6][1].id)
+    assert.same({ "reports", "weekly" }, results[7][1].result.segments)
+  end)
+
+  it("keeps at most `concurrency` requests in flight", function()
+    local requests = {}
+    for i = 1, 24 do
+      requests[i] = { api = "unified", method = "get", model = "crm", resource = "users", id = "111", query = Q,
+                      opts = { headers = { ["X-Emulator-Delay-Ms"] = "200" } } }
+    end
+    local started = core.now()
+    local results = client:batch(requests, { concurrency = 4 })
+    local elapsed = core.now() - started
+    for _, r in ipairs(results) do assert.equal("111", r[1].id) end
+    -- 24 calls of 200 ms, 4 at a time: six rounds; 24 at a time would be one
+    assert.is_true(elapsed >= 1.2, ("took %.2f s"):format(elapsed))
+    assert.is_true(elapsed < 2.4, ("took %.2f s"):format(elapsed))
+  end)
+
+  it("is much faster than one call after another", function()
+    local requests = {}
+    for i = 1, 32 do
+      requests[i] = update(tostring(10000003 + i % 27), i, { opts = { headers = { ["X-Emulator-Delay-Ms"] = "50" } } })
+    end
+    local started = core.now()
+    client:batch(requests, { concurrency = 16 })
+    local elapsed = core.now() - started
+    assert.is_true(elapsed < 32 * 0.05 / 4, ("took %.2f s"):format(elapsed))
+  end)
+
+  it("reports each request's own failure, retries each on its own, and keeps the others", function()
+    emu.faults {
+      { method = "PATCH", path_prefix = "/unified/crm/opportunities/10000005", status = 502, count = 1 },
+      { method = "PATCH", path_prefix = "/unified/crm/opportunities/10000006", status = 503, count = 1 },
+    }
+    local results = client:batch {
+      update("10000004", 4),
+      update("10000005", 5),
+      update("10000006", 6),
+      update("missing", 7),
+      { api = "unified", method = "get", model = "crm", resource = "users", id = "111", query = Q,
+        opts = { timeout = 0.2, max_retries = 0, headers = { ["X-Emulator-Delay-Ms"] = "1000" } } },
+    }
+    assert.equal(4, results[1][1].amount)
+    assert.equal(5, results[2][1].amount)
+    assert.equal(2, results[2][2].attempts)
+    assert.is_nil(results[3][1])
+    assert.equal(503, results[3][2].status)
+    assert.equal(1, results[3][2].attempts)
+    assert.equal(404, results[4][2].status)
+    assert.equal("timeout", results[5][2].kind)
+    -- the retried write went out under one idempotency key and was applied once
+    assert.equal(1, emu.stats().writes[ACCOUNT .. "/crm/opportunities/10000005"])
+  end)
+
+  it("calls on_progress once per settled request", function()
+    local calls = {}
+    local results = client:batch({ update("10000004", 1), update("10000005", 2), update("missing", 3) }, {
+      concurrency = 2,
+      on_progress = function(done, total, index, result) calls[#calls + 1] = { done, total, index, result } end,
+    })
+    assert.equal(3, #calls)
+    local indices = {}
+    for k, c in ipairs(calls) do
+      assert.equal(k, c[1])
+      assert.equal(3, c[2])
+      assert.equal(results[c[3]], c[4])
+      indices[c[3]] = true
+    end
+    assert.same({ true, true, true }, indices)
+  end)
+
+  it("returns an empty list for no requests", function()
+    assert.same({}, client:batch {})
+  end)
+
+  it("raises on a malformed request before sending anything", function()
+    assert.has_error(function() client:batch("x") end, "bad argument #1 to 'batch' (requests must be a table, got string)")
+    assert.has_error(function() client:batch({ update("1", 1), { api = "graphql", method = "get" } }) end,
+      "batch request #2: api must be \"unified\", \"proxy\" or \"custom\", got graphql")
+    assert.has_error(function() client:batch({ { api = "unified", method = "upsert" } }) end,
+      "batch request #1: unified API has no method upsert")
+    assert.has_error(function() client:batch({ update("", 1) }) end, "batch request #1: truto: id must not be empty")
+    assert.has_error(function() client:batch({ update("1", 1, { body = "x" }) }) end,
+      "batch request #1: bad argument #4 to 'update' (body must be a table, got string)")
+    assert.has_error(function() client:batch({ update("1", 1, { opts = { sink = print } }) }) end,
+      "batch request #1: a sink is not supported in a batch")
+    assert.has_error(function() client:batch({}, { concurrency = 0 }) end,
+      "batch: option 'concurrency' must be an integer from 1 to 1024")
+    assert.equal(0, #emu.requests())
+  end)
+
+  it("runs one after another on a transport without concurrency", function()
+    local seen = {}
+    local fake = { perform = function(_, req)
+      seen[#seen + 1] = req.url
+      return 200, { ["content-type"] = "application/json" }, '{"n":' .. #seen .. '}'
+    end }
+    local c = truto.new { token = "t", base_url = "http://h", transport = fake }
+    local results = c:batch { update("1", 1), update("2", 2) }
+    assert.same({ { n = 1 }, { n = 2 } }, { results[1][1], results[2][1] })
+    assert.equal(2, #seen)
+  end)
+end)
