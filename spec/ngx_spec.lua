@@ -389,6 +389,18 @@ describe("inside nginx (the ngx transport)", function()
     assert.same({ id = "23423523" }, value.timer)
   end)
 
+  it("runs a batch on light threads: 20 calls delayed 300 ms, 10 at a time, take about two delays", function()
+    local started = core.now()
+    local status, value = json_request("GET", "/batch?n=20&delay_ms=300&concurrency=10")
+    local elapsed = core.now() - started
+    assert.equal(200, status, app:log())
+    local expected = {}
+    for i = 1, 20 do expected[i] = i end
+    assert.same(expected, value.amounts)
+    assert.equal(20, value.progress)
+    assert.is_true(elapsed >= 0.6 and elapsed < 1.5, ("took %.2f s"):format(elapsed))
+  end)
+
   it("does not block the worker: 50 concurrent calls delayed 500 ms take about one delay", function()
     local n, delay_ms = 50, 500
     local paths = {}

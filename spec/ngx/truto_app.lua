@@ -128,6 +128,29 @@ function _M.slow()
   send_json(200, { id = record.id, attempts = response.attempts })
 end
 
+-- GET /batch?n=N&delay_ms=D&concurrency=C: N upstream calls through
+-- client:batch, which runs them on ngx.thread light threads.
+function _M.batch()
+  local n = tonumber(ngx.var.arg_n) or 10
+  local requests = {}
+  for i = 1, n do
+    requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
+                    id = tostring(10000002 + i), body = { amount = i }, query = Q,
+                    opts = { headers = { ["X-Emulator-Delay-Ms"] = ngx.var.arg_delay_ms or "0" } } }
+  end
+  local progress = 0
+  local results = worker_client():batch(requests, {
+    concurrency = tonumber(ngx.var.arg_concurrency) or 16,
+    on_progress = function(done) progress = done end,
+  })
+  local amounts = {}
+  for i, r in ipairs(results) do
+    if not r[1] then return send_error(r[2]) end
+    amounts[i] = r[1].amount
+  end
+  send_json(200, { amounts = amounts, progress = progress })
+end
+
 -- (4) POST /webhook: refused in the access phase unless X-Truto-Signature
 -- matches the raw body.
 function _M.webhook_access()
