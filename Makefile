@@ -33,7 +33,8 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson \
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
 
-.PHONY: all deps demo test lint unit clean install
+.PHONY: all deps demo test lint unit clean install asan asan-run valgrind valgrind-run \
+        fuzz fuzz-build
 
 # The seed's update.  Against the real API when TRUTO_API_TOKEN and
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
@@ -83,6 +84,113 @@ test: deps
 	$(MAKE) all
 	$(MAKE) lint
 	$(MAKE) unit
+
+# ---- memory safety ------------------------------------------------------
+# `make asan`: the core built with AddressSanitizer + UBSan into build/asan
+# (build/5.4 is left alone), then the whole suite with the runtimes
+# preloaded into lua5.4.  fuzz/unpreload.c takes LD_PRELOAD out of the
+# environment once lua5.4 has started, so the processes the specs spawn
+# (sh, nginx, curl, node, bin/truto) run unsanitized.  Any sanitizer report
+# fails the target, even one from a process whose exit status is ignored.
+ASAN_CC      ?= gcc
+ASAN_DIR     := build/asan
+ASAN_CORE    := $(ASAN_DIR)/truto/core.so
+ASAN_OBJECTS := $(SOURCES:csrc/%.c=$(ASAN_DIR)/obj/%.o)
+ASAN_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
+                -std=gnu99 -I$(LUA_INCDIR) $(CURL_CFLAGS)
+# The specs that stream 50-100 MB check that RSS stays flat: a small
+# quarantine, and a collector that waits less (redzones make the live heap,
+# and so Lua's default 200% pause, much larger than natively).
+ASAN_OPTIONS  ?= detect_leaks=1:quarantine_size_mb=8:abort_on_error=0:strict_string_checks=1
+ASAN_LUA_INIT ?= collectgarbage("incremental", 150)
+UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+SANITIZER_REPORT := ^==[0-9]+==(ERROR|WARNING): |^SUMMARY: [A-Za-z]+Sanitizer|: runtime error: |^[=]+ERROR: libFuzzer
+
+$(ASAN_DIR)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) -c $< -o $@
+
+$(ASAN_CORE): $(ASAN_OBJECTS)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $(ASAN_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+
+$(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -shared -fPIC -O2 -o $@ $<
+
+# bin/truto (run by the CLI spec) loads build/5.4's core: `all` builds it.
+asan: deps
+	@$(MAKE) -s asan-run
+
+asan-run: all $(ASAN_CORE) $(ASAN_DIR)/unpreload.so
+	@log=$(ASAN_DIR)/busted.log; \
+	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
+	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
+	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(ASAN_DIR)/?.so;;' \
+	  $(LUA) /usr/bin/busted >$$log 2>&1; rc=$$?; cat $$log; \
+	if grep -Eq '$(SANITIZER_REPORT)' $$log; then echo "make asan: sanitizer report (see $$log)"; exit 1; fi; \
+	exit $$rc
+
+# `make valgrind`: the whole suite (about a minute) under memcheck, against
+# the normal build; children (nginx, curl, sh) are not traced.  A small
+# freelist keeps the specs' flat-RSS checks meaningful.
+VALGRIND_FLAGS ?= -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
+                  --trace-children=no --freelist-vol=4000000 --num-callers=30
+valgrind: deps
+	@$(MAKE) -s deps DEB_PACKAGES=valgrind
+	@$(MAKE) -s valgrind-run
+
+valgrind-run: all
+	@log=build/valgrind.log; \
+	$(LUA_ENV) valgrind $(VALGRIND_FLAGS) $(LUA) /usr/bin/busted >$$log 2>&1; rc=$$?; cat $$log; \
+	if grep -Eq '^==[0-9]+== [A-Z]' $$log; then echo "make valgrind: memcheck report (see $$log)"; exit 1; fi; \
+	exit $$rc
+
+# `make fuzz`: libFuzzer harnesses (fuzz/*.c), one per C entry point that
+# reads or writes untrusted data, each run FUZZ_SECONDS from the seeds in
+# fuzz/corpus/<name>/.  New inputs go to build/fuzz/corpus/<name>/, crashes
+# to build/fuzz/artifacts/.  Replay one: build/fuzz/<name> FILE.
+FUZZ_SECONDS ?= 30
+FUZZ_CC      ?= clang
+FUZZ_DIR     := build/fuzz
+FUZZERS      := query json request decode headers
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
+# clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.
+FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev libssl-dev pkg-config
+FUZZ_OBJECTS := $(SOURCES:csrc/%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_LIBS    := $(shell $(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) \
+                $(CURL_LIBS) $(CRYPTO_LIBS) -lm
+
+$(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+# The headers harness includes csrc/session.c to reach its static parsers.
+$(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(filter-out $(FUZZ_DIR)/obj/session.o,$(FUZZ_OBJECTS)) $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/%: fuzz/%.c fuzz/fuzz_lua.h $(FUZZ_OBJECTS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
+
+fuzz-build:
+	@$(MAKE) -s deps DEB_PACKAGES="$(FUZZ_PACKAGES)"
+	$(MAKE) $(FUZZERS:%=$(FUZZ_DIR)/%)
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/artifacts
+	@for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$f; \
+	  dict=; [ -f fuzz/$$f.dict ] && dict=-dict=fuzz/$$f.dict; \
+	  echo "== fuzz $$f ($(FUZZ_SECONDS) s)"; \
+	  $(FUZZ_DIR)/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$f- $$dict \
+	    $(FUZZ_DIR)/corpus/$$f fuzz/corpus/$$f >$(FUZZ_DIR)/$$f.log 2>&1; rc=$$?; \
+	  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+[[:space:]]+DONE)' $(FUZZ_DIR)/$$f.log; \
+	  if [ $$rc != 0 ] || grep -Eq '$(SANITIZER_REPORT)' $(FUZZ_DIR)/$$f.log; then \
+	    tail -n 60 $(FUZZ_DIR)/$$f.log; echo "make fuzz: $$f failed (log: $(FUZZ_DIR)/$$f.log)"; exit 1; fi; \
+	done
 
 install: $(CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto

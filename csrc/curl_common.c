@@ -423,7 +423,8 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const ch
  * repeated fields joined with ", ", folded lines unfolded. */
 void truto_push_headers(lua_State *L, const truto_bytes *h)
 {
-    const char *p = h->data, *end = h->data + h->len;
+    /* No arithmetic on a NULL buffer (nothing received yet): UB in C. */
+    const char *p = h->data, *end = h->len ? h->data + h->len : h->data;
     lua_newtable(L);
     int t = lua_gettop(L);
     lua_pushnil(L);                 /* t + 1: name of the previous field */

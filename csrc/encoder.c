@@ -134,6 +134,9 @@ static void push_path(lua_State *L, truto_encoder *e)
             luaL_addstring(&b, "[\"");
             size_t n = p->keylen < 40 ? p->keylen : 40;
             int raw_utf8 = truto_utf8_invalid_at(p->key, p->keylen) == (size_t)-1;
+            /* Never cut a character in two. */
+            while (raw_utf8 && n < p->keylen && n > 0 && ((unsigned char)p->key[n] & 0xC0) == 0x80)
+                n--;
             for (size_t j = 0; j < n; j++) {
                 unsigned char c = (unsigned char)p->key[j];
                 if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || (c >= 0x80 && !raw_utf8)) {

@@ -61,6 +61,10 @@ static void encode_table(lua_State *L, truto_encoder *e, int idx, int empty_as_a
     lua_Integer n;
     truto_shape shape = truto_table_shape(L, e, idx, &n);
     if (shape == TRUTO_EMPTY) {
+        /* Counted like any table, marked or not, so that what decode_json
+         * reads back from this output can be written again. */
+        if (e->depth >= TRUTO_MAX_DEPTH)
+            truto_path_error(L, e, "nesting deeper than %d levels", TRUTO_MAX_DEPTH);
         if (empty_as_array)
             truto_bytes_addlit(L, &e->out, "[]");
         else

@@ -45,6 +45,15 @@ static int is_field_value(const char *s, size_t len)
     return 1;
 }
 
+/* Printable ASCII: safe to repeat in a message. */
+static int is_printable(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
 static const char *get_string_field(lua_State *L, int spec, const char *field, size_t *len,
                                     int required)
 {
@@ -194,7 +203,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         size_t namelen = e->keys[i].len;
         if (!is_token(name, namelen))
             luaL_error(L, "truto: header name %s is not a valid HTTP token",
-                       is_field_value(name, namelen) ? name : "(with control characters)");
+                       is_printable(name, namelen) ? name : "(with control or non-ASCII characters)");
         /* Each value stays on the stack until the lines are written; a
          * number is converted in this copy, never in the caller's table. */
         if (!lua_checkstack(L, 2))

@@ -238,7 +238,8 @@ static int is_redirect(long code)
 /* Whether the header lines hold a non-empty Location field. */
 static int has_location(const truto_bytes *h)
 {
-    const char *p = h->data, *end = h->data + h->len;
+    /* No arithmetic on a NULL buffer (nothing received yet): UB in C. */
+    const char *p = h->data, *end = h->len ? h->data + h->len : h->data;
     while (p != NULL && end - p > 9) {
         if (strncasecmp(p, "location:", 9) == 0) {
             for (const char *v = p + 9; v < end && *v != '\r' && *v != '\n'; v++)

@@ -102,7 +102,23 @@ describe("truto.encode_json", function()
       local cur = deep
       for _ = 1, 101 do cur[1] = {} cur = cur[1] end
     end
+    -- Found by fuzz/json.c: an empty table at level 101 was written when
+    -- unmarked but refused when marked, so the output of the first did not
+    -- write back once read by decode_json (which marks empty tables).
+    local function deep_empty(leaf)
+      local t = {}
+      local cur = t
+      for _ = 1, 99 do cur[1] = {} cur = cur[1] end
+      cur[1] = leaf
+      return t
+    end
     local cases = {
+      { "an empty table past the limit", deep_empty({}), "truto: body" .. ("[1]"):rep(100) .. ": nesting deeper than 100 levels" },
+      { "an empty array past the limit", deep_empty(truto.array()),
+        "truto: body" .. ("[1]"):rep(100) .. ": nesting deeper than 100 levels" },
+      { "an empty object past the limit", deep_empty(truto.object()),
+        "truto: body" .. ("[1]"):rep(100) .. ": nesting deeper than 100 levels" },
+      { "100 levels, the most allowed", deep_empty(1), nil },
       { "NaN", { tags = { {}, { name = 0 / 0 } } }, "truto: body.tags[2].name: NaN cannot be written as JSON" },
       { "infinity", { amount = math.huge }, "truto: body.amount: inf cannot be written as JSON" },
       { "a cycle", cycle, "truto: body.tags[1].self: cycle: this table contains itself" },
@@ -123,6 +139,9 @@ describe("truto.encode_json", function()
       { "invalid UTF-8 in a key", { ["k\255"] = 1 }, 'truto: body["k\\xFF"]: invalid UTF-8 in key at byte 2' },
       { "depth past the limit", deep, "truto: body" .. ("[1]"):rep(100) .. ": nesting deeper than 100 levels" },
       { "a key that needs quoting", { ["a b"] = { c = 0 / 0 } }, 'truto: body["a b"].c: NaN cannot be written as JSON' },
+      -- A long key is shortened on a character boundary: the message stays UTF-8.
+      { "a long key", { [("a"):rep(39) .. "\u{e9}z"] = 0 / 0 },
+        'truto: body["' .. ("a"):rep(39) .. '..."]: NaN cannot be written as JSON' },
     }
     for _, c in ipairs(cases) do
       it("for " .. c[1], function()

@@ -131,8 +131,14 @@ describe("build_request", function()
         fails { headers = { ["X-A"] = "a\r\nInjected: 1" } })
       assert.matches("header X%-A: value contains CR, LF, NUL or another control character$",
         fails { headers = { ["X-A"] = "a\0b" } })
-      assert.matches("header name %(with control characters%) is not a valid HTTP token$",
+      assert.matches("header name %(with control or non%-ASCII characters%) is not a valid HTTP token$",
         fails { headers = { ["X\r\nB"] = "v" } })
+      -- Found by fuzz/request.c: the message stays printable ASCII (no tab,
+      -- no bytes that are not UTF-8).
+      assert.matches("header name %(with control or non%-ASCII characters%) is not a valid HTTP token$",
+        fails { headers = { ["\xe1h"] = "v" } })
+      assert.matches("header name %(with control or non%-ASCII characters%) is not a valid HTTP token$",
+        fails { headers = { ["X\tB"] = "v" } })
       assert.matches("header name X B is not a valid HTTP token$", fails { headers = { ["X B"] = "v" } })
       assert.matches("header names must be strings$", fails { headers = { "v" } })
       assert.matches("header X: value must be a string, a number or false$", fails { headers = { X = {} } })

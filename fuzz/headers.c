@@ -1,0 +1,66 @@
+/*
+ * The response-header parsing of csrc/session.c, without a network: the
+ * input is split into lines and fed to on_header (the CURLOPT_HEADERFUNCTION
+ * callback) as libcurl would, then has_location and truto_push_headers
+ * (curl_common.c) read what was kept, and parse_http_date reads every
+ * value (Retry-After, X-RateLimit-Reset).  session.c is included so that
+ * its static functions can be called; the harness links every other object
+ * of the core.  (csrc/multi.c keeps header lines the same way as on_header,
+ * minus redirects, and hands them to the same truto_push_headers.)
+ * Properties: truto_push_headers gives lower-case names without ':' or LF
+ * and values without LF (a stray CR inside a line is the server's text).
+ */
+#include "../csrc/session.c"
+
+#include "fuzz_lua.h"
+
+static CURL *easy;      /* for curl_easy_getinfo in on_header; never performs */
+
+static void fuzz_one(lua_State *L, input *in, int core)
+{
+    session s;
+    memset(&s, 0, sizeof s);
+    if (easy == NULL)
+        easy = curl_easy_init();
+    s.easy = easy;
+    s.follow = (int)(take(in) & 1);
+
+    const char *p = (const char *)in->p, *end = (const char *)in->end;
+    int ok = 1;
+    while (ok && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        /* libcurl hands over a private copy of each line: so do we, so that
+         * ASan sees a read past it. */
+        char *line = malloc(len ? len : 1);
+        if (line == NULL)
+            break;
+        memcpy(line, p, len);
+        ok = on_header(line, 1, len, &s) == len;
+        free(line);
+        p += len;
+    }
+    if (!s.too_large && !s.oom) {
+        (void)has_location(&s.head);
+        truto_push_headers(L, &s.head);
+        int t = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) {
+            size_t nlen, vlen;
+            const char *name = lua_tolstring(L, -2, &nlen);
+            const char *value = lua_tolstring(L, -1, &vlen);
+            for (size_t i = 0; i < nlen; i++)
+                FUZZ_CHECK(!(name[i] >= 'A' && name[i] <= 'Z') && name[i] != ':' && name[i] != '\n',
+                           "bad byte 0x%02x in header name", (unsigned char)name[i]);
+            for (size_t i = 0; i < vlen; i++)
+                FUZZ_CHECK(value[i] != '\n', "LF in a header value");
+            lua_pushvalue(L, -1);
+            FUZZ_CHECK(fuzz_call(L, core, "parse_http_date", 1, 1) == 0, "parse_http_date raised");
+            FUZZ_CHECK(lua_isnil(L, -1) || lua_type(L, -1) == LUA_TNUMBER, "parse_http_date gave a %s",
+                       luaL_typename(L, -1));
+            lua_pop(L, 2);
+        }
+    }
+    truto_buf_free(&s.head);
+    truto_buf_free(&s.body);
+}
