@@ -29,12 +29,24 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # Debian packages `make test` needs; installed on demand when missing.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson \
                 lua-busted lua-check pkg-config gcc make nginx-light \
-                libnginx-mod-http-lua lua-dkjson nodejs node-qs curl
+                libnginx-mod-http-lua lua-dkjson nodejs node-qs curl openssl \
+                luajit2 libluajit2-5.1-dev
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
 
+# The LuaJIT build (OpenResty's branch, Lua 5.1 C API) that nginx loads.
+LUAJIT         ?= luajit
+LUAJIT_INCDIR  ?= $(shell $(PKG_CONFIG) --variable=includedir luajit 2>/dev/null || echo /usr/include/luajit-2.1)
+LUAJIT_DIR     := build/luajit
+LUAJIT_CORE    := $(LUAJIT_DIR)/truto/core.so
+LUAJIT_OBJECTS := $(SOURCES:csrc/%.c=$(LUAJIT_DIR)/obj/%.o)
+# The specs that need no server: they run under LuaJIT as well as Lua 5.4.
+LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
+                  truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
+                  client_spec.lua bad_input_spec.lua)
+
 .PHONY: all deps demo test lint unit clean install asan asan-run valgrind valgrind-run \
-        fuzz fuzz-build
+        fuzz fuzz-build luajit bench
 
 # The seed's update.  Against the real API when TRUTO_API_TOKEN and
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
@@ -49,6 +61,16 @@ $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 $(CORE): $(OBJECTS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $(OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+
+luajit: $(LUAJIT_CORE)
+
+$(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 -I$(LUAJIT_INCDIR) $(CURL_CFLAGS) -c $< -o $@
+
+$(LUAJIT_CORE): $(LUAJIT_OBJECTS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $(LUAJIT_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
 
 # Install whatever Debian package is missing (as root, or through sudo).
 deps:
@@ -77,8 +99,12 @@ demo: deps
 lint:
 	luacheck -q lua spec emulator/lua $(wildcard bin/*)
 
-unit: all
+# Every spec under Lua 5.4 (the nginx specs load the LuaJIT build), then
+# the server-less ones again under LuaJIT.
+unit: all luajit
 	$(LUA_ENV) $(LUA) /usr/bin/busted
+	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(LUAJIT_DIR)/?.so;;' \
+	  $(LUAJIT) /usr/bin/busted $(LUAJIT_SPECS)
 
 test: deps
 	$(MAKE) all
@@ -191,6 +217,20 @@ fuzz: fuzz-build
 	  if [ $$rc != 0 ] || grep -Eq '$(SANITIZER_REPORT)' $(FUZZ_DIR)/$$f.log; then \
 	    tail -n 60 $(FUZZ_DIR)/$$f.log; echo "make fuzz: $$f failed (log: $(FUZZ_DIR)/$$f.log)"; exit 1; fi; \
 	done
+
+# ---- benchmarks ----------------------------------------------------------
+# `make bench`: five benchmarks against loopback nginx, each with a reference
+# measured side by side in the same run (bench/README.md); about a minute.
+BENCH_DIR := build/bench
+
+$(BENCH_DIR)/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS)
+
+bench: deps
+	@$(MAKE) -s deps DEB_PACKAGES=lua-socket
+	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi
+	@BENCH_BIN=$(BENCH_DIR) bench/run
 
 install: $(CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto
