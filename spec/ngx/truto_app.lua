@@ -139,12 +139,12 @@ function _M.batch()
                     opts = { headers = { ["X-Emulator-Delay-Ms"] = ngx.var.arg_delay_ms or "0" } } }
   end
   local progress = 0
-  local results = worker_client():batch(requests, {
+  local outcomes = worker_client():batch(requests, {
     concurrency = tonumber(ngx.var.arg_concurrency) or 16,
     on_progress = function(done) progress = done end,
   })
   local amounts = {}
-  for i, r in ipairs(results) do
+  for i, r in ipairs(outcomes) do
     if not r[1] then return send_error(r[2]) end
     amounts[i] = r[1].amount
   end
