@@ -3,6 +3,7 @@
  * plus the bookkeeping every table walk needs (depth, cycles, error paths).
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ truto_encoder *truto_encoder_new(lua_State *L, const char *root)
     /* Zeroed and given its metatable before anything is allocated, so the
      * collector can always run the cleanup safely. */
     truto_encoder *e = (truto_encoder *)lua_newuserdata(L, sizeof *e);
-    memset(e, 0, sizeof *e);
+    /* The visiting and path arrays are written before they are read. */
+    memset(e, 0, offsetof(truto_encoder, visiting));
     if (luaL_newmetatable(L, ENCODER_MT)) {
         lua_pushcfunction(L, encoder_gc);
         lua_setfield(L, -2, "__gc");
@@ -176,26 +178,48 @@ static int key_cmp(const void *a, const void *b)
     return x->len < y->len ? -1 : x->len > y->len;
 }
 
+void truto_push_key(lua_State *L, truto_encoder *e, int idx)
+{
+    if (e->nkeys == e->capkeys) {
+        size_t cap = e->capkeys ? e->capkeys * 2 : 32;
+        truto_key *k = (truto_key *)realloc(e->keys, cap * sizeof *k);
+        if (k == NULL)
+            luaL_error(L, "truto: out of memory");
+        e->keys = k;
+        e->capkeys = cap;
+    }
+    /* The key strings stay alive: the table holds them and no Lua code runs
+     * while it is walked. */
+    truto_key *k = &e->keys[e->nkeys++];
+    k->str = lua_tolstring(L, idx, &k->len);
+}
+
+void truto_sort_keys(truto_encoder *e, size_t first)
+{
+    truto_key *keys = e->keys + first;
+    size_t n = e->nkeys - first;
+    if (n > 16) {
+        qsort(keys, n, sizeof *keys, key_cmp);
+        return;
+    }
+    /* Objects in requests are small: an insertion sort beats qsort there. */
+    for (size_t i = 1; i < n; i++) {
+        truto_key k = keys[i];
+        size_t j = i;
+        for (; j > 0 && key_cmp(&keys[j - 1], &k) > 0; j--)
+            keys[j] = keys[j - 1];
+        keys[j] = k;
+    }
+}
+
 size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx)
 {
     size_t first = e->nkeys;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
-        if (e->nkeys == e->capkeys) {
-            size_t cap = e->capkeys ? e->capkeys * 2 : 32;
-            truto_key *k = (truto_key *)realloc(e->keys, cap * sizeof *k);
-            if (k == NULL)
-                luaL_error(L, "truto: out of memory");
-            e->keys = k;
-            e->capkeys = cap;
-        }
-        /* The key strings stay alive: the table holds them and no Lua code
-         * runs while it is walked. */
-        truto_key *k = &e->keys[e->nkeys++];
-        k->str = lua_tolstring(L, -1, &k->len);
+        truto_push_key(L, e, -1);
     }
-    if (e->nkeys - first > 1)
-        qsort(e->keys + first, e->nkeys - first, sizeof *e->keys, key_cmp);
+    truto_sort_keys(e, first);
     return first;
 }

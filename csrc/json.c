@@ -17,9 +17,9 @@ static int is_list_field(lua_State *L, int list_fields, const char *key, size_t 
     return yes;
 }
 
-static void encode_object(lua_State *L, truto_encoder *e, int idx, int list_fields)
+static void encode_object(lua_State *L, truto_encoder *e, int idx, int list_fields, size_t first)
 {
-    size_t first = truto_sorted_keys(L, e, idx), last = e->nkeys;
+    size_t last = e->nkeys;
     truto_bytes_addc(L, &e->out, '{');
     for (size_t i = first; i < last; i++) {
         const char *key = e->keys[i].str;
@@ -59,7 +59,8 @@ static void encode_table(lua_State *L, truto_encoder *e, int idx, int empty_as_a
                          int list_fields)
 {
     lua_Integer n;
-    truto_shape shape = truto_table_shape(L, e, idx, &n);
+    size_t first;
+    truto_shape shape = truto_table_shape(L, e, idx, &n, &first);
     if (shape == TRUTO_EMPTY) {
         /* Counted like any table, marked or not, so that what decode_json
          * reads back from this output can be written again. */
@@ -73,7 +74,7 @@ static void encode_table(lua_State *L, truto_encoder *e, int idx, int empty_as_a
     }
     truto_enter(L, e, idx);
     if (shape == TRUTO_OBJECT)
-        encode_object(L, e, idx, list_fields);
+        encode_object(L, e, idx, list_fields, first);
     else
         encode_array(L, e, idx, n);
     truto_leave(e);

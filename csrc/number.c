@@ -6,6 +6,7 @@
  * makes the query encoder agree with qs (and the JSON writer with
  * JSON.stringify) digit for digit.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,12 @@
 static int shortest_digits(double d, char *digits, int *point)
 {
     char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
+    /* A double that some k <= 15 digits identify is within a fraction of
+     * a unit of the 15th digit from those digits, so rounding it to 15
+     * digits gives them back, padded with zeros (stripped below).  Only
+     * when 15 digits do not read back are 16, then 17, needed.  Subnormals
+     * hold fewer digits, so for them every length is tried. */
+    for (int prec = d < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
         if (prec == 17 || strtod(buf, NULL) == d)
             break;

@@ -51,9 +51,9 @@ static void check_key(lua_State *L, truto_encoder *e, const char *key, size_t le
         truto_path_error(L, e, "invalid UTF-8 in key at byte %d", (int)bad + 1);
 }
 
-static void encode_object(lua_State *L, truto_encoder *e, int idx)
+static void encode_object(lua_State *L, truto_encoder *e, int idx, size_t first)
 {
-    size_t first = truto_sorted_keys(L, e, idx), last = e->nkeys;
+    size_t last = e->nkeys;
     for (size_t i = first; i < last; i++) {
         const truto_key *k = &e->keys[i];
         size_t saved = e->prefix.len;
@@ -111,14 +111,15 @@ static void encode_value(lua_State *L, truto_encoder *e, int idx)
         return;
     }
     lua_Integer n;
-    truto_shape shape = truto_table_shape(L, e, idx, &n);
+    size_t first;
+    truto_shape shape = truto_table_shape(L, e, idx, &n, &first);
     if (shape == TRUTO_EMPTY)
         return;     /* nothing to say: empty tables are left out */
     if (shape == TRUTO_ARRAY && e->depth == 0)
         truto_path_error(L, e, "must be a table of named parameters, not an array");
     truto_enter(L, e, idx);
     if (shape == TRUTO_OBJECT)
-        encode_object(L, e, idx);
+        encode_object(L, e, idx, first);
     else
         encode_array(L, e, idx, n);
     truto_leave(e);

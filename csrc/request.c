@@ -148,16 +148,19 @@ static void add_header(header *h, int *n, const char *name, const char *value)
     (*n)++;
 }
 
-static const char *user_agent(lua_State *L)
+/* Written once: the versions do not change while the module is loaded. */
+static const char *user_agent(void)
 {
+    static char agent[160];
 #ifdef LUA_RELEASE
     const char *lua = LUA_RELEASE;
 #else
     const char *lua = LUA_VERSION;
 #endif
-    lua_pushfstring(L, "lua-truto/%s (libcurl/%s; %s)", TRUTO_VERSION,
-                    curl_version_info(CURLVERSION_NOW)->version, lua);
-    return lua_tostring(L, -1);
+    if (agent[0] == '\0')
+        snprintf(agent, sizeof agent, "lua-truto/%s (libcurl/%s; %s)", TRUTO_VERSION,
+                 curl_version_info(CURLVERSION_NOW)->version, lua);
+    return agent;
 }
 
 /* Defaults first, in a fixed order; a caller's header of the same name
@@ -179,7 +182,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
     }
     if (has_body)
         add_header(h, &n, "Content-Type", "application/json");
-    add_header(h, &n, "User-Agent", user_agent(L));
+    add_header(h, &n, "User-Agent", user_agent());
 
     lua_getfield(L, spec, "headers");
     int t = lua_gettop(L);

@@ -15,17 +15,20 @@ static int has_mark(lua_State *L, int idx, const char *name)
     return same;
 }
 
-truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n)
+truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n,
+                              size_t *first)
 {
     lua_Integer count = 0, max = 0;
     int strings = 0, others = 0;
 
+    *first = e->nkeys;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
         int t = lua_type(L, -1);
         if (t == LUA_TSTRING) {
             strings++;
+            truto_push_key(L, e, -1);
         } else if (t == LUA_TNUMBER) {
             lua_Number d = lua_tonumber(L, -1);
             lua_Integer i = (lua_Integer)d;
@@ -68,7 +71,9 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
     }
     if (as_array || count)
         return TRUTO_ARRAY;
-    if (as_object || strings)
+    if (as_object || strings) {
+        truto_sort_keys(e, *first);
         return TRUTO_OBJECT;
+    }
     return TRUTO_EMPTY;
 }

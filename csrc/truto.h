@@ -85,6 +85,10 @@ int truto_path_error(lua_State *L, truto_encoder *e, const char *fmt, ...);
 /* Collects the string keys of the object at idx, sorted bytewise; returns
  * the index of the first key in e->keys (the run ends at e->nkeys). */
 size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx);
+/* Appends the string at stack index idx to e->keys. */
+void truto_push_key(lua_State *L, truto_encoder *e, int idx);
+/* Sorts e->keys[first .. nkeys) bytewise. */
+void truto_sort_keys(truto_encoder *e, size_t first);
 
 /* ---- table shapes (table.c) ----------------------------------------- */
 typedef enum {
@@ -93,9 +97,12 @@ typedef enum {
     TRUTO_OBJECT        /* string keys, or marked with truto.object */
 } truto_shape;
 
-/* Classifies the table at idx; *n receives the length of an array.
- * Sparse, mixed and non-string-keyed tables raise a path error. */
-truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n);
+/* Classifies the table at idx in one walk; *n receives the length of an
+ * array.  For an object its keys are left, sorted, in e->keys[first ..
+ * nkeys), *first receiving the start.  Sparse, mixed and non-string-keyed
+ * tables raise a path error. */
+truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n,
+                              size_t *first);
 
 /* ---- text (text.c) -------------------------------------------------- */
 /* Returns the offset of the first invalid UTF-8 byte, or (size_t)-1. */

@@ -72,6 +72,34 @@ describe("truto.encode_json", function()
     end
   end)
 
+  it("writes every double as JavaScript's JSON.stringify does", function()
+    math.randomseed(7)
+    local values = { 5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1e-310, 9.5e-7, 1e21, 1e20 }
+    for i = #values + 1, 5000 do
+      local kind = i % 4
+      if kind == 0 then
+        values[i] = (math.random() - 0.5) * 10 ^ math.random(-320, 308)       -- any magnitude
+      elseif kind == 1 then
+        values[i] = math.random(1, 2 ^ 20) * 2 ^ -1074                       -- subnormals
+      elseif kind == 2 then
+        values[i] = math.random(-10 ^ 6, 10 ^ 6) / 100                       -- prices
+      else
+        values[i] = math.random() * 2 ^ math.random(-60, 80)
+      end
+    end
+    local ours = encode(values)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(ours)
+    f:close()
+    local pipe = assert(io.popen("node -e 'process.stdout.write(JSON.stringify(JSON.parse("
+      .. "require(\"fs\").readFileSync(process.argv[1], \"utf8\"))))' " .. path))
+    local theirs = pipe:read("a")
+    pipe:close()
+    os.remove(path)
+    assert.equal(theirs, ours)
+  end)
+
   it("writes scalars, null and nested arrays", function()
     assert.equal('[true,false,null,"x",[[]],{"a":[1,[2]]}]',
       encode { true, false, truto.null, "x", { truto.array() }, { a = { 1, { 2 } } } })
