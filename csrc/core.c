@@ -13,6 +13,7 @@ static int l_encode_query(lua_State *L)
     truto_encoder *e = truto_encoder_new(L, "query");
     truto_query_encode(L, e, 1);
     truto_bytes_push(L, &e->out);
+    truto_encoder_done(e);
     return 1;
 }
 
@@ -26,6 +27,7 @@ static int l_encode_json(lua_State *L)
     truto_encoder *e = truto_encoder_new(L, "body");
     truto_json_encode(L, e, 1, lua_istable(L, 2) ? 2 : 0);
     truto_bytes_push(L, &e->out);
+    truto_encoder_done(e);
     return 1;
 }
 

@@ -293,6 +293,7 @@ static int decode_raising(lua_State *L)
     skip_space(&r);
     if (r.p != r.end)
         fail(L, &r, "trailing characters");
+    truto_encoder_done(r.e);
     return 1;
 }
 

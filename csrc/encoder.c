@@ -25,20 +25,58 @@ static int encoder_gc(lua_State *L)
     return 0;
 }
 
+/* The registry holds the last encoder used, so that calls reuse its buffers
+ * instead of allocating their own.  A call that finds it busy (a call that
+ * raised an error left it so, or a finalizer runs an encoder inside an
+ * encoder) makes a new one, which becomes the cached one. */
+static const char cache_key = 0;
+
+/* Buffers grown past this are given back when a call ends. */
+#define KEEP_BYTES ((size_t)256 * 1024)
+
 truto_encoder *truto_encoder_new(lua_State *L, const char *root)
 {
-    /* Zeroed and given its metatable before anything is allocated, so the
-     * collector can always run the cleanup safely. */
-    truto_encoder *e = (truto_encoder *)lua_newuserdata(L, sizeof *e);
-    /* The visiting and path arrays are written before they are read. */
-    memset(e, 0, offsetof(truto_encoder, visiting));
-    if (luaL_newmetatable(L, ENCODER_MT)) {
-        lua_pushcfunction(L, encoder_gc);
-        lua_setfield(L, -2, "__gc");
+    lua_pushlightuserdata(L, (void *)&cache_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    truto_encoder *e = (truto_encoder *)lua_touserdata(L, -1);
+    if (e == NULL || e->busy) {
+        lua_pop(L, 1);
+        /* Zeroed and given its metatable before anything is allocated, so
+         * the collector can always run the cleanup safely.  The visiting
+         * and path arrays are written before they are read. */
+        e = (truto_encoder *)lua_newuserdata(L, sizeof *e);
+        memset(e, 0, offsetof(truto_encoder, visiting));
+        if (luaL_newmetatable(L, ENCODER_MT)) {
+            lua_pushcfunction(L, encoder_gc);
+            lua_setfield(L, -2, "__gc");
+        }
+        lua_setmetatable(L, -2);
+        lua_pushlightuserdata(L, (void *)&cache_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
     }
-    lua_setmetatable(L, -2);
+    e->out.len = e->prefix.len = 0;
+    e->nkeys = e->pairs = 0;
+    e->depth = 0;
     e->root = root;
+    e->busy = 1;
     return e;
+}
+
+static void shrink(truto_bytes *b)
+{
+    if (b->cap > KEEP_BYTES) {
+        free(b->data);
+        b->data = NULL;
+        b->len = b->cap = 0;
+    }
+}
+
+void truto_encoder_done(truto_encoder *e)
+{
+    shrink(&e->out);
+    shrink(&e->prefix);
+    e->busy = 0;
 }
 
 void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
@@ -47,7 +85,7 @@ void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
         return;
     if (extra > ((size_t)-1 >> 2) - b->len)
         luaL_error(L, "truto: output too large");
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 1024;   /* one allocation holds a typical request */
     while (cap - b->len < extra)
         cap *= 2;
     char *p = (char *)realloc(b->data, cap);
@@ -192,6 +230,21 @@ void truto_push_key(lua_State *L, truto_encoder *e, int idx)
      * while it is walked. */
     truto_key *k = &e->keys[e->nkeys++];
     k->str = lua_tolstring(L, idx, &k->len);
+    k->slot = 0;
+}
+
+void truto_push_field(lua_State *L, truto_encoder *e, size_t i, int idx)
+{
+    /* The key's own string: no hashing and interning, as a new one needs. */
+    lua_pushvalue(L, e->keys[i].slot);
+    lua_rawget(L, idx);
+}
+
+void truto_drop_keys(lua_State *L, truto_encoder *e, size_t first)
+{
+    if (first < e->nkeys && e->keys[first].slot > 0)
+        lua_settop(L, e->keys[first].slot - 1);
+    e->nkeys = first;
 }
 
 void truto_sort_keys(truto_encoder *e, size_t first)

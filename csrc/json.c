@@ -8,10 +8,9 @@
 
 static void encode_value(lua_State *L, truto_encoder *e, int idx, int empty_as_array);
 
-static int is_list_field(lua_State *L, int list_fields, const char *key, size_t len)
+static int is_list_field(lua_State *L, truto_encoder *e, size_t i, int list_fields)
 {
-    lua_pushlstring(L, key, len);
-    lua_rawget(L, list_fields);
+    truto_push_field(L, e, i, list_fields);
     int yes = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return yes;
@@ -32,13 +31,13 @@ static void encode_object(lua_State *L, truto_encoder *e, int idx, int list_fiel
             truto_bytes_addc(L, &e->out, ',');
         truto_json_quote(L, &e->out, key, len);
         truto_bytes_addc(L, &e->out, ':');
-        lua_pushlstring(L, key, len);
-        lua_rawget(L, idx);
-        encode_value(L, e, lua_gettop(L), list_fields && is_list_field(L, list_fields, key, len));
+        int as_array = list_fields && is_list_field(L, e, i, list_fields);
+        truto_push_field(L, e, i, idx);
+        encode_value(L, e, lua_gettop(L), as_array);
         lua_pop(L, 1);
     }
     truto_bytes_addc(L, &e->out, '}');
-    e->nkeys = first;
+    truto_drop_keys(L, e, first);
 }
 
 static void encode_array(lua_State *L, truto_encoder *e, int idx, lua_Integer n)

@@ -42,6 +42,45 @@ static int shortest_digits(double d, char *digits, int *point)
     return k;
 }
 
+/* Fast path for the common numbers: integers below 2^53 and decimals with at
+ * most 6 places and 15 digits (amounts, prices, rates).  If m / 10^k reads
+ * back as d, m has at most 15 digits and d is normal, then m's digits are
+ * the shortest ones (see shortest_digits), so this writes what the slow
+ * path would.  d > 0.  Returns the length written, or 0 to take the slow
+ * path. */
+static size_t format_short_decimal(double d, char *out)
+{
+    static const double powers[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6 };
+    if (d < 1e-6 || d >= 1e15)
+        return 0;
+    for (int k = 0; k <= 6; k++) {
+        double x = d * powers[k];
+        if (x >= 1e15)
+            return 0;
+        long long m = (long long)x;
+        if ((double)m != x || (double)m / powers[k] != d)
+            continue;
+        /* m's digits, the last k after a point, trailing zeros dropped. */
+        char digits[24];
+        int n = 0;
+        for (; m > 0 || n <= k; m /= 10)
+            digits[n++] = (char)('0' + m % 10);     /* reversed */
+        int skip = 0;
+        while (skip < k && digits[skip] == '0')
+            skip++;
+        size_t len = 0;
+        for (int i = n - 1; i >= k; i--)
+            out[len++] = digits[i];
+        if (skip < k) {
+            out[len++] = '.';
+            for (int i = k - 1; i >= skip; i--)
+                out[len++] = digits[i];
+        }
+        return len;
+    }
+    return 0;
+}
+
 static size_t format_double(double d, char *out)
 {
     char digits[24];
@@ -56,6 +95,9 @@ static size_t format_double(double d, char *out)
         *o++ = '-';
         d = -d;
     }
+    size_t quick = format_short_decimal(d, o);
+    if (quick)
+        return (size_t)(o - out) + quick;
     int k = shortest_digits(d, digits, &point);
     if (k <= point && point <= 21) {
         memcpy(o, digits, (size_t)k);

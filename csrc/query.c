@@ -66,13 +66,12 @@ static void encode_object(lua_State *L, truto_encoder *e, int idx, size_t first)
             truto_pct_encode(L, &e->prefix, k->str, k->len);
             truto_bytes_addlit(L, &e->prefix, "%5D");
         }
-        lua_pushlstring(L, k->str, k->len);
-        lua_rawget(L, idx);
+        truto_push_field(L, e, i, idx);
         encode_value(L, e, lua_gettop(L));
         lua_pop(L, 1);
         e->prefix.len = saved;
     }
-    e->nkeys = first;
+    truto_drop_keys(L, e, first);
 }
 
 static void encode_array(lua_State *L, truto_encoder *e, int idx, lua_Integer n)

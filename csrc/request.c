@@ -303,6 +303,7 @@ static int l_build_request(lua_State *L)
         out->len = 0;
     }
     lua_setfield(L, 3, "headers");
+    truto_encoder_done(e);
     lua_settop(L, 3);
     return 1;
 }

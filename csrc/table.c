@@ -27,8 +27,15 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
         lua_pop(L, 1);
         int t = lua_type(L, -1);
         if (t == LUA_TSTRING) {
+            /* A copy of the key stays below the iteration key, for the
+             * encoder to look the value up with. */
+            if (!lua_checkstack(L, 3))
+                truto_path_error(L, e, "Lua stack exhausted");
             strings++;
-            truto_push_key(L, e, -1);
+            lua_pushvalue(L, -1);
+            lua_insert(L, -2);
+            truto_push_key(L, e, -2);
+            e->keys[e->nkeys - 1].slot = lua_gettop(L) - 1;
         } else if (t == LUA_TNUMBER) {
             lua_Number d = lua_tonumber(L, -1);
             lua_Integer i = (lua_Integer)d;

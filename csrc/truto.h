@@ -43,6 +43,7 @@ typedef struct {
 typedef struct {
     const char *str;
     size_t len;
+    int slot;           /* stack index of the key string, or 0 */
 } truto_key;
 
 typedef struct {
@@ -58,11 +59,15 @@ typedef struct {
     const char *root;       /* "body", "query", ...: first word of a path */
     size_t pairs;           /* query encoder: name=value pairs written so far */
     int depth;
+    int busy;               /* in use by a call (see truto_encoder_new) */
     const void *visiting[TRUTO_MAX_DEPTH + 1];
     truto_path_elem path[TRUTO_MAX_DEPTH + 1];
 } truto_encoder;
 
+/* Pushes an encoder, ready for one call: the cached one when it is free.
+ * Call truto_encoder_done when the call has pushed its result. */
 truto_encoder *truto_encoder_new(lua_State *L, const char *root);
+void truto_encoder_done(truto_encoder *e);
 void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra);
 void truto_bytes_add(lua_State *L, truto_bytes *b, const char *s, size_t n);
 #define truto_bytes_addlit(L, b, s) truto_bytes_add((L), (b), "" s, sizeof(s) - 1)
@@ -89,6 +94,10 @@ size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx);
 void truto_push_key(lua_State *L, truto_encoder *e, int idx);
 /* Sorts e->keys[first .. nkeys) bytewise. */
 void truto_sort_keys(truto_encoder *e, size_t first);
+/* Pushes the value of key i (from truto_table_shape) of the table at idx. */
+void truto_push_field(lua_State *L, truto_encoder *e, size_t i, int idx);
+/* Forgets the keys from first on, and their strings on the stack. */
+void truto_drop_keys(lua_State *L, truto_encoder *e, size_t first);
 
 /* ---- table shapes (table.c) ----------------------------------------- */
 typedef enum {
