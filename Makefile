@@ -122,7 +122,8 @@ ASAN_CC      ?= gcc
 ASAN_DIR     := build/asan
 ASAN_CORE    := $(ASAN_DIR)/truto/core.so
 ASAN_OBJECTS := $(SOURCES:csrc/%.c=$(ASAN_DIR)/obj/%.o)
-ASAN_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+# gcc's "undefined" leaves out float-cast-overflow (clang's includes it).
+ASAN_CFLAGS  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
                 -std=gnu99 -I$(LUA_INCDIR) $(CURL_CFLAGS)
 # The specs that stream 50-100 MB check that RSS stays flat: a small

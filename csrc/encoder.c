@@ -249,6 +249,8 @@ void truto_drop_keys(lua_State *L, truto_encoder *e, size_t first)
 
 void truto_sort_keys(truto_encoder *e, size_t first)
 {
+    if (e->nkeys - first < 2)
+        return;     /* also keeps e->keys + first off a NULL e->keys (UB) */
     truto_key *keys = e->keys + first;
     size_t n = e->nkeys - first;
     if (n > 16) {

@@ -38,14 +38,15 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
             e->keys[e->nkeys - 1].slot = lua_gettop(L) - 1;
         } else if (t == LUA_TNUMBER) {
             lua_Number d = lua_tonumber(L, -1);
-            lua_Integer i = (lua_Integer)d;
+            lua_Integer i = 0;
 #if LUA_VERSION_NUM >= 503
             if (lua_isinteger(L, -1))
                 i = lua_tointeger(L, -1);
             else
 #endif
-            if (d != (lua_Number)i)
-                i = 0;
+            /* In range before the cast: converting 2^63 or inf is UB. */
+            if (d >= 1 && d < 9223372036854775807.0 && d == (lua_Number)(lua_Integer)d)
+                i = (lua_Integer)d;
             if (i >= 1) {
                 count++;
                 if (i > max)

@@ -156,6 +156,9 @@ describe("truto.encode_json", function()
       { "a non-string key", { custom_fields = { [false] = 1 } },
         "truto: body.custom_fields: table keys must be strings (object) or 1..n (array)" },
       { "a zero index", { [0] = "x" }, "truto: body: table keys must be strings (object) or 1..n (array)" },
+      -- Found by fuzz/query.c (UBSan): float keys beyond the integers.
+      { "a float key past 2^63", { [2 ^ 63] = "x" }, "truto: body: table keys must be strings (object) or 1..n (array)" },
+      { "an infinite key", { [math.huge] = "x" }, "truto: body: table keys must be strings (object) or 1..n (array)" },
       { "a function", { owner = { id = print } }, "truto: body.owner.id: a function cannot be written as JSON" },
       { "userdata", { x = io.stderr }, "truto: body.x: a userdata cannot be written as JSON" },
       { "another light userdata", { x = { cjson.null } }, nil },   -- cjson.null IS truto.null: allowed
