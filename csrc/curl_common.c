@@ -448,11 +448,19 @@ void truto_push_headers(lua_State *L, const truto_bytes *h)
             const char *colon = (const char *)memchr(line, ':', (size_t)(stop - line));
             if (colon == NULL || colon == line)
                 continue;
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *c = line; c < colon; c++)
-                luaL_addchar(&b, (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c));
-            luaL_pushresult(&b);
+            char lower[256];
+            size_t n = (size_t)(colon - line);
+            if (n <= sizeof lower) {
+                for (size_t i = 0; i < n; i++)
+                    lower[i] = (char)((line[i] >= 'A' && line[i] <= 'Z') ? line[i] + 32 : line[i]);
+                lua_pushlstring(L, lower, n);
+            } else {
+                luaL_Buffer b;
+                luaL_buffinit(L, &b);
+                for (const char *c = line; c < colon; c++)
+                    luaL_addchar(&b, (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c));
+                luaL_pushresult(&b);
+            }
             lua_pushvalue(L, -1);
             lua_replace(L, t + 1);
             v = colon + 1;

@@ -17,7 +17,13 @@ typedef struct {
     const char *p, *start, *end;
     truto_encoder *e;       /* scratch buffer for strings with escapes */
     int depth;
+    int array_mt, object_mt;    /* stack slots of the two marks */
 } reader;
+
+/* Members and items are gathered on the stack, and the table is made once
+ * their number is known: no rehash as it grows.  This many stack slots are
+ * made sure of at a time. */
+#define STACK_CHUNK 64
 
 static int fail(lua_State *L, reader *r, const char *what)
 {
@@ -32,10 +38,16 @@ static void skip_space(reader *r)
 
 static void read_value(lua_State *L, reader *r);
 
-static void mark(lua_State *L, const char *name)
+static void mark(lua_State *L, int mt)
 {
-    luaL_getmetatable(L, name);
+    lua_pushvalue(L, mt);
     lua_setmetatable(L, -2);
+}
+
+static void make_room(lua_State *L, reader *r, int count)
+{
+    if (count % (STACK_CHUNK / 2) == 0 && !lua_checkstack(L, STACK_CHUNK))
+        fail(L, r, "too many members for the Lua stack");
 }
 
 static unsigned hex4(lua_State *L, reader *r)
@@ -206,33 +218,40 @@ static void expect_word(lua_State *L, reader *r, const char *word, size_t len)
 
 static void read_array(lua_State *L, reader *r)
 {
-    lua_newtable(L);
-    mark(L, TRUTO_ARRAY_MT);
+    int base = lua_gettop(L), count = 0;
     skip_space(r);
     if (r->p < r->end && *r->p == ']') {
         r->p++;
-        return;
+    } else {
+        for (;;) {
+            make_room(L, r, count);
+            read_value(L, r);
+            count++;
+            skip_space(r);
+            if (r->p < r->end && *r->p == ',') { r->p++; continue; }
+            if (r->p < r->end && *r->p == ']') { r->p++; break; }
+            fail(L, r, "expected ',' or ']'");
+        }
     }
-    for (lua_Integer i = 1;; i++) {
-        read_value(L, r);
-        lua_rawseti(L, -2, i);
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') { r->p++; continue; }
-        if (r->p < r->end && *r->p == ']') { r->p++; return; }
-        fail(L, r, "expected ',' or ']'");
-    }
+    lua_createtable(L, count, 0);
+    mark(L, r->array_mt);
+    lua_insert(L, base + 1);
+    for (int i = count; i >= 1; i--)
+        lua_rawseti(L, base + 1, i);    /* pops the items, last first */
 }
 
 static void read_object(lua_State *L, reader *r)
 {
-    lua_newtable(L);
+    int base = lua_gettop(L), count = 0;
     skip_space(r);
     if (r->p < r->end && *r->p == '}') {
         r->p++;
-        mark(L, TRUTO_OBJECT_MT);       /* only the empty one is ambiguous */
+        lua_newtable(L);
+        mark(L, r->object_mt);          /* only the empty one is ambiguous */
         return;
     }
     for (;;) {
+        make_room(L, r, count);
         skip_space(r);
         if (r->p >= r->end || *r->p != '"')
             fail(L, r, "expected a string key");
@@ -243,12 +262,22 @@ static void read_object(lua_State *L, reader *r)
             fail(L, r, "expected ':'");
         r->p++;
         read_value(L, r);
-        lua_rawset(L, -3);
+        count++;
         skip_space(r);
         if (r->p < r->end && *r->p == ',') { r->p++; continue; }
-        if (r->p < r->end && *r->p == '}') { r->p++; return; }
+        if (r->p < r->end && *r->p == '}') { r->p++; break; }
         fail(L, r, "expected ',' or '}'");
     }
+    lua_createtable(L, 0, count);
+    int t = lua_gettop(L);
+    /* In document order, so that of repeated keys the last one wins. */
+    for (int i = 0; i < count; i++) {
+        lua_pushvalue(L, base + 1 + 2 * i);
+        lua_pushvalue(L, base + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
 }
 
 static void read_value(lua_State *L, reader *r)
@@ -288,7 +317,9 @@ static int decode_raising(lua_State *L)
 {
     size_t len;
     const char *text = lua_tolstring(L, 1, &len);
-    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0 };
+    luaL_getmetatable(L, TRUTO_ARRAY_MT);
+    luaL_getmetatable(L, TRUTO_OBJECT_MT);
+    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3 };
     read_value(L, &r);
     skip_space(&r);
     if (r.p != r.end)

@@ -6,7 +6,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -35,6 +37,26 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
+/* Random bytes are drawn from OpenSSL's CSPRNG a pool at a time: one call
+ * per 4 KiB rather than one per idempotency key.  Each byte is served once. */
+static unsigned char pool[4096];
+static size_t pool_left;
+static pid_t pool_pid;      /* a forked child (an nginx worker) refills its own */
+
+static int random_bytes(unsigned char *out, size_t n)
+{
+    if (pool_left < n || pool_pid != getpid()) {
+        pool_pid = getpid();
+        if (RAND_bytes(pool, (int)sizeof pool) != 1)
+            return 0;
+        pool_left = sizeof pool;
+    }
+    pool_left -= n;
+    memcpy(out, pool + pool_left, n);
+    memset(pool + pool_left, 0, n);
+    return 1;
+}
+
 /* core.random_hex(nbytes) -> 2*nbytes lowercase hex digits from a CSPRNG. */
 static int l_random_hex(lua_State *L)
 {
@@ -42,7 +64,7 @@ static int l_random_hex(lua_State *L)
     luaL_argcheck(L, n > 0 && n <= 64, 1, "must be between 1 and 64");
     unsigned char bytes[64];
     char hex[129];
-    if (RAND_bytes(bytes, (int)n) != 1)
+    if (!random_bytes(bytes, (size_t)n))
         return luaL_error(L, "truto: no random bytes available");
     for (lua_Integer i = 0; i < n; i++) {
         hex[2 * i] = "0123456789abcdef"[bytes[i] >> 4];

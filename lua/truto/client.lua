@@ -263,6 +263,16 @@ function Client:begin_attempt(call)
   if self.on_request then self.on_request(redacted(call.req), call.attempt) end
 end
 
+-- A response's rate_limit is read from its headers when first asked for.
+local Response = {
+  __index = function(response, key)
+    if key ~= "rate_limit" then return nil end
+    local value = errors.parse_rate_limit(response.headers)
+    rawset(response, "rate_limit", value)
+    return value
+  end,
+}
+
 --- Judges an attempt's outcome (what transport:perform returned).
 -- Returns "done", result, response | "retry", seconds | "fail", err.
 function Client:settle(call, status, rheaders, body, info)
@@ -270,10 +280,10 @@ function Client:settle(call, status, rheaders, body, info)
   if not status then
     err = errors.new(rheaders, self.token)    -- on failure the second value is { kind, message, ... }
   else
-    local response = {
-      status = status, headers = rheaders, request_id = rheaders["x-request-id"],
-      rate_limit = errors.parse_rate_limit(rheaders), attempts = call.attempt, info = info,
-    }
+    local response = setmetatable({
+      status = status, headers = rheaders, request_id = rheaders["x-request-id"], attempts = call.attempt,
+      info = info,
+    }, Response)
     if status >= 200 and status < 300 then
       local result
       result, err = decode_success(rheaders, body, call.transfer.sink ~= nil)
