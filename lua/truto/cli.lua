@@ -69,10 +69,16 @@ local function set_query(q, key, value)
   local t = q
   for i = 1, #parts - 1 do
     local k = parts[i] == "" and #t + 1 or parts[i]
-    if type(t[k]) ~= "table" then t[k] = {} end
+    if t[k] == nil then t[k] = {} end
+    if type(t[k]) ~= "table" then
+      usage_error("query parameter '" .. key .. "' conflicts with an earlier value of '" .. parts[i] .. "'")
+    end
     t = t[k]
   end
   local last = parts[#parts]
+  if last ~= "" and type(t[last]) == "table" then
+    usage_error("query parameter '" .. key .. "' conflicts with an earlier list or object")
+  end
   if last == "" then t[#t + 1] = value else t[last] = value end
 end
 
@@ -156,14 +162,12 @@ local function build_query(o, env)
   for _, pair in ipairs(o.query) do set_query(q, split_pair(pair, "--query")) end
   local account = o.account or env.TRUTO_INTEGRATED_ACCOUNT_ID
   if account and account ~= "" then q.integrated_account_id = account end
-  for _, field in ipairs(o.exclude) do
-    q.truto_exclude_fields = q.truto_exclude_fields or {}
-    table.insert(q.truto_exclude_fields, field)
-  end
+  -- --exclude and --remote-query are short for -q 'truto_exclude_fields[]=F'
+  -- and -q 'remote_query[K]=V'.
+  for _, field in ipairs(o.exclude) do set_query(q, "truto_exclude_fields[]", field) end
   for _, pair in ipairs(o.remote_query) do
     local k, v = split_pair(pair, "--remote-query")
-    q.remote_query = q.remote_query or {}
-    set_query(q.remote_query, k, v)
+    set_query(q, "remote_query[" .. k:gsub("^([^%[]+)", "%1]", 1), v)
   end
   if o.format then
     if not ({ unified = true, raw = true, normalized = true, stream = true })[o.format] then
@@ -172,7 +176,10 @@ local function build_query(o, env)
     q.truto_response_format = o.format
   end
   if o.ignore_remote_data then q.truto_ignore_remote_data = true end
-  if o.limit then q.limit = number_option(o.limit, "--limit", true) end
+  if o.limit then
+    q.limit = number_option(o.limit, "--limit", true)
+    if q.limit < 1 then usage_error("--limit must be at least 1") end
+  end
   if o.cursor then q.next_cursor = o.cursor end
   return q
 end
