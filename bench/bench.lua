@@ -28,33 +28,8 @@ local now = core.now
 
 -- ---- helpers ------------------------------------------------------------
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function capture(command)
-  local p = assert(io.popen(command))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function run(command)
-  local ok, _, code = os.execute(command)
-  return ok == true and (code == nil or code == 0)
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local shell_quote, capture, run = emulator.shell_quote, emulator.capture, emulator.run
+local read_file, write_file = emulator.read_file, emulator.write_file
 
 local function median(list)
   local t = {}
@@ -223,45 +198,10 @@ http {
 ]]
 
 local function start_static(body)
-  local prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-bench.XXXXXX\""):match("^%s*(.-)%s*$")
-  local modules = {}
-  for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
-    if read_file("/usr/lib/nginx/modules/" .. m) then
-      modules[#modules + 1] = "load_module /usr/lib/nginx/modules/" .. m .. ";"
-    end
-  end
-  local is_root = capture("id -u"):match("^0") ~= nil
-  for _ = 1, 20 do
-    local port = math.random(20000, 60999)
-    local conf = STATIC_CONF:gsub("@([A-Z_]+)@", {
-      LOAD_MODULES = table.concat(modules, "\n"), USER = is_root and "user root;" or "",
-      PREFIX = prefix, PORT = tostring(port), BODY = body,
-    })
-    write_file(prefix .. "/nginx.conf", conf)
-    if run(("nginx -p %s -c %s -e %s >/dev/null 2>&1"):format(shell_quote(prefix .. "/"),
-        shell_quote(prefix .. "/nginx.conf"), shell_quote(prefix .. "/error.log"))) then
-      local pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
-      local session = core.session {}
-      for _ = 1, 100 do
-        local status = session:perform { method = "GET", url = "http://127.0.0.1:" .. port .. "/" }
-        if status == 200 then break end
-        core.sleep(0.02)
-      end
-      session:close()
-      return { base_url = "http://127.0.0.1:" .. port, pid = pid, prefix = prefix }
-    end
-  end
-  fail("cannot start the static nginx server: " .. (read_file(prefix .. "/error.log") or ""))
-end
-
-local function stop_static(s)
-  if not s or not s.pid then return end
-  run("kill -QUIT " .. s.pid .. " 2>/dev/null")
-  for _ = 1, 100 do
-    if not run("kill -0 " .. s.pid .. " 2>/dev/null") then break end
-    core.sleep(0.02)
-  end
-  run("rm -rf " .. shell_quote(s.prefix))
+  local static, err = emulator.nginx { text = STATIC_CONF, values = { BODY = body }, kind = "truto-bench",
+                                       attempts = 20, health = "/", health_status = "200" }
+  if not static then fail("cannot start the static nginx server: " .. err) end
+  return static
 end
 
 -- The nginx worker of a master (for pinning).
@@ -328,7 +268,7 @@ end
 local function c_request_args(base_url, extra_headers, tmpdir)
   local req = core.build_request(seed_spec(base_url))
   local path = tmpdir .. "/body.json"
-  write_file(path, req.body)
+  assert(write_file(path, req.body))
   local args = { req.method, req.url, path }
   for _, line in ipairs(req.headers) do
     if not line:match("^Idempotency%-Key:") then args[#args + 1] = line end
@@ -653,7 +593,7 @@ local function main()
     end
   end
   local m = machine()
-  local tmpdir = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-bench-req.XXXXXX\""):match("^%s*(.-)%s*$")
+  local tmpdir = assert(emulator.mktemp("truto-bench-req"))
 
   local emu, err = emulator.start()
   if not emu then fail(err) end
@@ -682,7 +622,7 @@ local function main()
     return { b1, b2, b3, b4, b5 }
   end)
   progress("")
-  stop_static(static)
+  static:stop()
   emu:stop()
   run("rm -rf " .. shell_quote(tmpdir))
   if not ok then fail(tostring(result)) end

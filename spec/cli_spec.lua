@@ -3,28 +3,14 @@
 -- emulator's request log shows exactly what it sent.
 local truto = require "truto"
 local emulator = require "truto.emulator"
+local sh = require "spec.support.shell"
 
 local decode = truto.decode_json
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local TOKEN = "test-token"
 local OPPS = "/unified/crm/opportunities"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local q = sh.quote
 
 local function lines(text)
   local t = {}
@@ -66,12 +52,12 @@ describe("truto command", function()
     cmd[#cmd + 1] = "bin/truto"
     for _, a in ipairs(args) do cmd[#cmd + 1] = q(a) end
     local stdin_file, err_file = os.tmpname(), os.tmpname()
-    write_file(stdin_file, options.stdin or "")
+    assert(sh.write_file(stdin_file, options.stdin or ""))
     cmd[#cmd + 1] = "<" .. q(stdin_file) .. " 2>" .. q(err_file)
     local pipe = assert(io.popen(table.concat(cmd, " ")))
     local out = pipe:read("a")
     local _, how, rc = pipe:close()
-    local err = read_file(err_file)
+    local err = assert(sh.read_file(err_file))
     os.remove(stdin_file)
     os.remove(err_file)
     assert.equal("exit", how)
@@ -107,6 +93,14 @@ describe("truto command", function()
     local log = requests()
     assert.equal(1, #log)
     return log[1]
+  end
+
+  -- Likewise, and it has this method, uri and (when given) body.
+  local function only_request_is(method, want_uri, body)
+    local req = only_request()
+    assert.equal(method, req.method)
+    assert.equal(want_uri, req.uri)
+    if body ~= nil then assert.equal(body, req.body) end
   end
 
   local function ok_json(args, options)
@@ -160,15 +154,12 @@ describe("truto command", function()
 
     it("reads --data @FILE", function()
       local path = os.tmpname()
-      write_file(path, '{\n  "tags": [ {"name": "vip", "id": "t9"} ],\n  "amount": 7\n}\n')
+      assert(sh.write_file(path, '{\n  "tags": [ {"name": "vip", "id": "t9"} ],\n  "amount": 7\n}\n'))
       local rec = ok_json { "unified", "update", "crm", "opportunities", "10000003", "-a", ACCOUNT, "-d", "@" .. path }
       os.remove(path)
       assert.equal(7, rec.amount)
       assert.same({ { id = "t9", name = "vip" } }, rec.tags)
-      local req = only_request()
-      assert.equal("PATCH", req.method)
-      assert.equal(uri(OPPS .. "/10000003"), req.uri)
-      assert.equal('{"amount":7,"tags":[{"id":"t9","name":"vip"}]}', req.body)
+      only_request_is("PATCH", uri(OPPS .. "/10000003"), '{"amount":7,"tags":[{"id":"t9","name":"vip"}]}')
     end)
 
     it("reads --data @- from standard input", function()
@@ -338,10 +329,7 @@ describe("truto command", function()
       for i, rec in ipairs(page.result) do ids[i] = rec.id end
       assert.same({ "5001", "5002", "5003", "5004", "5005" }, ids)
       assert.equal(truto.null, page.next_cursor)
-      local req = only_request()
-      assert.equal("GET", req.method)
-      assert.equal(uri("/unified/crm/accounts"), req.uri)
-      assert.equal("", req.body)
+      only_request_is("GET", uri("/unified/crm/accounts"), "")
     end)
 
     it("get", function()
@@ -354,10 +342,7 @@ describe("truto command", function()
                             "--data", '{"name":"New deal","amount":10,"contact":[]}' }
       assert.equal("90000001", rec.id)
       assert.equal("New deal", rec.name)
-      local req = only_request()
-      assert.equal("POST", req.method)
-      assert.equal(uri(OPPS), req.uri)
-      assert.equal('{"amount":10,"contact":[],"name":"New deal"}', req.body)
+      only_request_is("POST", uri(OPPS), '{"amount":10,"contact":[],"name":"New deal"}')
       assert.equal("New deal", ok_json({ "unified", "get", "crm", "opportunities", "90000001", "-a", ACCOUNT }).name)
     end)
 
@@ -375,10 +360,7 @@ describe("truto command", function()
     it("delete, after which get is a 404", function()
       local rec = ok_json { "unified", "delete", "crm", "opportunities", "10000029", "-a", ACCOUNT }
       assert.same({ id = "10000029" }, rec)
-      local req = only_request()
-      assert.equal("DELETE", req.method)
-      assert.equal(uri(OPPS .. "/10000029"), req.uri)
-      assert.equal("", req.body)
+      only_request_is("DELETE", uri(OPPS .. "/10000029"), "")
       local out, _, rc = run { "unified", "get", "crm", "opportunities", "10000029", "-a", ACCOUNT }
       assert.equal(1, rc)
       assert.equal("", out)
@@ -389,10 +371,7 @@ describe("truto command", function()
                             "--data", '{"ids":["5001","5002"]}' }
       assert.equal("5001", res.result.id)
       assert.same({ "5002" }, res.result.merged_ids)
-      local req = only_request()
-      assert.equal("POST", req.method)
-      assert.equal(uri("/unified/crm/accounts/merge"), req.uri)
-      assert.equal('{"ids":["5001","5002"]}', req.body)
+      only_request_is("POST", uri("/unified/crm/accounts/merge"), '{"ids":["5001","5002"]}')
       local _, _, rc = run { "unified", "get", "crm", "accounts", "5002", "-a", ACCOUNT }
       assert.equal(1, rc)
     end)
@@ -410,9 +389,7 @@ describe("truto command", function()
       assert.equal("update", meta.method)
       assert.equal("https://truto.one/docs/api-reference/unified-crm-api/opportunities/update", meta.documentation_link)
       assert.equal("table", type(meta.request_body_schema))
-      local req = only_request()
-      assert.equal("GET", req.method)
-      assert.equal(uri(OPPS .. "/meta/update"), req.uri)
+      only_request_is("GET", uri(OPPS .. "/meta/update"))
     end)
   end)
 
@@ -431,10 +408,7 @@ describe("truto command", function()
     it("create", function()
       local deal = ok_json { "proxy", "create", "deals", "-a", ACCOUNT, "--data", '{"properties":{"dealname":"P"}}' }
       assert.equal("P", deal.properties.dealname)
-      local req = only_request()
-      assert.equal("POST", req.method)
-      assert.equal(uri("/proxy/deals"), req.uri)
-      assert.equal('{"properties":{"dealname":"P"}}', req.body)
+      only_request_is("POST", uri("/proxy/deals"), '{"properties":{"dealname":"P"}}')
       assert.equal("P", ok_json({ "proxy", "get", "deals", deal.id, "-a", ACCOUNT }).properties.dealname)
     end)
 
@@ -443,17 +417,12 @@ describe("truto command", function()
                              "--data", '{"properties":{"amount":"9"}}' }
       assert.equal("9", deal.properties.amount)
       assert.equal("Acme renewal 2024", deal.properties.dealname)
-      local req = only_request()
-      assert.equal("PATCH", req.method)
-      assert.equal(uri("/proxy/deals/23423523"), req.uri)
-      assert.equal('{"properties":{"amount":"9"}}', req.body)
+      only_request_is("PATCH", uri("/proxy/deals/23423523"), '{"properties":{"amount":"9"}}')
     end)
 
     it("delete", function()
       assert.same({ id = "23423523" }, ok_json { "proxy", "delete", "deals", "23423523", "-a", ACCOUNT })
-      local req = only_request()
-      assert.equal("DELETE", req.method)
-      assert.equal(uri("/proxy/deals/23423523"), req.uri)
+      only_request_is("DELETE", uri("/proxy/deals/23423523"))
       local _, err, rc = run { "proxy", "get", "deals", "23423523", "-a", ACCOUNT }
       assert.equal(1, rc)
       assert.matches("^truto: GET /proxy/deals/23423523: 404 Not Found", err)
@@ -462,10 +431,7 @@ describe("truto command", function()
     it("call", function()
       local res = ok_json { "proxy", "call", "deals", "sync", "-a", ACCOUNT, "--data", '{"full":true}' }
       assert.same({ method = "sync", resource = "deals", body = { full = true } }, res.result)
-      local req = only_request()
-      assert.equal("POST", req.method)
-      assert.equal(uri("/proxy/deals/sync"), req.uri)
-      assert.equal('{"full":true}', req.body)
+      only_request_is("POST", uri("/proxy/deals/sync"), '{"full":true}')
     end)
   end)
 
@@ -665,7 +631,7 @@ describe("truto command", function()
   describe("--help", function()
     -- The options parse_args accepts, read from its tables in cli.lua.
     local function accepted_options()
-      local source = read_file("lua/truto/cli.lua")
+      local source = assert(sh.read_file("lua/truto/cli.lua"))
       local value_block = assert(source:match("local VALUE_OPTIONS = (%b{})"))
       local flag_block = assert(source:match("local FLAG_OPTIONS = (%b{})"))
       local options = {}

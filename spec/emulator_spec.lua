@@ -6,9 +6,7 @@ local emulator = require "truto.emulator"
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local OPPS = "/unified/crm/opportunities"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = emulator.shell_quote
 
 describe("truto emulator", function()
   local handle

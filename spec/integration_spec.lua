@@ -1,6 +1,7 @@
 -- The real client over real HTTP: libcurl on loopback to the emulator on nginx.
 local truto = require "truto"
 local emu = require "spec.support.emulator"
+local rss_kb = require("spec.support.shell").rss_kb
 
 local ACCOUNT = emu.ACCOUNT
 local Q = { integrated_account_id = ACCOUNT }
@@ -14,13 +15,6 @@ end
 local function last_request()
   local log = emu.requests()
   return log[#log], #log
-end
-
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match("VmRSS:%s*(%d+)"))
-  f:close()
-  return kb
 end
 
 describe("the client against the emulator", function()

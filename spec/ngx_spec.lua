@@ -3,50 +3,12 @@
 -- the ngx (cosocket) transport.  Everything is driven from here over HTTP.
 local core = require "truto.core"
 local truto = require "truto"
+local emulator = require "truto.emulator"
 local emu = require "spec.support.emulator"
+local sh = require "spec.support.shell"
 
 local ACCOUNT = emu.ACCOUNT
-local MODULES_DIR = "/usr/lib/nginx/modules"
-
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(command)
-  local ok, _, code = os.execute(command)
-  return ok == true and (code == nil or code == 0)
-end
-
-local function capture(command)
-  local p = assert(io.popen(command))
-  local out = p:read("a") or ""
-  p:close()
-  return out
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function alive(pid)
-  return pid ~= nil and run("kill -0 " .. pid .. " 2>/dev/null")
-end
+local shell_quote, capture, read_file = sh.quote, sh.capture, sh.read_file
 
 -- <repo>, from this file's path: <repo>/spec/ngx_spec.lua.
 local REPO = (function()
@@ -56,118 +18,69 @@ end)()
 
 --- nginx servers -----------------------------------------------------------
 
-local function load_module_lines()
-  local lines = {}
-  for _, name in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if exists(MODULES_DIR .. "/" .. name) then
-      lines[#lines + 1] = "load_module " .. MODULES_DIR .. "/" .. name .. ";"
-    end
-  end
-  return table.concat(lines, "\n")
-end
-
-local Server = {}
-Server.__index = Server
-
--- kind: the temp dir's name ("truto-ngx-app" -> /tmp/truto-ngx-app.XXXXXX).
-local function server(kind)
-  return setmetatable({ kind = kind }, Server)
-end
-
--- The end of the server's error log, without notices: for failure messages.
-function Server:log(all)
-  if not self.prefix then return "" end
-  local lines = {}
-  for _, name in ipairs({ "startup.log", "error.log", "logs/error.log" }) do
-    for line in (read_file(self.prefix .. "/" .. name) or ""):gmatch("[^\n]+") do
-      if all or not line:find("[notice]", 1, true) then lines[#lines + 1] = line end
-    end
-  end
-  return table.concat(lines, "\n", math.max(1, #lines - 20))
-end
-
-function Server:error_log()
-  return (read_file(self.prefix .. "/error.log") or "") .. (read_file(self.prefix .. "/logs/error.log") or "")
-end
-
-function Server:stop()
-  local pid, prefix = self.pid, self.prefix
-  self.pid, self.prefix = nil, nil
-  if alive(pid) then
-    run("kill -QUIT " .. pid .. " 2>/dev/null")
-    for _ = 1, 100 do
-      if not alive(pid) then break end
-      core.sleep(0.05)
-    end
-    if alive(pid) then run("kill -KILL " .. pid .. " 2>/dev/null") end
-  end
-  if prefix and prefix:find("/" .. self.kind:gsub("%-", "%%-") .. "%.%w+$") then
-    run("rm -rf " .. shell_quote(prefix))
-  end
-end
-
--- render(port, prefix) -> the nginx.conf text; env: variables for nginx's
--- environment.  Sets self.url, self.pid, self.prefix; raises on failure.
-function Server:start(render, env)
-  self.prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. self.kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
-  assert(self.prefix ~= "", "mktemp -d failed")
-  assert(run("mkdir -p " .. shell_quote(self.prefix .. "/logs")))
-  local assignments = {}
-  for name, value in pairs(env or {}) do assignments[#assignments + 1] = name .. "=" .. shell_quote(value) end
-  local session = core.session { timeout = 1, connect_timeout = 1 }
-  for _ = 1, 25 do
-    local port = math.random(20000, 60999)
-    write_file(self.prefix .. "/nginx.conf", render(port, self.prefix))
-    os.remove(self.prefix .. "/error.log")
-    local started = run(table.concat(assignments, " ") .. " nginx -p " .. shell_quote(self.prefix .. "/")
-      .. " -c nginx.conf -e " .. shell_quote(self.prefix .. "/error.log")
-      .. " >" .. shell_quote(self.prefix .. "/startup.log") .. " 2>&1")
-    self.pid = tonumber((read_file(self.prefix .. "/nginx.pid") or read_file(self.prefix .. "/logs/nginx.pid") or "")
-      :match("%d+"))
-    if started and self.pid then
-      self.url = "http://127.0.0.1:" .. port
-      for _ = 1, 200 do
-        if session:perform { method = "GET", url = self.url .. "/health" } then
-          session:close()
-          return
-        end
-        if not alive(self.pid) then break end
-        core.sleep(0.05)
-      end
-      session:close()
-      error(self.kind .. " did not answer\n" .. self:log())
-    end
-    if not self:log():find("Address already in use", 1, true) then break end
-  end
-  session:close()
-  error("cannot start " .. self.kind .. "\n" .. self:log())
-end
-
-local app = server("truto-ngx-app")
-
 -- The LuaJIT build of the core that nginx loads.
 local function check_luajit_core()
-  assert(exists(REPO .. "/build/luajit/truto/core.so"), "build/luajit/truto/core.so is missing: run `make luajit`")
+  assert(sh.exists(REPO .. "/build/luajit/truto/core.so"), "build/luajit/truto/core.so is missing: run `make luajit`")
 end
 
--- values: BASE_URL.  (The TLS suite renders the template itself.)
-function app.start_app(values)
+-- opts go to truto.emulator.nginx; waits for /health.  Raises on failure.
+local function start_server(opts)
   check_luajit_core()
-  local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
-  app:start(function(port, prefix)
-    return (template:gsub("@([A-Z_]+)@", {
-      LOAD_MODULES = load_module_lines(),
-      USER = capture("id -u"):match("^0%s*$") and "user root;" or "",
-      PREFIX = prefix, PORT = tostring(port), REPO = REPO,
-      BASE_URL = values.BASE_URL, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "",
-    }))
-  end)
+  opts.health = "/health"
+  return assert(emulator.nginx(opts))
 end
+
+-- The whole error log of a server started by start_server.
+local function error_log(server)
+  return (read_file(server.prefix .. "/error.log") or "") .. (read_file(server.prefix .. "/logs/error.log") or "")
+end
+
+-- spec/ngx/nginx.conf.in; values: BASE_URL and, for the TLS suite, the TLS_*
+-- placeholders (a function of the port), prepare: see truto.emulator.nginx.
+local function start_app(values, prepare)
+  return start_server {
+    template = REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", prepare = prepare,
+    values = function(port, prefix)
+      local v = { REPO = REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "" }
+      for k, x in pairs(type(values) == "function" and values(port, prefix) or values) do v[k] = x end
+      return v
+    end,
+  }
+end
+
+local app             -- the app server (a truto.emulator.nginx handle)
 
 --- HTTP to the app ----------------------------------------------------------
 
 local session
-local target = app   -- the server request() talks to
+local target          -- the server request() talks to
+
+-- setup and teardown for a describe block: the emulator, then start() ->
+-- the server request() talks to, and a session; all stopped in teardown,
+-- or at once when setup fails.
+local function with_server(start)
+  local server
+  setup(function()
+    local ok, err = pcall(function()
+      emu.start()
+      server = start()
+      target = server
+      session = core.session { timeout = 60 }
+    end)
+    if not ok then
+      if server then server:stop() end
+      emu.stop()
+      error(err, 0)
+    end
+  end)
+
+  teardown(function()
+    if session then session:close() end
+    session, target = nil, nil
+    if server then server:stop() end
+    emu.stop()
+  end)
+end
 
 -- Returns status, headers, body text (the body text is nil with a sink).
 local function request(method, path, options)
@@ -175,7 +88,7 @@ local function request(method, path, options)
   local headers = {}
   for name, value in pairs(options.headers or {}) do headers[#headers + 1] = name .. ": " .. value end
   local status, rheaders, body = session:perform {
-    method = method, url = target.url .. path, headers = headers, body = options.body, sink = options.sink,
+    method = method, url = target.base_url .. path, headers = headers, body = options.body, sink = options.sink,
     timeout = options.timeout or 30,
   }
   assert(status, "request to " .. target.kind .. " failed: " .. tostring(rheaders and rheaders.message) .. "\n"
@@ -197,7 +110,7 @@ local function parallel(paths, write_out)
   local parts = { "curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max", #paths, "--max-time 30",
                   "-w", shell_quote(write_out .. "\n") }
   for _, path in ipairs(paths) do
-    parts[#parts + 1] = "-o /dev/null " .. shell_quote(app.url .. path)
+    parts[#parts + 1] = "-o /dev/null " .. shell_quote(app.base_url .. path)
   end
   local started = core.now()
   local out = capture(table.concat(parts, " "))
@@ -232,24 +145,9 @@ local function seeded_ids()
 end
 
 describe("inside nginx (the ngx transport)", function()
-  setup(function()
-    local ok, err = pcall(function()
-      emu.start()
-      app.start_app { BASE_URL = emu.base_url }
-      session = core.session { timeout = 60 }
-    end)
-    if not ok then
-      app:stop()
-      emu.stop()
-      error(err, 0)
-    end
-  end)
-
-  teardown(function()
-    if session then session:close() end
-    session = nil
-    app:stop()
-    emu.stop()
+  with_server(function()
+    app = start_app { BASE_URL = emu.base_url }
+    return app
   end)
 
   before_each(function() emu.reset() end)
@@ -448,7 +346,7 @@ describe("inside nginx (the ngx transport)", function()
   end)
 
   it("leaves no Lua error in the app's error log", function()
-    local text = app:error_log()
+    local text = error_log(app)
     for _, needle in ipairs({ "runtime error", "entry thread aborted", "[alert]", "[crit]", "[emerg]" }) do
       assert.falsy(text:find(needle, 1, true), app:log(true))
     end
@@ -456,40 +354,21 @@ describe("inside nginx (the ngx transport)", function()
 end)
 
 describe("examples/openresty/nginx.conf", function()
-  local example = server("truto-ngx-example")
+  local example
   local WEBHOOK_BODY = '{"event":"x"}'
   local WEBHOOK_SIGNATURE = "format=sha256,v=474d9c54253f9ebd95cf3904ce830fcb6bbd65180b2530ca40371a177bb6e02b"
 
-  setup(function()
-    local ok, err = pcall(function()
-      emu.start()
-      check_luajit_core()
-      local text = assert(read_file(REPO .. "/examples/openresty/nginx.conf"))
-      example:start(function(port)
-        local conf, listens = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
-        assert(listens == 1, "the example has no `listen 8080;`")
-        conf = conf:gsub("/path/to/lua%-truto", (REPO:gsub("%%", "%%%%")))
-        return load_module_lines() .. "\n" .. conf
-      end, {
-        TRUTO_BASE_URL = emu.base_url, TRUTO_API_TOKEN = emu.TOKEN, TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT,
-        TRUTO_WEBHOOK_SECRET = "s3cret",
-      })
-      session = core.session { timeout = 60 }
-      target = example
-    end)
-    if not ok then
-      example:stop()
-      emu.stop()
-      error(err, 0)
-    end
-  end)
-
-  teardown(function()
-    target = app
-    if session then session:close() end
-    session = nil
-    example:stop()
-    emu.stop()
+  with_server(function()
+    local text = assert(read_file(REPO .. "/examples/openresty/nginx.conf"))
+    local conf, listens = text:gsub("listen 8080;", "listen 127.0.0.1:@PORT@;")
+    assert(listens == 1, "the example has no `listen 8080;`")
+    conf = conf:gsub("/path/to/lua%-truto", (REPO:gsub("%%", "%%%%")))
+    example = start_server {
+      text = "@LOAD_MODULES@\n" .. conf, kind = "truto-ngx-example",
+      env = { TRUTO_BASE_URL = emu.base_url, TRUTO_API_TOKEN = emu.TOKEN, TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT,
+              TRUTO_WEBHOOK_SECRET = "s3cret" },
+    }
+    return example
   end)
 
   before_each(function() emu.reset() end)
@@ -550,83 +429,43 @@ describe("examples/openresty/nginx.conf", function()
   end)
 
   it("leaves no Lua error in its error log", function()
-    local text = example:error_log()
+    local text = error_log(example)
     for _, needle in ipairs({ "runtime error", "entry thread aborted", "[alert]", "[crit]", "[emerg]" }) do
       assert.falsy(text:find(needle, 1, true), example:log(true))
     end
   end)
 end)
 
--- A CA and a certificate for 127.0.0.1 (EC keys: fast), in dir.
-local function make_certificates(dir)
-  local q = function(name) return shell_quote(dir .. "/" .. name) end
-  write_file(dir .. "/ext.cnf", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-    .. "extendedKeyUsage=serverAuth\n")
-  local commands = {
-    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=truto-test-ca"
-      .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-      .. " -keyout " .. q("ca.key") .. " -out " .. q("ca.pem"),
-    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1"
-      .. " -keyout " .. q("server.key") .. " -out " .. q("server.csr"),
-    "openssl x509 -req -days 2 -in " .. q("server.csr") .. " -CA " .. q("ca.pem") .. " -CAkey " .. q("ca.key")
-      .. " -CAcreateserial -extfile " .. q("ext.cnf") .. " -out " .. q("server.pem"),
-  }
-  for _, command in ipairs(commands) do
-    assert(run(command .. " >>" .. q("openssl.log") .. " 2>&1"), "openssl failed:\n" .. (read_file(dir .. "/openssl.log") or ""))
-  end
-end
-
 -- The emulator over https: a TLS server inside the app's own nginx that
--- proxies to the (plain http) emulator, its certificate signed by a test CA.
+-- proxies to the (plain http) emulator, its certificate signed by a test CA
+-- made in the app's temp dir.  (nginx checks a name, not an IP address:
+-- the certificate has 127.0.0.1 as a DNS name too.)
 describe("inside nginx, over TLS", function()
-  local certs
-
-  setup(function()
-    local ok, err = pcall(function()
-      emu.start()
-      certs = capture("mktemp -d \"${TMPDIR:-/tmp}/truto-ngx-tls.XXXXXX\""):match("^%s*(.-)%s*$")
-      make_certificates(certs)
-      check_luajit_core()
-      local template = assert(read_file(REPO .. "/spec/ngx/nginx.conf.in"))
-      app:start(function(port, prefix)
-        local tls_port = port + 1
-        return (template:gsub("@([A-Z_]+)@", {
-          LOAD_MODULES = load_module_lines(),
-          USER = capture("id -u"):match("^0%s*$") and "user root;" or "",
-          PREFIX = prefix, PORT = tostring(port), REPO = REPO, BASE_URL = emu.base_url,
-          TLS_BASE_URL = "https://127.0.0.1:" .. tls_port,
-          TLS_TRUST = "lua_ssl_trusted_certificate " .. certs .. "/ca.pem;",
-          TLS_SERVER = table.concat({
-            "    server {",
-            "        listen 127.0.0.1:" .. tls_port .. " ssl;",
-            "        ssl_certificate " .. certs .. "/server.pem;",
-            "        ssl_certificate_key " .. certs .. "/server.key;",
-            "        location / {",
-            "            proxy_pass " .. emu.base_url .. ";",
-            "            proxy_http_version 1.1;",
-            "            proxy_set_header Connection \"\";",
-            "            proxy_buffering off;",
-            "        }",
-            "    }",
-          }, "\n"),
-        }))
-      end)
-      session = core.session { timeout = 60 }
+  with_server(function()
+    app = start_app(function(port, prefix)
+      local tls_port = port + 1
+      return {
+        BASE_URL = emu.base_url,
+        TLS_BASE_URL = "https://127.0.0.1:" .. tls_port,
+        TLS_TRUST = "lua_ssl_trusted_certificate " .. prefix .. "/ca.pem;",
+        TLS_SERVER = table.concat({
+          "    server {",
+          "        listen 127.0.0.1:" .. tls_port .. " ssl;",
+          "        ssl_certificate " .. prefix .. "/server.pem;",
+          "        ssl_certificate_key " .. prefix .. "/server.key;",
+          "        location / {",
+          "            proxy_pass " .. emu.base_url .. ";",
+          "            proxy_http_version 1.1;",
+          "            proxy_set_header Connection \"\";",
+          "            proxy_buffering off;",
+          "        }",
+          "    }",
+        }, "\n"),
+      }
+    end, function(prefix)
+      return emulator.make_certificates(prefix, "DNS:127.0.0.1, IP:127.0.0.1")
     end)
-    if not ok then
-      app:stop()
-      emu.stop()
-      if certs then run("rm -rf " .. shell_quote(certs)) end
-      error(err, 0)
-    end
-  end)
-
-  teardown(function()
-    if session then session:close() end
-    session = nil
-    app:stop()
-    emu.stop()
-    if certs and certs:find("/truto%-ngx%-tls%.%w+$") then run("rm -rf " .. shell_quote(certs)) end
+    return app
   end)
 
   it("fails the handshake when nginx does not trust the server's CA", function()

@@ -4,53 +4,30 @@
 -- loopback to a private nginx started here (plain HTTP on two ports and
 -- HTTPS + HTTP/2 with a throwaway self-signed certificate), which gives
 -- byte-exact control over replies: redirects, repeated and interim headers,
--- truncated and malformed replies, a gzip bomb.  The Truto emulator
--- (truto.emulator), when present, is used for the end-to-end checks.
+-- truncated and malformed replies, a gzip bomb (started, like the Truto
+-- emulator of the end-to-end checks, with truto.emulator).
 local core = require "truto.core"
+local emulator = require "truto.emulator"
+local sh = require "spec.support.shell"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("a")
-  f:close()
-  return data
-end
-
-local function rss_kb()
-  local status = read_file("/proc/self/status") or ""
-  return tonumber(status:match("VmRSS:%s*(%d+)"))
-end
-
-local MODULES = "/usr/share/nginx/modules"
+local read_file, rss_kb = sh.read_file, sh.rss_kb
 
 local NGINX_CONF = [[
-load_module ${modules}/ndk_http_module.so;
-load_module ${modules}/ngx_http_lua_module.so;
+@LOAD_MODULES@
 worker_processes 1;
 daemon on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
+pid @PREFIX@/nginx.pid;
+error_log @PREFIX@/error.log warn;
 events { worker_connections 256; }
 http {
   access_log off;
   default_type text/plain;
   types { application/json json; text/plain txt; }
-  client_body_temp_path ${dir}/tmp;
-  proxy_temp_path ${dir}/tmp;
-  fastcgi_temp_path ${dir}/tmp;
-  uwsgi_temp_path ${dir}/tmp;
-  scgi_temp_path ${dir}/tmp;
+  client_body_temp_path @PREFIX@/tmp;
+  proxy_temp_path @PREFIX@/tmp;
+  fastcgi_temp_path @PREFIX@/tmp;
+  uwsgi_temp_path @PREFIX@/tmp;
+  scgi_temp_path @PREFIX@/tmp;
   client_body_buffer_size 16m;
   client_max_body_size 16m;
   keepalive_requests 1000;
@@ -82,8 +59,8 @@ http {
   }
 
   server {
-    listen 127.0.0.1:${http};
-    root ${dir}/static;
+    listen 127.0.0.1:@PORT@;
+    root @PREFIX@/static;
     gzip on;
     gzip_types application/json;
     gzip_min_length 0;
@@ -118,9 +95,9 @@ http {
     }
     location = /bomb.json { gzip_static always; gunzip off; types { } default_type application/json; }
     location = /same-origin { return 302 /echo; }
-    location = /other-host { return 302 http://localhost:${http}/echo; }
-    location = /other-port { return 307 http://127.0.0.1:${other}/echo; }
-    location = /to-https { return 302 https://127.0.0.1:${https}/echo; }
+    location = /other-host { return 302 http://localhost:@PORT@/echo; }
+    location = /other-port { return 307 http://127.0.0.1:@OTHER@/echo; }
+    location = /to-https { return 302 https://127.0.0.1:@HTTPS@/echo; }
     location = /see-other { return 303 /echo; }
     location = /keep-method { return 308 /echo; }
     location = /loop { return 302 /loop; }
@@ -136,64 +113,52 @@ http {
   }
 
   server {
-    listen 127.0.0.1:${other};
+    listen 127.0.0.1:@OTHER@;
     location = /echo { content_by_lua_block { echo() } }
   }
 
   server {
-    listen 127.0.0.1:${https} ssl http2;
-    ssl_certificate ${dir}/cert.pem;
-    ssl_certificate_key ${dir}/key.pem;
+    listen 127.0.0.1:@HTTPS@ ssl http2;
+    ssl_certificate @PREFIX@/cert.pem;
+    ssl_certificate_key @PREFIX@/key.pem;
     location = /echo { content_by_lua_block { echo() } }
-    location = /downgrade { return 302 http://127.0.0.1:${http}/echo; }
+    location = /downgrade { return 302 http://127.0.0.1:@PORT@/echo; }
   }
 }
 ]]
 
-local function start_nginx()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(sh("mkdir -p " .. dir .. "/static " .. dir .. "/tmp && chmod 755 " .. dir ..
+-- Static files and a self-signed certificate in dir.
+local function prepare(dir)
+  assert(sh.run("mkdir -p " .. dir .. "/static " .. dir .. "/tmp && chmod 755 " .. dir ..
     " && chmod 777 " .. dir .. "/tmp"))
-  assert(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1" ..
+  assert(sh.run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1" ..
     " -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir ..
     "/cert.pem >/dev/null 2>&1"), "openssl could not make a certificate")
   -- 50 MB to stream, 2 MB to refuse, and 64 MB of zeros gzipped (a bomb).
-  assert(sh("head -c 52428800 /dev/zero | tr '\\0' 'a' > " .. dir .. "/static/big.txt"))
-  assert(sh("head -c 2097152 /dev/zero > " .. dir .. "/static/two-mb.txt"))
-  assert(sh("head -c 67108864 /dev/zero | gzip -9 > " .. dir .. "/static/bomb.json.gz"))
-  write_file(dir .. "/static/data.json", "[" .. string.rep('{"name":"opportunity","amount":1},', 500) .. "{}]")
-  for _ = 1, 10 do
-    local base = math.random(20000, 60000)
-    local ports = { http = base, other = base + 1, https = base + 2 }
-    local conf = NGINX_CONF:gsub("%${(%w+)}", function(k)
-      if k == "dir" then return dir end
-      if k == "modules" then return MODULES end
-      return tostring(ports[k])
-    end)
-    write_file(dir .. "/nginx.conf", conf)
-    if sh("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log 2>/dev/null") then
-      ports.dir = dir
-      ports.base = "http://127.0.0.1:" .. ports.http
-      ports.other_base = "http://127.0.0.1:" .. ports.other
-      ports.https_base = "https://127.0.0.1:" .. ports.https
-      ports.ca = dir .. "/cert.pem"
-      return ports
-    end
-  end
-  error("could not start nginx: " .. (read_file(dir .. "/error.log") or "?"))
+  assert(sh.run("head -c 52428800 /dev/zero | tr '\\0' 'a' > " .. dir .. "/static/big.txt"))
+  assert(sh.run("head -c 2097152 /dev/zero > " .. dir .. "/static/two-mb.txt"))
+  assert(sh.run("head -c 67108864 /dev/zero | gzip -9 > " .. dir .. "/static/bomb.json.gz"))
+  assert(sh.write_file(dir .. "/static/data.json",
+    "[" .. string.rep('{"name":"opportunity","amount":1},', 500) .. "{}]"))
+  return true
+end
+
+-- Ports: http (the handle's port), other = http + 1, https = http + 2.
+local function start_nginx()
+  local n = assert(emulator.nginx {
+    text = NGINX_CONF, kind = "truto-session", attempts = 10, prepare = prepare,
+    values = function(port) return { OTHER = tostring(port + 1), HTTPS = tostring(port + 2) } end,
+  })
+  n.dir, n.http, n.other, n.https = n.prefix, n.port, n.port + 1, n.port + 2
+  n.base = "http://127.0.0.1:" .. n.http
+  n.other_base = "http://127.0.0.1:" .. n.other
+  n.https_base = "https://127.0.0.1:" .. n.https
+  n.ca = n.dir .. "/cert.pem"
+  return n
 end
 
 local function stop_nginx(n)
-  if n then
-    sh("nginx -p " .. n.dir .. " -c " .. n.dir .. "/nginx.conf -e " .. n.dir .. "/error.log -s stop 2>/dev/null")
-    -- Give the master a moment to remove its pid file before the directory goes.
-    for _ = 1, 50 do
-      if not read_file(n.dir .. "/nginx.pid") then break end
-      sh("sleep 0.05")
-    end
-    sh("rm -rf " .. n.dir)
-  end
+  if n then n:stop() end
 end
 
 describe("truto.core.session", function()
@@ -702,14 +667,8 @@ describe("truto.core.session", function()
   end)
 end)
 
--- End-to-end against the Truto emulator, when it is available.
-local has_emulator, emulator = pcall(require, "truto.emulator")
-
+-- End-to-end against the Truto emulator.
 describe("truto.core.session against the emulator", function()
-  if not has_emulator then
-    pending("truto.emulator is not available: " .. tostring(emulator))
-    return
-  end
   local h, s
 
   setup(function()

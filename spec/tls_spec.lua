@@ -17,6 +17,15 @@ local function redirect(status, location, count, method)
                  headers = { Location = location } } }
 end
 
+-- A redirect the client refused: a "protocol" error with this message, after
+-- one attempt, not retryable.
+local function assert_refused(err, message)
+  assert.equal("protocol", err.kind)
+  assert.equal(message, err.message)
+  assert.equal(1, err.attempts)
+  assert.is_false(err.retryable)
+end
+
 describe("HTTPS", function()
   local plain             -- a plain-HTTP emulator: the target of an https -> http redirect
 
@@ -151,10 +160,7 @@ describe("HTTPS", function()
       redirect(302, plain.base_url .. PATH .. QUERY, 3)
       local record, err = client.unified_api:get("crm", "opportunities", ID, Q)
       assert.is_nil(record)
-      assert.equal("protocol", err.kind)
-      assert.equal("refused a redirect from https to http", err.message)
-      assert.equal(1, err.attempts)
-      assert.is_false(err.retryable)
+      assert_refused(err, "refused a redirect from https to http")
       assert.equal(1, #emu.requests())
       -- The plain-HTTP server never saw the request.
       local session = core.session {}
@@ -170,10 +176,7 @@ describe("HTTPS", function()
                                   sleep = function() error("no retry expected") end }
       redirect(307, emu.base_url .. PATH .. QUERY, 20)
       local _, err = client.unified_api:get("crm", "opportunities", ID, Q)
-      assert.equal("protocol", err.kind)
-      assert.equal("more than 5 redirects", err.message)
-      assert.equal(1, err.attempts)
-      assert.is_false(err.retryable)
+      assert_refused(err, "more than 5 redirects")
       assert.equal(6, #emu.requests())
       client:close()
     end)
