@@ -1,9 +1,11 @@
 /*
  * Pieces shared by the two libcurl front ends, truto.Session (session.c,
  * one transfer at a time) and truto.Multi (multi.c, many at once): global
- * initialisation, byte buffers that never raise, option and request
- * checking, the options every transfer gets, and the Lua shapes of a reply
- * (header table, error table).  Everything here is hidden (truto.h).
+ * initialisation, byte buffers that never raise, the options both take and
+ * the request fields both check, what the libcurl callbacks keep of a reply,
+ * the options every transfer gets, the Lua shapes of a reply (header, info
+ * and error tables) and the metatable of each.  Everything here is hidden
+ * (truto.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -19,18 +21,19 @@
 /* Largest max_response_bytes accepted: 2^53, exact in a double. */
 #define MAX_BYTES_OPTION 9007199254740992.0
 
+_Static_assert(TRUTO_ERROR_SIZE >= CURL_ERROR_SIZE, "truto_reply.errbuf is too small");
+
 /* ---- curl_global_init once -------------------------------------------------- */
 
 static int global_ready;
 
-int truto_curl_global_init(void)
+void truto_curl_global_init(lua_State *L)
 {
     if (!global_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return 0;
+            luaL_error(L, "truto: curl_global_init failed");
         global_ready = 1;
     }
-    return 1;
 }
 
 /* ---- byte buffers that never raise ------------------------------------ */
@@ -78,7 +81,7 @@ void truto_buf_free(truto_bytes *b)
 /* ---- argument checking ---------------------------------------------------- */
 
 /* A positive number of seconds -> milliseconds (at least 1). */
-long truto_check_seconds(lua_State *L, int idx, const char *what)
+static long check_seconds(lua_State *L, int idx, const char *what)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
         luaL_error(L, "truto: %s must be a number of seconds, got %s", what, luaL_typename(L, idx));
@@ -90,7 +93,7 @@ long truto_check_seconds(lua_State *L, int idx, const char *what)
     return ms < 1 ? 1L : (long)ms;
 }
 
-size_t truto_check_bytes(lua_State *L, int idx, const char *what)
+static size_t check_bytes(lua_State *L, int idx, const char *what)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
         luaL_error(L, "truto: %s must be a number of bytes, got %s", what, luaL_typename(L, idx));
@@ -111,7 +114,7 @@ int truto_check_boolean(lua_State *L, int idx, const char *what)
 
 /* A string without NUL bytes, copied into *slot (owned by the caller's
  * userdata, freed by its cleanup). */
-void truto_copy_string(lua_State *L, int idx, const char *what, char **slot)
+static void copy_string(lua_State *L, int idx, const char *what, char **slot)
 {
     size_t len;
     if (lua_type(L, idx) != LUA_TSTRING)
@@ -128,7 +131,7 @@ void truto_copy_string(lua_State *L, int idx, const char *what, char **slot)
 }
 
 /* Raises unless every key of the table at idx is one of names. */
-void truto_check_fields(lua_State *L, int idx, const char *const *names, const char *what)
+static void check_fields(lua_State *L, int idx, const char *const *names, const char *what)
 {
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -150,20 +153,6 @@ int truto_has_prefix_ci(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static int is_token(const char *s, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
-              (c != 0 && strchr(extra, c) != NULL)))
-            return 0;
-    }
-    return 1;
-}
-
 static int has_control(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
@@ -177,7 +166,7 @@ static int has_control(const char *s, size_t len)
 /* ---- request fields ---------------------------------------------------------- */
 
 /* The method at idx (nil: "GET"): an HTTP token. */
-const char *truto_check_method(lua_State *L, int idx)
+static const char *check_method(lua_State *L, int idx)
 {
     size_t len;
     if (lua_isnil(L, idx))
@@ -185,13 +174,13 @@ const char *truto_check_method(lua_State *L, int idx)
     if (lua_type(L, idx) != LUA_TSTRING)
         luaL_error(L, "truto: request method must be a string, got %s", luaL_typename(L, idx));
     const char *method = lua_tolstring(L, idx, &len);
-    if (!is_token(method, len))
+    if (!truto_is_token(method, len))
         luaL_error(L, "truto: request method must be an HTTP token such as GET or PATCH");
     return method;
 }
 
 /* The url at idx: http:// or https://, no spaces or control characters. */
-const char *truto_check_url(lua_State *L, int idx)
+static const char *check_url(lua_State *L, int idx)
 {
     size_t len;
     if (lua_type(L, idx) != LUA_TSTRING)
@@ -208,7 +197,7 @@ const char *truto_check_url(lua_State *L, int idx)
 }
 
 /* The header lines at idx (nil or an array of "Name: value" strings). */
-void truto_check_header_lines(lua_State *L, int idx)
+static void check_header_lines(lua_State *L, int idx)
 {
     size_t len;
     if (lua_isnil(L, idx))
@@ -234,7 +223,7 @@ void truto_check_header_lines(lua_State *L, int idx)
 
 /* The body at idx for method: returns whether a payload is sent (possibly
  * empty: POST, PUT and PATCH send Content-Length: 0 without a body). */
-int truto_check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len)
+static int check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len)
 {
     *body = NULL;
     *len = 0;
@@ -290,6 +279,163 @@ int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **l
     return 1;
 }
 
+/* ---- core.session{...} and core.multi{...}: the options both take ---------- */
+
+void *truto_new_handle(lua_State *L, size_t size, const char *mt)
+{
+    if (!lua_isnoneornil(L, 1))
+        luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    void *handle = lua_newuserdata(L, size);
+    memset(handle, 0, size);
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    return handle;
+}
+
+static void options_init(truto_transfer_options *o)
+{
+    o->timeout_ms = TRUTO_DEFAULT_TIMEOUT_MS;
+    o->connect_timeout_ms = TRUTO_DEFAULT_CONNECT_TIMEOUT_MS;
+    o->max_bytes = TRUTO_DEFAULT_MAX_RESPONSE_BYTES;
+    o->http2 = 1;
+}
+
+/* The value at the top of the stack (not nil) for option name: 0 when name
+ * is not a transfer option. */
+static int read_option(lua_State *L, truto_transfer_options *o, const char *name)
+{
+    if (strcmp(name, "timeout") == 0)
+        o->timeout_ms = check_seconds(L, -1, name);
+    else if (strcmp(name, "connect_timeout") == 0)
+        o->connect_timeout_ms = check_seconds(L, -1, name);
+    else if (strcmp(name, "ca_file") == 0)
+        copy_string(L, -1, name, &o->ca_file);
+    else if (strcmp(name, "ca_path") == 0)
+        copy_string(L, -1, name, &o->ca_path);
+    else if (strcmp(name, "proxy") == 0)
+        copy_string(L, -1, name, &o->proxy);
+    else if (strcmp(name, "insecure") == 0)
+        o->insecure = truto_check_boolean(L, -1, name);
+    else if (strcmp(name, "http2") == 0)
+        o->http2 = truto_check_boolean(L, -1, name);
+    else if (strcmp(name, "max_response_bytes") == 0)
+        o->max_bytes = check_bytes(L, -1, name);
+    else
+        return 0;
+    return 1;
+}
+
+void truto_options_read(lua_State *L, const char *const *fields, const char *what,
+                        truto_transfer_options *o, truto_option_reader own, void *handle)
+{
+    options_init(o);
+    if (!lua_istable(L, 1))
+        return;
+    check_fields(L, 1, fields, what);
+    for (int i = 0; fields[i] != NULL; i++) {
+        lua_getfield(L, 1, fields[i]);
+        if (!lua_isnil(L, -1) && !read_option(L, o, fields[i]))
+            own(L, handle, fields[i]);
+        lua_pop(L, 1);
+    }
+}
+
+void truto_options_free(truto_transfer_options *o)
+{
+    free(o->ca_file);
+    free(o->ca_path);
+    free(o->proxy);
+    o->ca_file = o->ca_path = o->proxy = NULL;
+}
+
+/* ---- s:perform{...} and m:add{...}: the request fields both take ------------- */
+
+void truto_check_request(lua_State *L, const char *const *fields,
+                         const truto_transfer_options *o, truto_transfer_request *r)
+{
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    check_fields(L, 2, fields, "request field");
+    for (int i = 0; fields[i] != NULL; i++)
+        lua_getfield(L, 2, fields[i]);
+
+    memset(r, 0, sizeof *r);
+    r->method = check_method(L, TRUTO_ARG_METHOD);
+    r->url = check_url(L, TRUTO_ARG_URL);
+    check_header_lines(L, TRUTO_ARG_HEADERS);
+    r->has_body = check_body(L, TRUTO_ARG_BODY, r->method, &r->body, &r->body_len);
+    r->timeout_ms = lua_isnil(L, TRUTO_ARG_TIMEOUT) ? o->timeout_ms
+                                                    : check_seconds(L, TRUTO_ARG_TIMEOUT, "timeout");
+    r->connect_timeout_ms = lua_isnil(L, TRUTO_ARG_CONNECT_TIMEOUT)
+                                ? o->connect_timeout_ms
+                                : check_seconds(L, TRUTO_ARG_CONNECT_TIMEOUT, "connect_timeout");
+    r->max_bytes = lua_isnil(L, TRUTO_ARG_MAX_BYTES)
+                       ? o->max_bytes
+                       : check_bytes(L, TRUTO_ARG_MAX_BYTES, "max_response_bytes");
+}
+
+/* ---- what the libcurl callbacks keep ---------------------------------------- */
+
+void truto_reply_start(truto_reply *r, size_t limit)
+{
+    r->limit = limit;
+    r->received = 0;
+    r->too_large = r->head_too_large = r->oom = 0;
+    r->body.len = r->head.len = 0;
+    r->errbuf[0] = '\0';
+}
+
+int truto_reply_count(truto_reply *r, size_t n)
+{
+    if (n > r->limit - r->received) {
+        r->too_large = 1;
+        return 0;
+    }
+    r->received += n;
+    return 1;
+}
+
+size_t truto_reply_body(truto_reply *r, const char *p, size_t n)
+{
+    if (!truto_reply_count(r, n))
+        return 0;
+    if (!truto_buf_append(&r->body, p, n, r->limit)) {
+        r->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+size_t truto_reply_header(truto_reply *r, const char *p, size_t n)
+{
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+        r->head.len = 0;
+    else if (n <= 2 && (n == 0 || p[0] == '\r' || p[0] == '\n'))
+        return n;
+    if (n > TRUTO_MAX_HEADER_BYTES - r->head.len) {
+        r->too_large = r->head_too_large = 1;
+        return 0;
+    }
+    if (!truto_buf_append(&r->head, p, n, TRUTO_MAX_HEADER_BYTES)) {
+        r->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+void truto_reply_reset(truto_reply *r)
+{
+    truto_buf_reset(&r->body);
+    truto_buf_reset(&r->head);
+}
+
+void truto_reply_free(truto_reply *r)
+{
+    truto_buf_free(&r->body);
+    truto_buf_free(&r->head);
+}
+
 /* ---- options every transfer gets -------------------------------------------- */
 
 #define SETOPT(opt, val)                                       \
@@ -299,44 +445,40 @@ int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **l
     } while (0)
 
 /* TLS verification (on unless insecure), CA locations, proxy. */
-int truto_setopt_tls(void *easy, int insecure, const char *ca_file, const char *ca_path,
-                     const char *proxy)
+static CURLcode setopt_tls(CURL *e, const truto_transfer_options *o)
 {
-    CURL *e = (CURL *)easy;
     CURLcode rc = CURLE_OK;
-    SETOPT(CURLOPT_SSL_VERIFYPEER, insecure ? 0L : 1L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, insecure ? 0L : 2L);
-    if (ca_file != NULL)
-        SETOPT(CURLOPT_CAINFO, ca_file);
-    if (ca_path != NULL)
-        SETOPT(CURLOPT_CAPATH, ca_path);
-    if (proxy != NULL)
-        SETOPT(CURLOPT_PROXY, proxy);
-    return (int)rc;
+    SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
+    if (o->ca_file != NULL)
+        SETOPT(CURLOPT_CAINFO, o->ca_file);
+    if (o->ca_path != NULL)
+        SETOPT(CURLOPT_CAPATH, o->ca_path);
+    if (o->proxy != NULL)
+        SETOPT(CURLOPT_PROXY, o->proxy);
+    return rc;
 }
 
 /* Method and payload, then the HTTP version (HTTP/2 over TLS when http2 and
  * libcurl supports it, else HTTP/1.1).  copy_body: libcurl keeps its own
  * copy of the body (the transfer outlives the Lua string). */
-int truto_setopt_method(void *easy, const char *method, const char *body, size_t body_len,
-                        int has_body, int http2, int copy_body)
+static CURLcode setopt_method(CURL *e, const truto_transfer_request *r, int http2, int copy_body)
 {
-    CURL *e = (CURL *)easy;
     CURLcode rc = CURLE_OK;
-    if (strcmp(method, "HEAD") == 0) {
+    if (strcmp(r->method, "HEAD") == 0) {
         SETOPT(CURLOPT_NOBODY, 1L);
-    } else if (has_body) {
-        if (strcmp(method, "POST") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, method);
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    } else if (r->has_body) {
+        if (strcmp(r->method, "POST") != 0)
+            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         if (copy_body)
-            SETOPT(CURLOPT_COPYPOSTFIELDS, body);
+            SETOPT(CURLOPT_COPYPOSTFIELDS, r->body);
         else
-            SETOPT(CURLOPT_POSTFIELDS, body);
+            SETOPT(CURLOPT_POSTFIELDS, r->body);
     } else {
         SETOPT(CURLOPT_HTTPGET, 1L);
-        if (strcmp(method, "GET") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, method);
+        if (strcmp(r->method, "GET") != 0)
+            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
     }
     if (rc == CURLE_OK) {
         /* Without HTTP/2 support libcurl refuses 2TLS: HTTP/1.1 then. */
@@ -344,6 +486,43 @@ int truto_setopt_method(void *easy, const char *method, const char *body, size_t
             curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK)
             rc = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     }
+    return rc;
+}
+
+int truto_setopt_transfer(void *easy, const truto_transfer_options *o,
+                          const truto_transfer_request *r, const char *url, long timeout_ms,
+                          struct curl_slist *headers, truto_reply *reply,
+                          truto_curl_callback on_body, truto_curl_callback on_header, void *ud,
+                          int copy_body)
+{
+    CURL *e = (CURL *)easy;
+    CURLcode rc = CURLE_OK;
+    SETOPT(CURLOPT_ERRORBUFFER, reply->errbuf);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(CURLOPT_WRITEDATA, ud);
+    SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(CURLOPT_HEADERDATA, ud);
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+    SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    if (rc == CURLE_OK)
+        rc = setopt_tls(e, o);
+    SETOPT(CURLOPT_HTTPHEADER, headers);
+    /* libcurl silently sends a request again when a reused connection dies
+     * before any answer; a request that must not be repeated (a POST or
+     * PATCH without an Idempotency-Key) goes on a new connection instead. */
+    if (r->fresh_connect)
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+    if (rc == CURLE_OK)
+        rc = setopt_method(e, r, o->http2, copy_body);
     return (int)rc;
 }
 
@@ -385,27 +564,25 @@ static const char *error_kind(CURLcode code)
     }
 }
 
-/* { kind =, message =, curl_code = }.  A body or header block over its
- * limit is "too_large"; otherwise the kind follows the CURLcode, and the
- * message is ours (message), libcurl's error buffer, or its generic text. */
-void truto_push_curl_error(lua_State *L, int code, const char *message, const char *errbuf,
-                           int too_large, int head_too_large, size_t limit)
+/* { kind =, message =, curl_code = } (truto.h). */
+void truto_push_curl_error(lua_State *L, int code, const char *message, const truto_reply *r)
 {
+    const char *errbuf = r->errbuf;
     lua_createtable(L, 0, 3);
-    if (too_large) {
+    if (r->too_large) {
         lua_pushliteral(L, "too_large");
         lua_setfield(L, -2, "kind");
-        if (head_too_large)
+        if (r->head_too_large)
             lua_pushfstring(L, "response headers exceed %d bytes", (int)TRUTO_MAX_HEADER_BYTES);
         else
             lua_pushfstring(L, "response body exceeds max_response_bytes (%f bytes)",
-                            (double)limit);
+                            (double)r->limit);
     } else {
         lua_pushstring(L, error_kind((CURLcode)code));
         lua_setfield(L, -2, "kind");
         if (message != NULL) {
             lua_pushstring(L, message);
-        } else if (errbuf != NULL && errbuf[0] != '\0') {
+        } else if (errbuf[0] != '\0') {
             size_t n = strlen(errbuf);
             while (n > 0 && (errbuf[n - 1] == '\n' || errbuf[n - 1] == '\r'))
                 n--;
@@ -487,7 +664,7 @@ void truto_push_headers(lua_State *L, const truto_bytes *h)
 }
 
 /* CURLINFO_HTTP_VERSION -> "1.0", "1.1", "2", "3" or "?". */
-const char *truto_http_version_name(long version)
+static const char *http_version_name(long version)
 {
     switch (version) {
     case CURL_HTTP_VERSION_1_0: return "1.0";
@@ -498,4 +675,92 @@ const char *truto_http_version_name(long version)
 #endif
     default: return "?";
     }
+}
+
+static void set_number(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, (lua_Number)v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_integer(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void truto_collect_info(void *easy, truto_info *i)
+{
+    CURL *e = (CURL *)easy;
+    double t = 0;
+    long connects = 0;
+    curl_off_t size = 0;
+    char *ip = NULL;
+    if (curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &t) == CURLE_OK)
+        i->total_time += t;
+    t = 0;
+    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME, &t);
+    i->connect_time = t;
+    if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        i->connects += connects;
+    i->status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &i->status);
+    i->version = 0;
+    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &i->version);
+    i->port = 0;
+    curl_easy_getinfo(e, CURLINFO_PRIMARY_PORT, &i->port);
+    curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &size);
+    i->size = (int64_t)size;
+    i->ip[0] = '\0';
+    if (curl_easy_getinfo(e, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL) {
+        strncpy(i->ip, ip, sizeof i->ip - 1);
+        i->ip[sizeof i->ip - 1] = '\0';
+    }
+}
+
+void truto_push_info(lua_State *L, const truto_info *i)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, http_version_name(i->version));
+    lua_setfield(L, -2, "http_version");
+    set_number(L, "total_time", i->total_time);
+    set_number(L, "connect_time", i->connect_time);
+    lua_pushstring(L, i->ip);
+    lua_setfield(L, -2, "primary_ip");
+    set_integer(L, "primary_port", (lua_Integer)i->port);
+    set_integer(L, "size_download", (lua_Integer)i->size);
+    set_integer(L, "redirects", (lua_Integer)i->redirects);
+    set_integer(L, "new_connections", (lua_Integer)i->connects);
+}
+
+/* ---- the metatables of truto.Session and truto.Multi ------------------------- */
+
+int truto_push_handle_name(lua_State *L, const char *name, int closed)
+{
+    lua_pushfstring(L, "%s (%s%p)", name, closed ? "closed, " : "", lua_touserdata(L, 1));
+    return 1;
+}
+
+void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
+                      lua_CFunction ctor)
+{
+    if (luaL_newmetatable(L, name)) {
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "__name");
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, cleanup);
+        lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+        lua_pushcfunction(L, cleanup);
+        lua_setfield(L, -2, "__close");
+#endif
+        lua_pushcfunction(L, tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, ctor);
+    lua_setfield(L, -2, ctor_name);
 }

@@ -216,6 +216,16 @@ static void expect_word(lua_State *L, reader *r, const char *word, size_t len)
     r->p += len;
 }
 
+/* After a member of an array or an object: skips a ',' (1: another member
+ * follows) or the closing bracket (0: the last one); anything else fails. */
+static int next_member(lua_State *L, reader *r, char close, const char *expected)
+{
+    skip_space(r);
+    if (r->p < r->end && *r->p == ',') { r->p++; return 1; }
+    if (r->p < r->end && *r->p == close) { r->p++; return 0; }
+    return fail(L, r, expected);
+}
+
 static void read_array(lua_State *L, reader *r)
 {
     int base = lua_gettop(L), count = 0;
@@ -223,15 +233,11 @@ static void read_array(lua_State *L, reader *r)
     if (r->p < r->end && *r->p == ']') {
         r->p++;
     } else {
-        for (;;) {
+        do {
             make_room(L, r, count);
             read_value(L, r);
             count++;
-            skip_space(r);
-            if (r->p < r->end && *r->p == ',') { r->p++; continue; }
-            if (r->p < r->end && *r->p == ']') { r->p++; break; }
-            fail(L, r, "expected ',' or ']'");
-        }
+        } while (next_member(L, r, ']', "expected ',' or ']'"));
     }
     lua_createtable(L, count, 0);
     mark(L, r->array_mt);
@@ -250,7 +256,7 @@ static void read_object(lua_State *L, reader *r)
         mark(L, r->object_mt);          /* only the empty one is ambiguous */
         return;
     }
-    for (;;) {
+    do {
         make_room(L, r, count);
         skip_space(r);
         if (r->p >= r->end || *r->p != '"')
@@ -263,11 +269,7 @@ static void read_object(lua_State *L, reader *r)
         r->p++;
         read_value(L, r);
         count++;
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') { r->p++; continue; }
-        if (r->p < r->end && *r->p == '}') { r->p++; break; }
-        fail(L, r, "expected ',' or '}'");
-    }
+    } while (next_member(L, r, '}', "expected ',' or '}'"));
     lua_createtable(L, 0, count);
     int t = lua_gettop(L);
     /* In document order, so that of repeated keys the last one wins. */

@@ -36,15 +36,12 @@ enum { XFER_IDLE, XFER_ACTIVE, XFER_DONE };
 typedef struct xfer {
     CURL *easy;
     struct curl_slist *headers;
-    truto_bytes body, head;
-    size_t limit, received;
-    int too_large, head_too_large, oom;
+    truto_reply reply;              /* body, header lines, limits, error buffer */
     int state;
     CURLcode code;                  /* result, once XFER_DONE */
     lua_Integer id;
     size_t slot;                    /* index in multi.all */
     struct xfer *next;              /* idle pool or done queue */
-    char errbuf[CURL_ERROR_SIZE];
 } xfer;
 
 typedef struct {
@@ -57,10 +54,8 @@ typedef struct {
     size_t pending;                 /* active + done */
     lua_Integer next_id;
 
-    char *ca_file, *ca_path, *proxy;
-    long timeout_ms, connect_timeout_ms, max_host_connections;
-    size_t max_bytes;
-    int insecure, http2;
+    truto_transfer_options opts;
+    long max_host_connections;
     int closed;
 } multi;
 
@@ -72,8 +67,7 @@ static void xfer_free(xfer *x)
         curl_easy_cleanup(x->easy);
     if (x->headers != NULL)
         curl_slist_free_all(x->headers);
-    truto_buf_free(&x->body);
-    truto_buf_free(&x->head);
+    truto_reply_free(&x->reply);
     free(x);
 }
 
@@ -94,8 +88,7 @@ static void release(multi *m, xfer *x)
         curl_slist_free_all(x->headers);
         x->headers = NULL;
     }
-    truto_buf_reset(&x->body);
-    truto_buf_reset(&x->head);
+    truto_reply_reset(&x->reply);
     x->state = XFER_IDLE;
     if (m->nidle >= MAX_IDLE) {
         unlist(m, x);
@@ -179,19 +172,14 @@ static int multi_cleanup(lua_State *L)
         curl_multi_cleanup(m->cm);
         m->cm = NULL;
     }
-    free(m->ca_file);
-    free(m->ca_path);
-    free(m->proxy);
-    m->ca_file = m->ca_path = m->proxy = NULL;
+    truto_options_free(&m->opts);
     m->closed = 1;
     return 0;
 }
 
 static int multi_tostring(lua_State *L)
 {
-    multi *m = check_multi(L);
-    lua_pushfstring(L, "truto.Multi (%s%p)", m->closed ? "closed, " : "", (void *)m);
-    return 1;
+    return truto_push_handle_name(L, MULTI_MT, check_multi(L)->closed);
 }
 
 static multi *check_open(lua_State *L)
@@ -204,71 +192,30 @@ static multi *check_open(lua_State *L)
 
 /* ---- core.multi(opts) ------------------------------------------------------ */
 
-static const char *const multi_fields[] = {
-    "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
-    "max_response_bytes", "http2", "max_host_connections", NULL,
-};
+static const char *const multi_fields[] = { TRUTO_OPTION_FIELDS, "max_host_connections", NULL };
+
+/* The multi's own option, max_host_connections, at the top of the stack. */
+static void read_own_option(lua_State *L, void *handle, const char *name)
+{
+    double v = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
+    (void)name;
+    if (!(v >= 1 && v <= 10000) || v != (double)(long)v)
+        luaL_error(L, "truto: max_host_connections must be an integer from 1 to 10000");
+    ((multi *)handle)->max_host_connections = (long)v;
+}
 
 static int l_multi(lua_State *L)
 {
-    if (!lua_isnoneornil(L, 1))
-        luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-
-    /* Sentinels and metatable first: an error below leaves a multi the
-     * collector can clean up. */
-    multi *m = (multi *)lua_newuserdata(L, sizeof *m);
-    memset(m, 0, sizeof *m);
-    m->timeout_ms = TRUTO_DEFAULT_TIMEOUT_MS;
-    m->connect_timeout_ms = TRUTO_DEFAULT_CONNECT_TIMEOUT_MS;
-    m->max_bytes = TRUTO_DEFAULT_MAX_RESPONSE_BYTES;
+    multi *m = (multi *)truto_new_handle(L, sizeof *m, MULTI_MT);
     m->max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
-    m->http2 = 1;
     m->next_id = 1;
-    luaL_getmetatable(L, MULTI_MT);
-    lua_setmetatable(L, -2);
-
-    if (lua_istable(L, 1)) {
-        truto_check_fields(L, 1, multi_fields, "multi option");
-        for (int i = 0; multi_fields[i] != NULL; i++) {
-            const char *name = multi_fields[i];
-            lua_getfield(L, 1, name);
-            if (!lua_isnil(L, -1)) {
-                if (strcmp(name, "timeout") == 0)
-                    m->timeout_ms = truto_check_seconds(L, -1, name);
-                else if (strcmp(name, "connect_timeout") == 0)
-                    m->connect_timeout_ms = truto_check_seconds(L, -1, name);
-                else if (strcmp(name, "ca_file") == 0)
-                    truto_copy_string(L, -1, name, &m->ca_file);
-                else if (strcmp(name, "ca_path") == 0)
-                    truto_copy_string(L, -1, name, &m->ca_path);
-                else if (strcmp(name, "proxy") == 0)
-                    truto_copy_string(L, -1, name, &m->proxy);
-                else if (strcmp(name, "insecure") == 0)
-                    m->insecure = truto_check_boolean(L, -1, name);
-                else if (strcmp(name, "http2") == 0)
-                    m->http2 = truto_check_boolean(L, -1, name);
-                else if (strcmp(name, "max_response_bytes") == 0)
-                    m->max_bytes = truto_check_bytes(L, -1, name);
-                else if (strcmp(name, "max_host_connections") == 0) {
-                    double v = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
-                    if (!(v >= 1 && v <= 10000) || v != (double)(long)v)
-                        luaL_error(L, "truto: max_host_connections must be an integer "
-                                      "from 1 to 10000");
-                    m->max_host_connections = (long)v;
-                }
-            }
-            lua_pop(L, 1);
-        }
-    }
-
-    if (!truto_curl_global_init())
-        return luaL_error(L, "truto: curl_global_init failed");
+    truto_options_read(L, multi_fields, "multi option", &m->opts, read_own_option, m);
+    truto_curl_global_init(L);
     m->cm = curl_multi_init();
     if (m->cm == NULL)
         return luaL_error(L, "truto: curl_multi_init failed");
     curl_multi_setopt(m->cm, CURLMOPT_PIPELINING,
-                      m->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
+                      m->opts.http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
     curl_multi_setopt(m->cm, CURLMOPT_MAX_HOST_CONNECTIONS, m->max_host_connections);
     /* By default the connection cache holds 4 per transfer added, so it
      * shrinks as a batch drains and the next batch connects again: keep
@@ -282,134 +229,50 @@ static int l_multi(lua_State *L)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    xfer *x = (xfer *)ud;
-    size_t len = size * n;
-    if (len > x->limit - x->received) {
-        x->too_large = 1;
-        return 0;
-    }
-    x->received += len;
-    if (!truto_buf_append(&x->body, p, len, x->limit)) {
-        x->oom = 1;
-        return 0;
-    }
-    return len;
+    return truto_reply_body(&((xfer *)ud)->reply, p, size * n);
 }
 
-/* Keeps the header lines of the final response only: a status line (an
- * interim 1xx, a proxy's CONNECT reply) starts afresh. */
+/* Keeps the header lines of the final response only. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    xfer *x = (xfer *)ud;
-    size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
-        x->head.len = 0;
-    else if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n'))
-        return len;
-    if (len > TRUTO_MAX_HEADER_BYTES - x->head.len) {
-        x->too_large = x->head_too_large = 1;
-        return 0;
-    }
-    if (!truto_buf_append(&x->head, p, len, TRUTO_MAX_HEADER_BYTES)) {
-        x->oom = 1;
-        return 0;
-    }
-    return len;
+    return truto_reply_header(&((xfer *)ud)->reply, p, size * n);
 }
 
 /* ---- m:add(request) ------------------------------------------------------------ */
 
-static const char *const request_fields[] = {
-    "method", "url", "headers", "body", "timeout", "connect_timeout",
-    "max_response_bytes", "fresh_connect", NULL,
-};
-
-/* Stack slots of add, in request_fields order after the two arguments. */
-enum {
-    ARG_METHOD = 3, ARG_URL, ARG_HEADERS, ARG_BODY, ARG_TIMEOUT, ARG_CONNECT_TIMEOUT,
-    ARG_MAX_BYTES, ARG_FRESH_CONNECT
-};
-
-#define SETOPT(opt, val)                                       \
-    do {                                                       \
-        if (rc == CURLE_OK)                                    \
-            rc = curl_easy_setopt(e, (opt), (val));            \
-    } while (0)
+static const char *const request_fields[] = { TRUTO_REQUEST_FIELDS, NULL };
 
 static int l_add(lua_State *L)
 {
     multi *m = check_open(L);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    truto_check_fields(L, 2, request_fields, "request field");
-    for (int i = 0; request_fields[i] != NULL; i++)
-        lua_getfield(L, 2, request_fields[i]);
+    truto_transfer_request r;
 
     /* Everything is checked before anything is acquired. */
-    const char *method = truto_check_method(L, ARG_METHOD);
-    const char *url = truto_check_url(L, ARG_URL);
-    truto_check_header_lines(L, ARG_HEADERS);
-    const char *body;
-    size_t body_len;
-    int has_body = truto_check_body(L, ARG_BODY, method, &body, &body_len);
-    long timeout_ms = lua_isnil(L, ARG_TIMEOUT) ? m->timeout_ms
-                                                : truto_check_seconds(L, ARG_TIMEOUT, "timeout");
-    long connect_ms = lua_isnil(L, ARG_CONNECT_TIMEOUT)
-                          ? m->connect_timeout_ms
-                          : truto_check_seconds(L, ARG_CONNECT_TIMEOUT, "connect_timeout");
-    size_t limit = lua_isnil(L, ARG_MAX_BYTES)
-                       ? m->max_bytes
-                       : truto_check_bytes(L, ARG_MAX_BYTES, "max_response_bytes");
-    int fresh = 0;
-    if (!lua_isnil(L, ARG_FRESH_CONNECT))
-        fresh = truto_check_boolean(L, ARG_FRESH_CONNECT, "request fresh_connect");
+    truto_check_request(L, request_fields, &m->opts, &r);
+    r.fresh_connect = !lua_isnil(L, TRUTO_ARG_FRESH_CONNECT) &&
+                      truto_check_boolean(L, TRUTO_ARG_FRESH_CONNECT, "request fresh_connect");
 
     /* From here on nothing raises until the transfer is owned by a list. */
     xfer *x = acquire(m);
     if (x == NULL)
         return luaL_error(L, "truto: out of memory");
-    if (!truto_header_list(L, ARG_HEADERS, has_body, &x->headers)) {
+    if (!truto_header_list(L, TRUTO_ARG_HEADERS, r.has_body, &x->headers)) {
         release(m, x);
         return luaL_error(L, "truto: out of memory");
     }
-    x->limit = limit;
-    x->received = 0;
-    x->too_large = x->head_too_large = x->oom = 0;
-    x->body.len = x->head.len = 0;
-    x->errbuf[0] = '\0';
+    truto_reply_start(&x->reply, r.max_bytes);
     x->id = m->next_id++;
 
     CURL *e = x->easy;
-    CURLcode rc = CURLE_OK;
-    SETOPT(CURLOPT_PRIVATE, (void *)x);
-    SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
-    SETOPT(CURLOPT_NOSIGNAL, 1L);
-    SETOPT(CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-    SETOPT(CURLOPT_WRITEDATA, (void *)x);
-    SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-    SETOPT(CURLOPT_HEADERDATA, (void *)x);
-    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
-    SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    CURLcode rc = curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
     /* Over TLS, wait to learn whether a connection being set up speaks
      * HTTP/2 (then share it) rather than open another at once.  Plain
      * http:// is HTTP/1.1 here: waiting would only serialise the connects. */
-    if (m->http2 && truto_has_prefix_ci(url, "https://"))
-        SETOPT(CURLOPT_PIPEWAIT, 1L);
-    if (fresh)
-        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
-    SETOPT(CURLOPT_HTTPHEADER, x->headers);
+    if (rc == CURLE_OK && m->opts.http2 && truto_has_prefix_ci(r.url, "https://"))
+        rc = curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_tls(e, m->insecure, m->ca_file, m->ca_path, m->proxy);
-    if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_method(e, method, body, body_len, has_body, m->http2, 1);
+        rc = (CURLcode)truto_setopt_transfer(e, &m->opts, &r, r.url, r.timeout_ms, x->headers,
+                                             &x->reply, on_body, on_header, x, 1);
 
     m->pending++;
     if (rc == CURLE_OK && curl_multi_add_handle(m->cm, e) != CURLM_OK)
@@ -452,70 +315,35 @@ static void collect(multi *m)
     }
 }
 
-static void set_number(lua_State *L, const char *k, double v)
-{
-    lua_pushnumber(L, (lua_Number)v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_integer(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void push_info(lua_State *L, CURL *e)
-{
-    double total = 0, connect = 0;
-    long version = 0, port = 0, connects = 0;
-    curl_off_t size = 0;
-    char *ip = NULL;
-    curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
-    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME, &connect);
-    curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
-    curl_easy_getinfo(e, CURLINFO_PRIMARY_PORT, &port);
-    curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &size);
-    curl_easy_getinfo(e, CURLINFO_PRIMARY_IP, &ip);
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, truto_http_version_name(version));
-    lua_setfield(L, -2, "http_version");
-    set_number(L, "total_time", total);
-    set_number(L, "connect_time", connect);
-    lua_pushstring(L, ip != NULL ? ip : "");
-    lua_setfield(L, -2, "primary_ip");
-    set_integer(L, "primary_port", (lua_Integer)port);
-    set_integer(L, "size_download", (lua_Integer)size);
-    set_integer(L, "redirects", 0);
-    set_integer(L, "new_connections", (lua_Integer)connects);
-}
-
 /* { id =, status =, headers =, body =, info = } or { id =, err = {...} } */
 static void push_result(lua_State *L, xfer *x)
 {
+    truto_reply *r = &x->reply;
     lua_createtable(L, 0, 5);
-    set_integer(L, "id", x->id);
+    lua_pushinteger(L, x->id);
+    lua_setfield(L, -2, "id");
     CURLcode code = x->code;
-    if (x->oom && !x->too_large) {
+    if (r->oom && !r->too_large) {
         code = CURLE_OUT_OF_MEMORY;
-        strcpy(x->errbuf, "out of memory");
-    } else if (code == CURLE_OK && x->too_large) {
+        strcpy(r->errbuf, "out of memory");
+    } else if (code == CURLE_OK && r->too_large) {
         code = CURLE_WRITE_ERROR;
     }
-    if (code != CURLE_OK || x->too_large) {
-        truto_push_curl_error(L, (int)code, NULL, x->errbuf, x->too_large, x->head_too_large,
-                              x->limit);
+    if (code != CURLE_OK || r->too_large) {
+        truto_push_curl_error(L, (int)code, NULL, r);
         lua_setfield(L, -2, "err");
         return;
     }
-    long status = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    set_integer(L, "status", (lua_Integer)status);
-    truto_push_headers(L, &x->head);
+    truto_info info;
+    memset(&info, 0, sizeof info);
+    truto_collect_info(x->easy, &info);
+    lua_pushinteger(L, (lua_Integer)info.status);
+    lua_setfield(L, -2, "status");
+    truto_push_headers(L, &r->head);
     lua_setfield(L, -2, "headers");
-    truto_bytes_push(L, &x->body);
+    truto_bytes_push(L, &r->body);
     lua_setfield(L, -2, "body");
-    push_info(L, x->easy);
+    truto_push_info(L, &info);
     lua_setfield(L, -2, "info");
 }
 
@@ -591,22 +419,5 @@ void truto_open_multi(lua_State *L)
         {"close", multi_cleanup},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, MULTI_MT)) {
-        lua_pushliteral(L, MULTI_MT);
-        lua_setfield(L, -2, "__name");
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, multi_cleanup);
-        lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-        lua_pushcfunction(L, multi_cleanup);
-        lua_setfield(L, -2, "__close");
-#endif
-        lua_pushcfunction(L, multi_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_multi);
-    lua_setfield(L, -2, "multi");
+    truto_open_class(L, MULTI_MT, methods, multi_cleanup, multi_tostring, "multi", l_multi);
 }

@@ -19,32 +19,6 @@ typedef struct {
     size_t namelen, valuelen;
 } header;
 
-/* RFC 9110 token characters (method and header names). */
-static int is_token(const char *s, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
-              (c != 0 && strchr(extra, c) != NULL)))
-            return 0;
-    }
-    return 1;
-}
-
-/* Field values: visible characters, spaces and tabs; never CR, LF or NUL. */
-static int is_field_value(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
 /* Printable ASCII: safe to repeat in a message. */
 static int is_printable(const char *s, size_t len)
 {
@@ -130,7 +104,7 @@ static void add_path(lua_State *L, truto_bytes *url, int spec)
             luaL_error(L, "truto: %s must not be '.' or '..'", name);
         if (truto_utf8_invalid_at(seg, len) != (size_t)-1)
             luaL_error(L, "truto: %s is not valid UTF-8", name);
-        if (!is_field_value(seg, len) || memchr(seg, '\t', len) != NULL)
+        if (!truto_is_field_value(seg, len) || memchr(seg, '\t', len) != NULL)
             luaL_error(L, "truto: %s contains CR, LF, NUL or another control character", name);
         truto_bytes_addc(L, url, '/');
         truto_pct_encode(L, url, seg, len);
@@ -175,7 +149,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
     add_header(h, &n, "Accept", "application/json");
     if (token != NULL) {
         /* The message never repeats the token. */
-        if (tokenlen == 0 || !is_field_value(token, tokenlen) || memchr(token, ' ', tokenlen))
+        if (tokenlen == 0 || !truto_is_field_value(token, tokenlen) || memchr(token, ' ', tokenlen))
             luaL_error(L, "truto: the API token is empty or contains spaces or control characters");
         lua_pushfstring(L, "Bearer %s", token);
         add_header(h, &n, "Authorization", lua_tostring(L, -1));
@@ -197,14 +171,14 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         int vt = lua_type(L, -1);
         if (vt != LUA_TSTRING && vt != LUA_TNUMBER && !(vt == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
             luaL_error(L, "truto: header %s: value must be a string, a number or false",
-                       is_token(lua_tostring(L, -2), lua_rawlen(L, -2)) ? lua_tostring(L, -2) : "?");
+                       truto_is_token(lua_tostring(L, -2), lua_rawlen(L, -2)) ? lua_tostring(L, -2) : "?");
         lua_pop(L, 1);
     }
     size_t first = truto_sorted_keys(L, e, t);
     for (size_t i = first; i < e->nkeys; i++) {
         const char *name = e->keys[i].str;
         size_t namelen = e->keys[i].len;
-        if (!is_token(name, namelen))
+        if (!truto_is_token(name, namelen))
             luaL_error(L, "truto: header name %s is not a valid HTTP token",
                        is_printable(name, namelen) ? name : "(with control or non-ASCII characters)");
         /* Each value stays on the stack until the lines are written; a
@@ -217,7 +191,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         const char *value = NULL;
         if (lua_type(L, -1) != LUA_TBOOLEAN) {
             value = lua_tolstring(L, -1, &valuelen);
-            if (!is_field_value(value, valuelen))
+            if (!truto_is_field_value(value, valuelen))
                 luaL_error(L, "truto: header %s: value contains CR, LF, NUL or another control character",
                            name);
         }
@@ -253,7 +227,7 @@ static int l_build_request(lua_State *L)
     size_t len;
 
     const char *method = get_string_field(L, 1, "method", &len, 1);
-    if (!is_token(method, len))
+    if (!truto_is_token(method, len))
         luaL_error(L, "truto: method must be an HTTP token such as GET or PATCH");
     size_t baselen;
     const char *base = get_string_field(L, 1, "base_url", &baselen, 1);

@@ -1,6 +1,7 @@
 /*
- * Byte-level text helpers: UTF-8 validation, percent-encoding and JSON
- * string quoting.  Table-driven so the common ASCII path is one lookup.
+ * Byte-level text helpers: UTF-8 validation, percent-encoding, JSON string
+ * quoting, and the HTTP token and field-value checks of request.c and
+ * curl_common.c.  Table-driven so the common ASCII path is one lookup.
  */
 #include <string.h>
 
@@ -130,4 +131,30 @@ void truto_json_quote(lua_State *L, truto_bytes *b, const char *str, size_t len)
     }
     *o++ = '"';
     b->len = (size_t)(o - b->data);
+}
+
+/* RFC 9110 token characters (method and header names). */
+int truto_is_token(const char *s, size_t len)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
+              (c != 0 && strchr(extra, c) != NULL)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Field values: visible characters, spaces and tabs; never CR, LF or NUL. */
+int truto_is_field_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
 }

@@ -120,6 +120,10 @@ size_t truto_utf8_invalid_at(const char *s, size_t len);
 void truto_pct_encode(lua_State *L, truto_bytes *b, const char *s, size_t len);
 /* Appends a JSON string literal, quotes included. */
 void truto_json_quote(lua_State *L, truto_bytes *b, const char *s, size_t len);
+/* An RFC 9110 token (method, header name): non-empty, tchar only. */
+int truto_is_token(const char *s, size_t len);
+/* A header field value: no control character but tab, no DEL. */
+int truto_is_field_value(const char *s, size_t len);
 
 /* ---- numbers (number.c) --------------------------------------------- */
 /* Writes the number at idx the way JavaScript's String(n) does for floats
@@ -150,36 +154,145 @@ struct curl_slist;
 #define TRUTO_DEFAULT_CONNECT_TIMEOUT_MS 10000L
 #define TRUTO_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 * 1024 * 1024)
 #define TRUTO_MAX_HEADER_BYTES           ((size_t)1024 * 1024)
+#define TRUTO_ERROR_SIZE                 256    /* CURL_ERROR_SIZE (checked) */
 
-/* curl_global_init once; 0 when it fails. */
-int truto_curl_global_init(void);
+/* curl_global_init once; raises "truto: curl_global_init failed". */
+void truto_curl_global_init(lua_State *L);
 /* Buffers for libcurl callbacks: never raise (append returns 0 on OOM). */
 int truto_buf_append(truto_bytes *b, const char *p, size_t n, size_t limit);
 void truto_buf_reset(truto_bytes *b);
 void truto_buf_free(truto_bytes *b);
-/* Option checks ("truto: <what> must be ..." errors). */
-long truto_check_seconds(lua_State *L, int idx, const char *what);   /* -> ms */
-size_t truto_check_bytes(lua_State *L, int idx, const char *what);
+/* "truto: <what> must be a boolean, got <type>" unless a boolean. */
 int truto_check_boolean(lua_State *L, int idx, const char *what);
-void truto_copy_string(lua_State *L, int idx, const char *what, char **slot);
-void truto_check_fields(lua_State *L, int idx, const char *const *names, const char *what);
 int truto_has_prefix_ci(const char *s, const char *prefix);
-/* Request fields. */
-const char *truto_check_method(lua_State *L, int idx);
-const char *truto_check_url(lua_State *L, int idx);
-void truto_check_header_lines(lua_State *L, int idx);
-int truto_check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len);
+
+/* The options core.session{} and core.multi{} share, embedded in both
+ * userdata.  The strings are owned: truto_options_free, from the cleanup. */
+typedef struct {
+    long timeout_ms, connect_timeout_ms;
+    size_t max_bytes;
+    char *ca_file, *ca_path, *proxy;
+    int insecure, http2;
+} truto_transfer_options;
+
+/* The option names both take, first in their field lists. */
+#define TRUTO_OPTION_FIELDS                                                        \
+    "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",      \
+    "max_response_bytes", "http2"
+
+/* core.session(opts), core.multi(opts): checks that argument 1 is nil or a
+ * table, then pushes a zeroed userdata of size bytes with metatable mt (a
+ * state its cleanup handles, so that any error after this leaks nothing). */
+void *truto_new_handle(lua_State *L, size_t size, const char *mt);
+/* Sets o (zeroed: nothing to free yet) to the defaults, then reads the
+ * options table at argument 1 (nil: nothing to read): every key
+ * one of fields ("unknown <what> 'k'"); then, in fields order, each one
+ * given: a transfer option into o, any other by own(L, handle, name) with
+ * the value on top of the stack. */
+typedef void (*truto_option_reader)(lua_State *L, void *handle, const char *name);
+void truto_options_read(lua_State *L, const char *const *fields, const char *what,
+                        truto_transfer_options *o, truto_option_reader own, void *handle);
+/* Frees the strings; idempotent. */
+void truto_options_free(truto_transfer_options *o);
+
+/* The request fields both front ends take, first in their field lists and
+ * in this order: truto_check_request leaves field i in slot
+ * TRUTO_ARG_METHOD + i (the caller's own fields follow from TRUTO_ARG_EXTRA). */
+#define TRUTO_REQUEST_FIELDS                                                       \
+    "method", "url", "headers", "body", "timeout", "connect_timeout",             \
+    "max_response_bytes", "fresh_connect"
+enum {
+    TRUTO_ARG_METHOD = 3, TRUTO_ARG_URL, TRUTO_ARG_HEADERS, TRUTO_ARG_BODY, TRUTO_ARG_TIMEOUT,
+    TRUTO_ARG_CONNECT_TIMEOUT, TRUTO_ARG_MAX_BYTES, TRUTO_ARG_FRESH_CONNECT, TRUTO_ARG_EXTRA
+};
+
+typedef struct {
+    const char *method, *url, *body;
+    size_t body_len;
+    int has_body;                   /* send body (possibly empty) as the payload */
+    long timeout_ms, connect_timeout_ms;
+    size_t max_bytes;
+    int fresh_connect;              /* never on a reused connection */
+} truto_transfer_request;
+
+/* Checks the request table at stack index 2 (keys: fields) up to
+ * max_response_bytes, defaults from o.  fresh_connect is left to the caller,
+ * after its own fields: r->fresh_connect is 0. */
+void truto_check_request(lua_State *L, const char *const *fields,
+                         const truto_transfer_options *o, truto_transfer_request *r);
+/* Appends the header lines at idx (checked), "Expect:" and, for a body
+ * without a Content-Type, "Content-Type:" to *list.  0 on OOM (never raises). */
 int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **list);
-/* Easy-handle options (return a CURLcode). */
-int truto_setopt_tls(void *easy, int insecure, const char *ca_file, const char *ca_path,
-                     const char *proxy);
-int truto_setopt_method(void *easy, const char *method, const char *body, size_t body_len,
-                        int has_body, int http2, int copy_body);
-/* Replies. */
-void truto_push_curl_error(lua_State *L, int code, const char *message, const char *errbuf,
-                           int too_large, int head_too_large, size_t limit);
+
+/* What one transfer receives, written by the libcurl callbacks (which never
+ * raise: they set a flag and return a short count). */
+typedef struct {
+    truto_bytes body;               /* response body (unless a sink takes it) */
+    truto_bytes head;               /* header lines of the latest response */
+    size_t limit, received;         /* max_response_bytes; body bytes so far */
+    int too_large, head_too_large, oom;
+    char errbuf[TRUTO_ERROR_SIZE];  /* CURLOPT_ERRORBUFFER */
+} truto_reply;
+
+/* Empties r for a transfer (or a redirect hop) of at most limit body bytes. */
+void truto_reply_start(truto_reply *r, size_t limit);
+/* Counts n body bytes: 0 (too_large set) past the limit, else 1. */
+int truto_reply_count(truto_reply *r, size_t n);
+/* Counts and keeps n body bytes: n, or 0 (too_large or oom set). */
+size_t truto_reply_body(truto_reply *r, const char *p, size_t n);
+/* Keeps a header line: a status line (an interim 1xx, a proxy's CONNECT
+ * reply, a redirect) starts afresh, the blank line ending a block is not
+ * kept.  n, or 0 (too_large or oom set). */
+size_t truto_reply_header(truto_reply *r, const char *p, size_t n);
+/* Empties both buffers, returning big ones to the system. */
+void truto_reply_reset(truto_reply *r);
+/* Frees both buffers; idempotent. */
+void truto_reply_free(truto_reply *r);
+
+/* The callbacks' type (CURLOPT_WRITEFUNCTION, CURLOPT_HEADERFUNCTION). */
+typedef size_t (*truto_curl_callback)(char *p, size_t size, size_t n, void *ud);
+/* Every option of one transfer to url from a clean handle: callbacks (with
+ * ud) and error buffer (reply's), timeouts (timeout_ms, r's connect timeout),
+ * TLS and proxy (o), headers, fresh_connect, method and body (a copy when
+ * copy_body), HTTP version.  Returns a CURLcode. */
+int truto_setopt_transfer(void *easy, const truto_transfer_options *o,
+                          const truto_transfer_request *r, const char *url, long timeout_ms,
+                          struct curl_slist *headers, truto_reply *reply,
+                          truto_curl_callback on_body, truto_curl_callback on_header, void *ud,
+                          int copy_body);
+
+/* The info table of a reply. */
+typedef struct {
+    long status, version, port, connects;
+    int redirects;
+    double total_time, connect_time;
+    int64_t size;
+    char ip[64];
+} truto_info;
+
+/* Reads a finished transfer's figures into i: total_time and connects add
+ * to what i holds (the hops of a redirect chain), the rest are replaced. */
+void truto_collect_info(void *easy, truto_info *i);
+/* { http_version =, total_time =, connect_time =, primary_ip =, primary_port =,
+ *   size_download =, redirects =, new_connections = } */
+void truto_push_info(lua_State *L, const truto_info *i);
+/* { kind =, message =, curl_code = } for a failed transfer: "too_large" for
+ * a body or header block over its limit; otherwise the kind follows the
+ * CURLcode, and the message is message, the reply's error buffer, or
+ * libcurl's generic text. */
+void truto_push_curl_error(lua_State *L, int code, const char *message, const truto_reply *r);
+/* Header lines -> { ["content-type"] = "...", ... } */
 void truto_push_headers(lua_State *L, const truto_bytes *h);
-const char *truto_http_version_name(long version);
+
+/* __tostring of the userdata at 1 with metatable name: "truto.Session
+ * (0x...)" or "truto.Session (closed, 0x...)".  Returns 1. */
+int truto_push_handle_name(lua_State *L, const char *name, int closed);
+/* Registers the metatable name: __index (methods), __gc and __close
+ * (cleanup), __tostring; then sets field ctor_name of the table on top of the
+ * stack to ctor. */
+void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
+                      lua_CFunction ctor);
 
 TRUTO_API int luaopen_truto_core(lua_State *L);
 

@@ -5,8 +5,9 @@
  * (curl_common.c) read what was kept, and parse_http_date reads every
  * value (Retry-After, X-RateLimit-Reset).  session.c is included so that
  * its static functions can be called; the harness links every other object
- * of the core.  (csrc/multi.c keeps header lines the same way as on_header,
- * minus redirects, and hands them to the same truto_push_headers.)
+ * of the core.  (on_header keeps lines through truto_reply_header, which
+ * csrc/multi.c's callback calls alone, and both hand them to the same
+ * truto_push_headers.)
  * Properties: truto_push_headers gives lower-case names without ':' or LF
  * and values without LF (a stray CR inside a line is the server's text).
  */
@@ -40,9 +41,9 @@ static void fuzz_one(lua_State *L, input *in, int core)
         free(line);
         p += len;
     }
-    if (!s.too_large && !s.oom) {
-        (void)has_location(&s.head);
-        truto_push_headers(L, &s.head);
+    if (!s.reply.too_large && !s.reply.oom) {
+        (void)has_location(&s.reply.head);
+        truto_push_headers(L, &s.reply.head);
         int t = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, t) != 0) {
@@ -61,6 +62,5 @@ static void fuzz_one(lua_State *L, input *in, int core)
             lua_pop(L, 2);
         }
     }
-    truto_buf_free(&s.head);
-    truto_buf_free(&s.body);
+    truto_reply_free(&s.reply);
 }
