@@ -224,7 +224,7 @@ fuzz: fuzz-build
 # measured side by side in the same run (bench/README.md); about a minute.
 BENCH_DIR := build/bench
 
-$(BENCH_DIR)/%: bench/%.c
+$(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS)
 

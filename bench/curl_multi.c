@@ -17,64 +17,19 @@
 
 #include <curl/curl.h>
 
+#include "bench_common.h"
+
 typedef struct {
     CURL *easy;
     struct curl_slist *headers;
-    char *data;
-    size_t len, cap;
+    buffer body;
 } slot;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    slot *s = ud;
-    size_t len = size * n;
-    if (s->len + len > s->cap) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap < s->len + len)
-            cap *= 2;
-        char *d = realloc(s->data, cap);
-        if (d == NULL)
-            return 0;
-        s->data = d;
-        s->cap = cap;
-    }
-    memcpy(s->data + s->len, p, len);
-    s->len += len;
-    return len;
-}
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     (void)p;
     (void)ud;
     return size * n;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *d = malloc((size_t)n + 1);
-    if (d == NULL || fread(d, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(d);
-        return NULL;
-    }
-    d[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return d;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 int main(int argc, char **argv)
@@ -111,7 +66,7 @@ int main(int argc, char **argv)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &s->body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(e, CURLOPT_PRIVATE, s);
         idle[nidle++] = s;
@@ -135,7 +90,7 @@ int main(int argc, char **argv)
             h = curl_slist_append(h, key);
             h = curl_slist_append(h, "Expect:");
             s->headers = h;
-            s->len = 0;
+            s->body.len = 0;
             curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, h);
             curl_multi_add_handle(m, s->easy);
             started++;
@@ -167,7 +122,7 @@ int main(int argc, char **argv)
     printf("%.6f %.1f\n", dt, (double)n / dt);
     for (long i = 0; i < c; i++) {
         curl_easy_cleanup(slots[i].easy);
-        free(slots[i].data);
+        free(slots[i].body.data);
     }
     curl_multi_cleanup(m);
     free(slots);
