@@ -1,7 +1,29 @@
 -- The real client over real HTTP: libcurl on loopback to the emulator on nginx.
 local truto = require "truto"
 local emu = require "spec.support.emulator"
-local rss_kb = require("spec.support.shell").rss_kb
+local shell = require "spec.support.shell"
+local emulator = require "truto.emulator"
+local rss_kb = shell.rss_kb
+
+-- A forward HTTP proxy on nginx that marks what it forwards.
+local PROXY_CONF = [[
+@USER@
+worker_processes 1;
+daemon on;
+pid @PREFIX@/nginx.pid;
+error_log @PREFIX@/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / {
+            proxy_pass http://$http_host;
+            proxy_set_header X-Via-Proxy lua-truto-spec;
+        }
+    }
+}
+]]
 
 local ACCOUNT = emu.ACCOUNT
 local Q = { integrated_account_id = ACCOUNT }
@@ -305,6 +327,31 @@ describe("the client against the emulator", function()
       assert.equal(404, err.status)
       assert.equal(404, err.body.statusCode)
       assert.same({}, got)
+    end)
+  end)
+
+  describe("through an HTTP proxy", function()
+    local proxy
+
+    setup(function() proxy = assert(emulator.nginx { text = PROXY_CONF, kind = "truto-proxy" }) end)
+    teardown(function() proxy:stop() end)
+
+    it("goes through the proxy option", function()
+      local via = emu.client { proxy = proxy.base_url }
+      local record = assert(via.unified_api:get("crm", "users", "111", Q))
+      assert.equal("111", record.id)
+      assert.equal("lua-truto-spec", last_request().headers["x-via-proxy"])
+      via:close()
+      assert(client.unified_api:get("crm", "users", "111", Q))
+      assert.is_nil(last_request().headers["x-via-proxy"])
+    end)
+
+    it("goes through the http_proxy environment variable", function()
+      local out = shell.capture("env http_proxy=" .. shell.quote(proxy.base_url) .. " no_proxy= NO_PROXY="
+        .. " TRUTO_API_TOKEN=test-token TRUTO_BASE_URL=" .. shell.quote(emu.base_url)
+        .. " bin/truto unified get crm users 111 -a " .. ACCOUNT)
+      assert.equal("111", truto.decode_json(out).id)
+      assert.equal("lua-truto-spec", last_request().headers["x-via-proxy"])
     end)
   end)
 
