@@ -31,8 +31,9 @@ local CLIENT_OPTIONS = {
   max_retries = { function(v) return integer(v) and v >= 0 and v <= 10 end,
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
-  transport = { function(v) return v == "auto" or v == "curl" or v == "ngx" or type(v) == "table" end,
-                "\"auto\", \"curl\", \"ngx\" or a table with a perform method" },
+  transport = { function(v)
+    return v == "auto" or v == "curl" or v == "ngx" or (type(v) == "table" and type(v.perform) == "function")
+  end, "\"auto\", \"curl\", \"ngx\" or a table with a perform method" },
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
@@ -93,12 +94,7 @@ end
 -- Inside nginx (OpenResty) the cosocket transport, so that no call blocks
 -- a worker; libcurl everywhere else.
 local function choose_transport(name, options)
-  if type(name) == "table" then
-    if type(name.perform) ~= "function" then
-      error("truto.new: option 'transport' must be \"auto\", \"curl\", \"ngx\" or a table with a perform method", 4)
-    end
-    return name
-  end
+  if type(name) == "table" then return name end
   if name == "auto" then
     local ngx = rawget(_G, "ngx")
     name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
@@ -566,12 +562,11 @@ end
 local function run_on_multi(self, calls, concurrency, finish)
   local multi = self.transport:multi()
   local n, next_new, in_flight, count = #calls, 1, {}, 0
-  local due = {}   -- retries waiting for their time: { at = t, index = i }
+  local due = {}   -- retries waiting for their time, soonest first: { at = t, index = i }
   local settled = 0
   while settled < n do
     while count < concurrency do
       local index
-      table.sort(due, function(x, y) return x.at < y.at end)
       if due[1] and due[1].at <= self.now() then
         index = table.remove(due, 1).index
       elseif next_new <= n then
@@ -604,10 +599,12 @@ local function run_on_multi(self, calls, concurrency, finish)
           verdict, a, b = self:settle(calls[index], f.status, f.headers, f.body, f.info)
         end
         if verdict == "retry" then
-          due[#due + 1] = { at = self.now() + a, index = index }
+          local at, pos = self.now() + a, #due + 1
+          while pos > 1 and due[pos - 1].at > at do pos = pos - 1 end
+          table.insert(due, pos, { at = at, index = index })
         else
           settled = settled + 1
-          finish(index, verdict, a, b)
+          if verdict == "done" then finish(index, a, b) else finish(index, nil, a) end
         end
       end
     end
@@ -624,8 +621,7 @@ local function run_on_threads(self, calls, concurrency, finish)
       next_index = next_index + 1
       local index = next_index
       if index > #calls then return end
-      local result, response = self:run(calls[index])
-      finish(index, result ~= nil and "done" or "fail", result ~= nil and result or response, response)
+      finish(index, self:run(calls[index]))
     end
   end
   local threads = {}
@@ -650,8 +646,9 @@ function Client:batch(requests, options)
     calls[i] = call
   end
   local results, settled, progress = {}, 0, options.on_progress
-  local function finish(index, verdict, a, b)
-    results[index] = verdict == "done" and { a, b } or { nil, a }
+  -- finish(index, result, response) or finish(index, nil, err), as a call returns.
+  local function finish(index, result, response_or_err)
+    results[index] = { result, response_or_err }
     settled = settled + 1
     if progress then progress(settled, #calls, index, results[index]) end
   end
@@ -661,10 +658,7 @@ function Client:batch(requests, options)
   elseif self.transport.threads then
     run_on_threads(self, calls, concurrency, finish)
   else
-    for index, call in ipairs(calls) do
-      local result, response = self:run(call)
-      finish(index, result ~= nil and "done" or "fail", result ~= nil and result or response, response)
-    end
+    for index, call in ipairs(calls) do finish(index, self:run(call)) end
   end
   return results
 end
