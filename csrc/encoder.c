@@ -206,6 +206,13 @@ int truto_path_error(lua_State *L, truto_encoder *e, const char *fmt, ...)
     return luaL_error(L, "truto: %s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
 }
 
+void truto_check_utf8(lua_State *L, truto_encoder *e, const char *s, size_t len, const char *what)
+{
+    size_t bad = truto_utf8_invalid_at(s, len);
+    if (bad != (size_t)-1)
+        truto_path_error(L, e, "invalid UTF-8 %sat byte %d", what, (int)bad + 1);
+}
+
 static int key_cmp(const void *a, const void *b)
 {
     const truto_key *x = (const truto_key *)a, *y = (const truto_key *)b;

@@ -24,9 +24,7 @@ static void encode_object(lua_State *L, truto_encoder *e, int idx, int list_fiel
         const char *key = e->keys[i].str;
         size_t len = e->keys[i].len;
         truto_path_key(e, key, len);
-        size_t bad = truto_utf8_invalid_at(key, len);
-        if (bad != (size_t)-1)
-            truto_path_error(L, e, "invalid UTF-8 in key at byte %d", (int)bad + 1);
+        truto_check_utf8(L, e, key, len, "in key ");
         if (i > first)
             truto_bytes_addc(L, &e->out, ',');
         truto_json_quote(L, &e->out, key, len);
@@ -82,15 +80,13 @@ static void encode_table(lua_State *L, truto_encoder *e, int idx, int empty_as_a
 static void encode_value(lua_State *L, truto_encoder *e, int idx, int empty_as_array)
 {
     char num[32];
-    size_t len, bad;
+    size_t len;
     const char *s;
 
     switch (lua_type(L, idx)) {
     case LUA_TSTRING:
         s = lua_tolstring(L, idx, &len);
-        bad = truto_utf8_invalid_at(s, len);
-        if (bad != (size_t)-1)
-            truto_path_error(L, e, "invalid UTF-8 at byte %d", (int)bad + 1);
+        truto_check_utf8(L, e, s, len, "");
         truto_json_quote(L, &e->out, s, len);
         break;
     case LUA_TNUMBER:

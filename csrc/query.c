@@ -18,9 +18,7 @@ static void encode_scalar(lua_State *L, truto_encoder *e, int idx)
     switch (lua_type(L, idx)) {
     case LUA_TSTRING:
         s = lua_tolstring(L, idx, &len);
-        if (truto_utf8_invalid_at(s, len) != (size_t)-1)
-            truto_path_error(L, e, "invalid UTF-8 at byte %d",
-                             (int)truto_utf8_invalid_at(s, len) + 1);
+        truto_check_utf8(L, e, s, len, "");
         truto_pct_encode(L, &e->out, s, len);
         break;
     case LUA_TNUMBER:
@@ -46,9 +44,7 @@ static void check_key(lua_State *L, truto_encoder *e, const char *key, size_t le
 {
     if (len == 0)
         truto_path_error(L, e, "empty key");
-    size_t bad = truto_utf8_invalid_at(key, len);
-    if (bad != (size_t)-1)
-        truto_path_error(L, e, "invalid UTF-8 in key at byte %d", (int)bad + 1);
+    truto_check_utf8(L, e, key, len, "in key ");
 }
 
 static void encode_object(lua_State *L, truto_encoder *e, int idx, size_t first)

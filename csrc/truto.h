@@ -86,6 +86,9 @@ void truto_path_key(truto_encoder *e, const char *key, size_t len);
 void truto_path_index(truto_encoder *e, lua_Integer i);
 /* Raises "<root><path>: <message>". */
 int truto_path_error(lua_State *L, truto_encoder *e, const char *fmt, ...);
+/* Raises a path error unless s is valid UTF-8; `what` is "" for a value or
+ * "in key " for a key. */
+void truto_check_utf8(lua_State *L, truto_encoder *e, const char *s, size_t len, const char *what);
 
 /* Collects the string keys of the object at idx, sorted bytewise; returns
  * the index of the first key in e->keys (the run ends at e->nkeys). */
