@@ -109,6 +109,20 @@ local function read_head(sock, deadline)
   return status, headers, version
 end
 
+-- Reads exactly size bytes, in pieces, handing each to deliver.
+local function read_exactly(sock, size, deadline, deliver)
+  while size > 0 do
+    sock:settimeout(remaining_ms(deadline))
+    local n = math.min(size, READ_SIZE)
+    local data, err = sock:receive(n)
+    if not data then return read_error(err, true) end
+    local ok, derr = deliver(data)
+    if not ok then return nil, derr end
+    size = size - n
+  end
+  return true
+end
+
 -- Reads the body, handing each piece to deliver(piece) -> ok, err.
 -- Returns true when the connection can be kept, or nil, err.
 local function read_body(sock, method, status, headers, deadline, deliver)
@@ -128,15 +142,8 @@ local function read_body(sock, method, status, headers, deadline, deliver)
         until line == ""
         return true
       end
-      while size > 0 do
-        local n = math.min(size, READ_SIZE)
-        local data
-        data, err = sock:receive(n)
-        if not data then return read_error(err, true) end
-        local ok, derr = deliver(data)
-        if not ok then return nil, derr end
-        size = size - n
-      end
+      local ok, derr = read_exactly(sock, size, deadline, deliver)
+      if not ok then return nil, derr end
       local crlf
       crlf, err = sock:receive(2)
       if crlf ~= "\r\n" then return crlf and failure("protocol", "malformed chunk") or read_error(err, true) end
@@ -146,16 +153,7 @@ local function read_body(sock, method, status, headers, deadline, deliver)
   if length then
     length = tonumber(length)
     if not length or length < 0 or length % 1 ~= 0 then return failure("protocol", "malformed Content-Length") end
-    while length > 0 do
-      sock:settimeout(remaining_ms(deadline))
-      local n = math.min(length, READ_SIZE)
-      local data, err = sock:receive(n)
-      if not data then return read_error(err, true) end
-      local ok, derr = deliver(data)
-      if not ok then return nil, derr end
-      length = length - n
-    end
-    return true
+    return read_exactly(sock, length, deadline, deliver)
   end
   -- Neither: the body runs to the end of the connection.
   while true do
