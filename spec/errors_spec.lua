@@ -6,8 +6,6 @@ describe("errors", function()
     local err = errors.new { kind = "http", status = 429, message = "Slow down", method = "GET", path = "/x",
                              attempts = 3 }
     assert.equal("truto: GET /x: 429 Too Many Requests: Slow down (after 3 attempts)", tostring(err))
-    assert.is_true(errors.is_error(err))
-    assert.is_false(errors.is_error({}))
   end)
 
   it("formats a transport error with its kind", function()

@@ -666,6 +666,4 @@ end
 _M.Unified = api_methods("unified")
 _M.Proxy = api_methods("proxy")
 _M.Custom = api_methods("custom")
-_M.OPERATIONS = OPERATIONS
-_M.Client = Client
 return _M

@@ -67,10 +67,6 @@ function _M.new(fields, secret)
   return err
 end
 
-function _M.is_error(v)
-  return getmetatable(v) == error_mt
-end
-
 --- Seconds to wait from a Retry-After value: delta-seconds or an HTTP-date.
 function _M.parse_retry_after(value, now)
   if type(value) ~= "string" then return nil end
