@@ -5,9 +5,13 @@ LUA_VERSION  ?= 5.4
 LUA          ?= lua$(LUA_VERSION)
 PKG_CONFIG   ?= pkg-config
 LUA_INCDIR   ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>/dev/null)/lua$(LUA_VERSION)
-CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
-CURL_LIBS    ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
-CRYPTO_LIBS  ?= $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+# pkg-config first; CURL_INCDIR/CURL_LIBDIR/CRYPTO_INCDIR/CRYPTO_LIBDIR (as
+# LuaRocks passes them) add to it.
+CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null) $(if $(CURL_INCDIR),-I$(CURL_INCDIR)) \
+                $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR))
+CURL_LIBS    ?= $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
+                $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
 
 CC           ?= cc
 CFLAGS       ?= -O2 -g
@@ -17,8 +21,9 @@ PREFIX       ?= /usr/local
 DESTDIR      ?=
 INSTALL_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 INSTALL_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+BINDIR       ?= $(PREFIX)/bin
 
-BUILD_DIR    := build/$(LUA_VERSION)
+BUILD_DIR    ?= build/$(LUA_VERSION)
 CORE         := $(BUILD_DIR)/truto/core.so
 SOURCES      := $(wildcard csrc/*.c)
 OBJECTS      := $(SOURCES:csrc/%.c=$(BUILD_DIR)/obj/%.o)
@@ -45,7 +50,7 @@ LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
                   client_spec.lua bad_input_spec.lua)
 
-.PHONY: all deps demo test lint unit clean install asan asan-run valgrind valgrind-run \
+.PHONY: all deps demo test lint unit clean install install-lib install-bin uninstall rock-install asan asan-run valgrind valgrind-run \
         fuzz fuzz-build luajit bench
 
 # The seed's update.  Against the real API when TRUTO_API_TOKEN and
@@ -233,10 +238,58 @@ bench: deps
 	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi
 	@BENCH_BIN=$(BENCH_DIR) bench/run
 
-install: $(CORE)
-	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto
-	install -m 644 lua/truto/*.lua $(DESTDIR)$(INSTALL_LMOD)/truto/
+# ---- install -------------------------------------------------------------
+# What `make install` puts where, relative to $(DESTDIR): the modules users
+# call (and those they need), the core, the emulator's files beside
+# truto/emulator.lua (it finds them from its own path, so an installed tree
+# can be moved, or used from $(DESTDIR)), and the two commands with the
+# interpreter and the installed directories written into them.
+LUA_MODULES   := $(wildcard lua/truto/*.lua)
+EMULATOR_DIR  := $(INSTALL_LMOD)/truto/emulator
+EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
+COMMANDS      := truto truto-emulator
+INSTALLED     := $(LUA_MODULES:lua/%=$(INSTALL_LMOD)/%) $(INSTALL_CMOD)/truto/core.so \
+                 $(EMULATOR_DIR)/nginx.conf.in $(EMULATOR_DIR)/fixtures.json \
+                 $(EMULATOR_LUA:emulator/%=$(EMULATOR_DIR)/%) $(COMMANDS:%=$(BINDIR)/%)
+# Directories that hold nothing but ours, deepest first: uninstall removes them.
+INSTALLED_DIRS := $(EMULATOR_DIR)/lua/truto_emulator $(EMULATOR_DIR)/lua $(EMULATOR_DIR) \
+                  $(INSTALL_LMOD)/truto $(INSTALL_CMOD)/truto
+# The commands' shebang names the interpreter the core was built for.
+LUA_SHEBANG   := $(if $(filter /%,$(LUA)),$(LUA),/usr/bin/env $(LUA))
+
+install: install-lib install-bin
+
+install-lib: $(CORE)
+	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
+	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
+	install -m 644 $(LUA_MODULES) $(DESTDIR)$(INSTALL_LMOD)/truto/
 	install -m 755 $(CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/core.so
+	install -m 644 emulator/nginx.conf.in emulator/fixtures.json $(DESTDIR)$(EMULATOR_DIR)/
+	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
+
+# The commands load the installed modules and core first, never a clone's.
+install-bin:
+	install -d $(DESTDIR)$(BINDIR)
+	@for c in $(COMMANDS); do \
+	  sed -e '1s|^#!.*|#!$(LUA_SHEBANG)|' \
+	      -e 's|^local LUA_DIR, CORE_DIR = nil, nil$$|local LUA_DIR, CORE_DIR = [[$(INSTALL_LMOD)]], [[$(INSTALL_CMOD)]]|' \
+	      bin/$$c > $(DESTDIR)$(BINDIR)/$$c.tmp && \
+	  grep -q '^local LUA_DIR, CORE_DIR = \[\[' $(DESTDIR)$(BINDIR)/$$c.tmp && \
+	  chmod 755 $(DESTDIR)$(BINDIR)/$$c.tmp && mv $(DESTDIR)$(BINDIR)/$$c.tmp $(DESTDIR)$(BINDIR)/$$c || \
+	  { rm -f $(DESTDIR)$(BINDIR)/$$c.tmp; echo "make install: cannot write $(BINDIR)/$$c"; exit 1; }; \
+	done
+
+uninstall:
+	rm -f $(INSTALLED:%=$(DESTDIR)%)
+	@for d in $(INSTALLED_DIRS:%=$(DESTDIR)%); do [ ! -d $$d ] || rmdir $$d 2>/dev/null || \
+	  echo "make uninstall: $$d is not empty: left in place"; done
+
+# LuaRocks (truto-*.rockspec, build type "make") runs this one target: the
+# core is compiled in a temp dir, so a `luarocks make` leaves nothing in the
+# source tree; LuaRocks itself installs and wraps the commands (build.install.bin).
+rock-install:
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/truto-rock.XXXXXX") || exit 1; \
+	$(MAKE) --no-print-directory install-lib BUILD_DIR="$$tmp"; rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 clean:
 	rm -rf build

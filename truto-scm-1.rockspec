@@ -1,50 +1,57 @@
+-- The development rockspec (the main branch).  From a clone, on Debian:
+--   luarocks --lua-version 5.4 make --deps-mode=none truto-scm-1.rockspec
+-- (README.md, "Installing", explains the flags.)
 rockspec_format = "3.0"
 package = "truto"
 version = "scm-1"
 source = {
-  url = "git+file:///work/main",
+  url = "git+https://github.com/lua-truto/lua-truto.git",
+  branch = "main",
 }
 description = {
-  summary = "A Lua client for Truto's Unified API, with a C core on libcurl",
+  summary = "A Lua client for Truto's API, with a C core on libcurl",
   detailed = [[
     Unified, Proxy and Custom API calls to Truto (https://api.truto.one) from
-    Lua 5.4 and OpenResty: exact requests (Truto's bracket query notation, a
-    JSON body writer that keeps empty arrays and full precision), clear errors,
-    safe retries and streaming.
+    Lua and OpenResty: exact requests (Truto's bracket query notation, a JSON
+    body writer that keeps empty arrays and full precision), clear errors,
+    safe retries, streaming, and a local Truto emulator for tests.
   ]],
   homepage = "https://github.com/lua-truto/lua-truto",
   license = "MIT",
+  labels = { "truto", "http", "api-client", "openresty" },
 }
 dependencies = {
   "lua >= 5.1",
   "lua-cjson",
 }
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
-  CRYPTO = { header = "openssl/hmac.h", library = "crypto" },
+  CURL = { library = "curl" },
+  CRYPTO = { library = "crypto" },
 }
+-- Built by the Makefile (`make rock-install`), which compiles in a temp
+-- dir so that nothing is left in the source tree, and installs the modules,
+-- the core and the emulator's files; LuaRocks installs the commands.
 build = {
-  type = "builtin",
-  modules = {
-    ["truto"] = "lua/truto/init.lua",
-    ["truto.cli"] = "lua/truto/cli.lua",
-    ["truto.client"] = "lua/truto/client.lua",
-    ["truto.curl"] = "lua/truto/curl.lua",
-    ["truto.errors"] = "lua/truto/errors.lua",
-    ["truto.ngx"] = "lua/truto/ngx.lua",
-    ["truto.ratelimit"] = "lua/truto/ratelimit.lua",
-    ["truto.retry"] = "lua/truto/retry.lua",
-    ["truto.schema"] = "lua/truto/schema.lua",
-    ["truto.core"] = {
-      sources = {
-        "csrc/core.c", "csrc/curl_common.c", "csrc/decode.c", "csrc/encoder.c", "csrc/json.c",
-        "csrc/multi.c", "csrc/number.c", "csrc/query.c", "csrc/request.c", "csrc/response.c",
-        "csrc/session.c", "csrc/system.c", "csrc/table.c", "csrc/text.c", "csrc/webhook.c",
-      },
-      defines = { "_GNU_SOURCE" },
-      incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
-      libraries = { "curl", "crypto" },
+  type = "make",
+  build_pass = false,
+  install_target = "rock-install",
+  install_variables = {
+    LUA = "$(LUA)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    CURL_INCDIR = "$(CURL_INCDIR)",
+    CURL_LIBDIR = "$(CURL_LIBDIR)",
+    CRYPTO_INCDIR = "$(CRYPTO_INCDIR)",
+    CRYPTO_LIBDIR = "$(CRYPTO_LIBDIR)",
+    PREFIX = "$(PREFIX)",
+    INSTALL_LMOD = "$(LUADIR)",
+    INSTALL_CMOD = "$(LIBDIR)",
+  },
+  install = {
+    bin = {
+      ["truto"] = "bin/truto",
+      ["truto-emulator"] = "bin/truto-emulator",
     },
   },
 }

@@ -13,6 +13,7 @@ local truto = require "truto"
 
 package.path = "bench/?.lua;" .. package.path
 local lua_builder = require "lua_builder"
+local sh = require "spec.support.shell"
 
 local QUICK = arg[1] == "--quick"
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or (QUICK and 3 or 5)
@@ -28,8 +29,8 @@ local now = core.now
 
 -- ---- helpers ------------------------------------------------------------
 
-local shell_quote, capture, run = emulator.shell_quote, emulator.capture, emulator.run
-local read_file, write_file = emulator.read_file, emulator.write_file
+local shell_quote, capture, run = sh.quote, sh.capture, sh.run
+local read_file, write_file = sh.read_file, sh.write_file
 
 local function median(list)
   local t = {}
@@ -199,7 +200,7 @@ http {
 
 local function start_static(body)
   local static, err = emulator.nginx { text = STATIC_CONF, values = { BODY = body }, kind = "truto-bench",
-                                       attempts = 20, health = "/", health_status = "200" }
+                                       attempts = 20, health = "/", health_status = 200 }
   if not static then fail("cannot start the static nginx server: " .. err) end
   return static
 end
@@ -593,7 +594,7 @@ local function main()
     end
   end
   local m = machine()
-  local tmpdir = assert(emulator.mktemp("truto-bench-req"))
+  local tmpdir = assert(sh.mktemp("truto-bench-req"))
 
   local emu, err = emulator.start()
   if not emu then fail(err) end

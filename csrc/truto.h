@@ -12,7 +12,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
-#define TRUTO_VERSION "0.1.0"
+#define TRUTO_VERSION "0.2.0"
 #define TRUTO_API __attribute__((visibility("default")))
 
 /* Hidden even when a build (luarocks) does not pass -fvisibility=hidden. */

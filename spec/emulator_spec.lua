@@ -6,7 +6,7 @@ local emulator = require "truto.emulator"
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local OPPS = "/unified/crm/opportunities"
 
-local shell_quote = emulator.shell_quote
+local shell_quote = require("spec.support.shell").quote
 
 describe("truto emulator", function()
   local handle

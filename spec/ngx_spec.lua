@@ -36,10 +36,10 @@ local function error_log(server)
 end
 
 -- spec/ngx/nginx.conf.in; values: BASE_URL and, for the TLS suite, the TLS_*
--- placeholders (a function of the port), prepare: see truto.emulator.nginx.
-local function start_app(values, prepare)
+-- placeholders (a function of the port), certificates: see truto.emulator.nginx.
+local function start_app(values, certificates)
   return start_server {
-    template = REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", prepare = prepare,
+    template = REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", certificates = certificates,
     values = function(port, prefix)
       local v = { REPO = REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "" }
       for k, x in pairs(type(values) == "function" and values(port, prefix) or values) do v[k] = x end
@@ -462,9 +462,7 @@ describe("inside nginx, over TLS", function()
           "    }",
         }, "\n"),
       }
-    end, function(prefix)
-      return emulator.make_certificates(prefix, "DNS:127.0.0.1, IP:127.0.0.1")
-    end)
+    end, "DNS:127.0.0.1, IP:127.0.0.1")
     return app
   end)
 

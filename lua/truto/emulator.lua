@@ -1,19 +1,18 @@
---- truto.emulator: start and stop the local Truto emulator (nginx + Lua
--- module) from Lua.  Plain Lua 5.4 or LuaJIT; process control through
--- io.popen/os.execute only.
+--- truto.emulator: a local, stateful stand-in for Truto's API, for tests.
+--
+-- The emulator runs on nginx with the Lua module, on a loopback port, from
+-- the files installed beside this module (truto/emulator/: the nginx
+-- template, the fixtures and the handlers) or, in a clone, from emulator/.
+-- Processes are driven with io.popen and os.execute only, so this module
+-- runs in plain Lua 5.1-5.4 and LuaJIT.
 --
 --   local emulator = require "truto.emulator"
---   local handle = assert(emulator.start{ port = 0, fixtures = nil })
---   -- handle.base_url = "http://127.0.0.1:PORT", handle.prefix, handle.pid
---   handle:stop()
---
---   -- HTTPS (and HTTP/2 when nginx has it) with a throwaway CA:
---   local tls = assert(emulator.start{ tls = true })
---   -- tls.base_url = "https://127.0.0.1:PORT", tls.ca_file = "<prefix>/ca.pem"
---
--- emulator.nginx{} starts any nginx config template the same way (the
--- specs' and benchmarks' own servers), and the shell and file helpers the
--- controller uses are exported too (emulator.run, .capture, .read_file, ...).
+--   local server = assert(emulator.start())
+--   -- server.base_url = "http://127.0.0.1:PORT"; server:requests(), server:reset() ...
+--   server:stop()
+local core = require "truto.core"
+local truto = require "truto"
+
 local _M = {}
 
 local DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules"
@@ -23,154 +22,120 @@ local START_TIMEOUT = 10 -- seconds until the server must answer
 local STOP_TIMEOUT = 5   -- seconds for a graceful quit before SIGKILL
 local LOG_LINES = 20     -- lines of the error log in a failure message
 
--- The repository root, from this file's own path: <root>/lua/truto/emulator.lua.
-local function repo_root()
-  local source = debug.getinfo(1, "S").source
-  local file = source:sub(1, 1) == "@" and source:sub(2) or "lua/truto/emulator.lua"
-  local dir = file:match("^(.*)/lua/truto/[^/]+$")
-  if not dir then
-    -- Relative path without "lua/" in front of it (cwd inside lua/truto).
-    dir = (file:match("^(.*)/[^/]+$") or ".") .. "/../.."
-  end
-  if dir == "" then dir = "." end
-  if dir:sub(1, 1) ~= "/" then
-    local pwd = os.getenv("PWD")
-    if not pwd then
-      local p = io.popen("pwd")
-      pwd = p:read("*l")
-      p:close()
-    end
-    dir = pwd .. "/" .. dir
-  end
-  return dir
-end
+-- What the module needs of a shell; private: the specs have their own helpers.
 
----- shell and file helpers ---------------------------------------------------
-
---- s as one shell word.
-function _M.shell_quote(s)
+local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
-local shell_quote = _M.shell_quote
 
---- Runs a shell command; true when it exits 0.  (os.execute returns
--- true/false in 5.2+, a number in 5.1/LuaJIT.)
-function _M.run(command)
+-- True when the command exits 0 (os.execute returns a number in 5.1/LuaJIT).
+local function run(command)
   local a, _, code = os.execute(command)
   if type(a) == "number" then return a == 0 end
   return a == true and (code == nil or code == 0)
 end
-local run = _M.run
 
---- A shell command's standard output ("" when it cannot be started).
-function _M.capture(command)
+local function capture(command)
   local p = io.popen(command)
   if not p then return "" end
   local out = p:read("*a") or ""
   p:close()
   return out
 end
-local capture = _M.capture
 
---- A file's bytes, or nil when it cannot be opened.
-function _M.read_file(path)
+local function read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
   local text = f:read("*a")
   f:close()
   return text
 end
-local read_file = _M.read_file
 
---- Writes text to path; true, or nil and the error.
-function _M.write_file(path, text)
+local function write_file(path, text)
   local f, err = io.open(path, "wb")
   if not f then return nil, err end
   f:write(text)
   f:close()
   return true
 end
-local write_file = _M.write_file
 
-function _M.file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-local file_exists = _M.file_exists
-
-function _M.sleep(seconds)
-  os.execute("sleep " .. string.format("%.2f", seconds))
-end
-local sleep = _M.sleep
-
-function _M.is_root()
-  return capture("id -u 2>/dev/null"):match("^%s*0%s*$") ~= nil
-end
-
-function _M.process_alive(pid)
+local function alive(pid)
   return pid ~= nil and run("kill -0 " .. math.floor(pid) .. " 2>/dev/null")
 end
-local process_alive = _M.process_alive
 
---- A new temp dir ${TMPDIR:-/tmp}/<kind>.XXXXXX; its path, or nil and an error.
-function _M.mktemp(kind)
-  local dir = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
-  if dir == "" then return nil, "mktemp -d failed" end
-  return dir
+local function sleep(seconds)
+  os.execute("sleep " .. string.format("%.2f", seconds))
+end
+
+-- An absolute path for path (relative ones are taken from the working directory).
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  local cwd = os.getenv("PWD")
+  if not cwd or cwd == "" then cwd = capture("pwd"):match("^(.-)%s*$") end
+  return cwd .. "/" .. path
+end
+
+-- The emulator's files: installed beside this module (<dir>/truto/emulator/),
+-- or the clone's emulator/ (this file being <clone>/lua/truto/emulator.lua).
+local function data_dir()
+  local source = debug.getinfo(1, "S").source
+  local here = source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or "."
+  for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
+    if read_file(dir .. "/nginx.conf.in") then return absolute(dir) end
+  end
+  return nil, "the emulator's files are missing: no nginx.conf.in in " .. absolute(here)
+    .. "/emulator (installed) or " .. absolute(here) .. "/../../emulator (a clone)"
 end
 
 ---- nginx --------------------------------------------------------------------
 
---- The load_module lines for the Lua module (and NDK) found in modules_dir.
-function _M.load_modules(modules_dir)
-  modules_dir = modules_dir or DEFAULT_MODULES_DIR
+-- load_module lines for the Lua module (and NDK) when they are dynamic modules
+-- in modules_dir (Debian); none when nginx has them built in (OpenResty).
+local function load_modules(modules_dir)
   local lines = {}
   for _, module in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if file_exists(modules_dir .. "/" .. module) then
-      lines[#lines + 1] = "load_module " .. modules_dir .. "/" .. module .. ";"
-    end
+    local path = (modules_dir or DEFAULT_MODULES_DIR) .. "/" .. module
+    if read_file(path) then lines[#lines + 1] = "load_module " .. path .. ";" end
   end
   return table.concat(lines, "\n")
 end
 
---- template with each @NAME@ replaced by values[NAME] (unknown names stay).
-function _M.render(template, values)
+-- The nginx binary: on the PATH, or where Debian and OpenResty put it (a
+-- user's PATH often lacks /usr/sbin).
+local function find_nginx()
+  for _, candidate in ipairs({ "nginx", "/usr/sbin/nginx", "openresty", "/usr/local/openresty/bin/openresty" }) do
+    if run("command -v " .. quote(candidate) .. " >/dev/null 2>&1") then return candidate end
+  end
+  return "nginx"
+end
+
+local function render(template, values)
   return (template:gsub("@([A-Z_]+)@", function(name)
     return values[name] or ("@" .. name .. "@")
   end))
 end
 
--- Listening sockets in /proc/net/tcp (hex local port, state 0A = LISTEN).
-local function port_listening(port)
-  local text = read_file("/proc/net/tcp")
-  if not text then return nil end
-  return text:find(string.format(":%04X 00000000:0000 0A", port)) ~= nil
-end
-
 -- Waits until url answers (with the HTTP status `status` when given, any
--- status otherwise) with curl when it is installed, else until the port is
--- listening.
-local function wait_ready(url, port, pid, ca_file, status)
-  local has_curl = run("command -v curl >/dev/null 2>&1")
+-- status otherwise) or the process dies.
+local function wait_ready(url, pid, ca_file, status)
+  local session = core.session { ca_file = ca_file, timeout = 1, connect_timeout = 1 }
   local deadline = os.time() + START_TIMEOUT
+  local ready = false
   repeat
-    if not process_alive(pid) then return false end
-    if has_curl then
-      local answer = capture("curl -s -o /dev/null -w '%{http_code}' --max-time 1 "
-        .. (ca_file and "--cacert " .. shell_quote(ca_file) .. " " or "")
-        .. shell_quote(url) .. " 2>/dev/null")
-      if answer == (status or answer) and answer:match("^[1-5]%d%d$") then return true end
-    elseif port_listening(port) then
-      return true
+    if not alive(pid) then break end
+    local answer = session:perform { method = "GET", url = url }
+    if answer and (status == nil or answer == status) then
+      ready = true
+      break
     end
     sleep(0.05)
   until os.time() > deadline
-  return false
+  session:close()
+  return ready
 end
 
--- A throwaway CA and a server certificate for 127.0.0.1 (and the names in
--- %s), made with the openssl command line in dir.
+-- A throwaway CA and a server certificate for the names in subjectAltName,
+-- made with the openssl command line.
 local TLS_CONFIG = [[
 [req]
 distinguished_name = dn
@@ -190,12 +155,11 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ]]
 
---- Writes ca.pem, server.pem and server.key into dir; san: the server's
--- subjectAltName (default "IP:127.0.0.1, DNS:localhost").  Returns the CA's
--- path, or nil and an error.
-function _M.make_certificates(dir, san)
-  local function path(name) return shell_quote(dir .. "/" .. name) end
-  local ok, err = write_file(dir .. "/tls.cnf", TLS_CONFIG:format(san or "IP:127.0.0.1, DNS:localhost"))
+-- Writes ca.pem, server.pem and server.key into dir; the CA's path, or nil
+-- and an error.
+local function make_certificates(dir, san)
+  local function path(name) return quote(dir .. "/" .. name) end
+  local ok, err = write_file(dir .. "/tls.cnf", TLS_CONFIG:format(san))
   if not ok then return nil, "cannot write tls.cnf: " .. tostring(err) end
   local key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -config " .. path("tls.cnf")
   local commands = {
@@ -215,195 +179,301 @@ function _M.make_certificates(dir, san)
   return dir .. "/ca.pem"
 end
 
--- True when the nginx binary was built with HTTP/2.
-local function nginx_has_http2(nginx)
-  return capture(shell_quote(nginx) .. " -V 2>&1"):find("--with-http_v2_module", 1, true) ~= nil
-end
+---@class truto.Server
+---@field base_url string "http://127.0.0.1:PORT" (https:// with TLS)
+---@field port integer the port nginx listens on
+---@field prefix string nginx's temp dir (nginx.conf, error.log), removed by stop
+---@field pid integer the nginx master's process id
+---@field ca_file string|nil with TLS: the PEM of the throwaway CA that signed the server's certificate
+local Server = {}
+Server.__index = Server
 
-local handle_mt = {}
-handle_mt.__index = handle_mt
-
---- The end of the server's logs (startup output, error.log, logs/error.log),
--- without notices unless all is true: for failure messages.
-function handle_mt.log(handle, all)
-  if not handle.prefix then return "" end
+--- The end of the server's logs (startup output and error log), for failure
+-- messages.
+---@param all? boolean true: notices too
+---@return string lines the last 20 lines
+function Server:log(all)
+  if not self.prefix then return "" end
   local lines = {}
   for _, name in ipairs({ "startup.log", "error.log", "logs/error.log" }) do
-    for line in (read_file(handle.prefix .. "/" .. name) or ""):gmatch("[^\n]+") do
+    for line in (read_file(self.prefix .. "/" .. name) or ""):gmatch("[^\n]+") do
       if all or not line:find("[notice]", 1, true) then lines[#lines + 1] = line end
     end
   end
   return table.concat(lines, "\n", math.max(1, #lines - LOG_LINES))
 end
 
---- Starts nginx on 127.0.0.1 from a config template in a fresh temp dir.
--- opts:
---   template     path of the template (@NAME@ placeholders), or
---   text         the template itself
---   values       table, or function(port, prefix) -> table: the placeholders
---                beyond LOAD_MODULES, USER, PREFIX and PORT (filled in here)
---   kind         the temp dir's name (default "truto-nginx"), name: the
---                server's name in error messages (default kind)
---   prepare      function(prefix) -> fields or nil, err: run once before
---                the first config is written (certificates, static files);
---                fields (a table, or true) go into the handle
---                (fields.ca_file: the CA to trust while polling)
---   port         fixed port (default: random ones until one is free)
---   attempts     ports to try (default 25)
---   health       path to poll until it answers (health_status: the status
---                it must answer; default any); nil: no wait
---   tls          serve https://
---   env          { NAME = value }: nginx's environment
---   nginx        binary (default "nginx"), modules_dir (default
---                /usr/lib/nginx/modules)
--- Returns handle {base_url, port, prefix, pid, kind, stop, log}, or nil and
--- an error (the temp dir is then gone).
+--- Stops nginx (graceful quit, then SIGTERM and SIGKILL if it lingers), waits
+-- until the master is gone and removes the temp dir.  Idempotent.
+---@return true
+function Server:stop()
+  return _M.stop(self)
+end
+
+-- Lua 5.4: `local server <close> = emulator.start()`, and a last-resort stop
+-- when the handle is collected (LuaJIT and 5.1 ignore __gc on tables).
+Server.__close = Server.stop
+Server.__gc = Server.stop
+
+---@class truto.NginxOptions
+---@field template? string the template's path (or `text`)
+---@field text? string the template itself
+---@field values? table|fun(port: integer, prefix: string): table the placeholders' values
+---@field kind? string the temp dir's name (default "truto-nginx")
+---@field name? string the server's name in error messages (default `kind`)
+---@field prepare? fun(prefix: string): (table|true|nil, string?) run in the temp dir before nginx
+--   starts (certificates, static files); a table it returns goes into the handle
+---@field port? integer a fixed port (default: random free ports)
+---@field attempts? integer random ports to try (default 25)
+---@field health? string a path polled until it answers
+---@field health_status? integer the status `health` must answer (default: any)
+---@field tls? boolean the base URL is https://
+---@field certificates? string a subjectAltName, e.g. "IP:127.0.0.1, DNS:localhost": makes ca.pem,
+--   server.pem and server.key in the temp dir (the handle's `ca_file` is ca.pem)
+---@field env? table<string,string> nginx's environment
+---@field nginx? string the nginx binary (default: nginx on the PATH, /usr/sbin/nginx or OpenResty's)
+---@field modules_dir? string where Debian's dynamic modules are (default /usr/lib/nginx/modules)
+
+--- Starts nginx on 127.0.0.1 from a config template, in a fresh temp dir:
+-- for servers of your own next to the emulator (an OpenResty app under test,
+-- a proxy).  The template's @NAME@ placeholders are filled from `values` and
+-- @LOAD_MODULES@ (load_module lines for Debian's dynamic Lua module), @USER@
+-- ("user root;" when run as root), @PREFIX@ (the temp dir) and @PORT@.
+---@param opts truto.NginxOptions
+---@return truto.Server|nil server
+---@return string? err why it did not start (with the end of nginx's error log)
 function _M.nginx(opts)
   local kind = opts.kind or "truto-nginx"
   local name = opts.name or kind
-  local nginx = opts.nginx or "nginx"
+  local nginx = opts.nginx or find_nginx()
   local template = opts.text
   if not template then
     template = read_file(opts.template)
     if not template then return nil, "cannot read " .. tostring(opts.template) end
   end
-  local prefix, err = _M.mktemp(kind)
-  if not prefix then return nil, err end
+  local prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
+  if prefix == "" then return nil, "mktemp -d failed" end
 
   math.randomseed(os.time() + math.floor((os.clock() * 1e6) % 1e6) + #prefix * 7919
     + (tonumber(prefix:match("(%w+)$"), 36) or 0) % 100000)
 
   local function fail(message)
-    run("rm -rf " .. shell_quote(prefix))
+    run("rm -rf " .. quote(prefix))
     return nil, message
   end
-  if not run("mkdir -p " .. shell_quote(prefix .. "/logs")) then return fail("cannot make " .. prefix .. "/logs") end
+  if not run("mkdir -p " .. quote(prefix .. "/logs")) then return fail("cannot make " .. prefix .. "/logs") end
   local fields = {}
+  if opts.certificates then
+    local ca_file, err = make_certificates(prefix, opts.certificates)
+    if not ca_file then return fail(err) end
+    fields.ca_file = ca_file
+  end
   if opts.prepare then
-    local result, perr = opts.prepare(prefix)
-    if not result then return fail(perr) end
-    if type(result) == "table" then fields = result end
+    local result, err = opts.prepare(prefix)
+    if not result then return fail(err) end
+    if type(result) == "table" then
+      for k, v in pairs(result) do fields[k] = v end
+    end
   end
 
+  -- nginx's LuaJIT reads LUA_PATH and LUA_CPATH for ";;": a caller's, set for
+  -- Lua 5.4 (by `luarocks path`, say), would load 5.4 modules into it.
   local assignments = {}
-  for var, value in pairs(opts.env or {}) do assignments[#assignments + 1] = var .. "=" .. shell_quote(value) .. " " end
+  for var, value in pairs(opts.env or {}) do assignments[#assignments + 1] = var .. "=" .. quote(value) .. " " end
   table.sort(assignments)
+  local launch = "env -u LUA_PATH -u LUA_CPATH " .. table.concat(assignments) .. quote(nginx)
   local defaults = {
-    LOAD_MODULES = _M.load_modules(opts.modules_dir),
-    USER = _M.is_root() and "user root;" or "",
+    LOAD_MODULES = load_modules(opts.modules_dir),
+    USER = capture("id -u 2>/dev/null"):match("^%s*0%s*$") and "user root;" or "",
     PREFIX = prefix,
   }
   local conf = prefix .. "/nginx.conf"
   local fixed = opts.port and opts.port ~= 0
   local last_error = "nginx did not start"
-  local logs = { prefix = prefix }
   for _ = 1, fixed and 1 or opts.attempts or BIND_ATTEMPTS do
     local port = fixed and opts.port or math.random(PORT_MIN, PORT_MAX)
     local values = type(opts.values) == "function" and opts.values(port, prefix) or opts.values or {}
     local all = { PORT = tostring(port) }
     for k, v in pairs(defaults) do all[k] = v end
     for k, v in pairs(values) do all[k] = v end
-    local ok, werr = write_file(conf, _M.render(template, all))
+    local ok, werr = write_file(conf, render(template, all))
     if not ok then return fail("cannot write " .. conf .. ": " .. tostring(werr)) end
     os.remove(prefix .. "/error.log")
-    local started = run(table.concat(assignments) .. shell_quote(nginx) .. " -p " .. shell_quote(prefix .. "/")
-      .. " -c " .. shell_quote(conf) .. " -e " .. shell_quote(prefix .. "/error.log")
-      .. " >" .. shell_quote(prefix .. "/startup.log") .. " 2>&1")
+    local started = run(launch .. " -p " .. quote(prefix .. "/")
+      .. " -c " .. quote(conf) .. " -e " .. quote(prefix .. "/error.log")
+      .. " >" .. quote(prefix .. "/startup.log") .. " 2>&1")
     local pid = tonumber((read_file(prefix .. "/nginx.pid") or read_file(prefix .. "/logs/nginx.pid") or "")
       :match("%d+"))
+    local server = setmetatable({
+      base_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port,
+      port = port, prefix = prefix, pid = pid, kind = kind,
+    }, Server)
     if started and pid then
-      local handle = setmetatable({
-        base_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port,
-        port = port, prefix = prefix, pid = pid, kind = kind, nginx = nginx,
-      }, handle_mt)
-      for k, v in pairs(fields) do handle[k] = v end
-      if not opts.health or wait_ready(handle.base_url .. opts.health, port, pid, handle.ca_file, opts.health_status)
+      for k, v in pairs(fields) do server[k] = v end
+      if not opts.health or wait_ready(server.base_url .. opts.health, pid, server.ca_file, opts.health_status)
       then
-        return handle
+        return server
       end
-      last_error = name .. " did not answer within " .. START_TIMEOUT .. " s\n" .. handle:log()
-      _M.stop(handle, { keep_prefix = true })
+      last_error = name .. " did not answer within " .. START_TIMEOUT .. " s\n" .. server:log()
+      _M.stop(server, { keep_prefix = true })
       break
     end
-    last_error = handle_mt.log(logs)
+    last_error = server:log()
     if not last_error:find("Address already in use", 1, true) then break end
   end
   return fail(last_error)
 end
 
---- Starts the emulator.  opts: port (number; random free one when nil or 0),
--- fixtures (path; default emulator/fixtures.json), nginx (binary; default
--- $TRUTO_EMULATOR_NGINX or "nginx"), modules_dir (default /usr/lib/nginx/modules),
--- tls (true: HTTPS with a throwaway CA), http2 (with tls; default true when
--- nginx has HTTP/2).
--- Returns handle {base_url, port, prefix, pid, stop [, ca_file, http2]} or nil, err.
-function _M.start(opts)
-  opts = opts or {}
-  local root = repo_root()
-  local template = root .. "/emulator/nginx.conf.in"
-  if not file_exists(template) then return nil, "emulator template not found under " .. root .. "/emulator" end
-  local fixtures = opts.fixtures or (root .. "/emulator/fixtures.json")
-  if fixtures:sub(1, 1) ~= "/" then fixtures = (os.getenv("PWD") or ".") .. "/" .. fixtures end
-  if not file_exists(fixtures) then return nil, "fixtures file not found: " .. fixtures end
-  local nginx = opts.nginx or os.getenv("TRUTO_EMULATOR_NGINX") or "nginx"
+---- the emulator -------------------------------------------------------------
 
-  local listen_flags, tls_directives = "", ""
-  local handle, err = _M.nginx {
-    template = template, kind = "truto-emulator", name = "emulator", nginx = nginx, port = opts.port,
-    modules_dir = opts.modules_dir, tls = opts.tls, health = "/_emulator/health", health_status = "200",
-    prepare = opts.tls and function(prefix)
-      local ca_file, cerr = _M.make_certificates(prefix)
-      if not ca_file then return nil, cerr end
-      local http2 = opts.http2 ~= false and nginx_has_http2(nginx)
-      listen_flags = http2 and " ssl http2" or " ssl"
-      tls_directives = ("        ssl_certificate %s/server.pem;\n        ssl_certificate_key %s/server.key;\n"
-        .. "        ssl_protocols TLSv1.2 TLSv1.3;"):format(prefix, prefix)
-      return { ca_file = ca_file, http2 = http2 }
-    end,
-    values = function()
-      return {
-        LISTEN_FLAGS = listen_flags,
-        TLS = tls_directives,
-        LUA_PATH = root .. "/emulator/lua/?.lua;;",
-        FIXTURES = string.format("%q", fixtures),
-      }
-    end,
+---@class truto.Emulator: truto.Server
+---@field http2 boolean|nil with TLS: whether nginx negotiates HTTP/2
+local Emulator = setmetatable({}, { __index = Server })
+Emulator.__index = Emulator
+Emulator.__close = Server.stop
+Emulator.__gc = Server.stop
+
+-- A control request (/_emulator/...): the decoded answer, or nil and an error.
+local function control(server, method, path, body)
+  if server.stopped then return nil, "the emulator is stopped" end
+  server.session = server.session or core.session { ca_file = server.ca_file, timeout = 10 }
+  local status, headers_or_err, text = server.session:perform {
+    method = method, url = server.base_url .. "/_emulator/" .. path,
+    headers = { "Content-Type: application/json" }, body = body and truto.encode_json(body) or nil,
   }
-  if not handle then return nil, "cannot start the Truto emulator: " .. err end
-  return handle
+  if status ~= 200 then
+    return nil, ("emulator %s /_emulator/%s: %s"):format(method, path,
+      status and ("answered " .. status .. ": " .. tostring(text)) or headers_or_err.message)
+  end
+  return truto.decode_json(text)
 end
 
---- Stops nginx (graceful quit, then SIGTERM/SIGKILL if it lingers), waits
--- until the master is gone and removes the temp dir (only one named after
--- handle.kind, default "truto-emulator").  Idempotent.
-function _M.stop(handle, options)
-  if type(handle) ~= "table" or handle.stopped then return true end
-  handle.stopped = true
-  local pid = handle.pid
-  if process_alive(pid) then
+--- Restores the fixtures and clears queued faults, the request log, the
+-- idempotency cache, statistics and rate-limit counters.
+---@return table|nil answer `{ reset = true }`
+---@return string? err
+function Emulator:reset()
+  return control(self, "POST", "reset")
+end
+
+--- The requests the emulator received, oldest first (the last 1000; control
+-- requests are not logged): `{ method, uri, path, query, headers, body }`
+-- each, with the raw URI, query string and body, and lower-case header names.
+---@return table[]|nil requests
+---@return string? err
+function Emulator:requests()
+  return control(self, "GET", "requests")
+end
+
+--- Queues faults for the next matching requests, e.g.
+-- `{ { method = "PATCH", status = 429, retry_after = "1", count = 2 } }`
+-- (fields: method, path_prefix, integrated_account_id, status, retry_after,
+-- fault = "drop" | "truncate" | "malformed" | "reset-mid-body" | "slow-body",
+-- delay_ms, body, headers, count; see the emulator's README).
+---@param faults table[] the faults, matched in order
+---@return table|nil answer `{ queued = n, faults = {...} }`
+---@return string? err
+function Emulator:faults(faults)
+  if type(faults) ~= "table" then
+    error("bad argument #1 to 'faults' (table expected, got " .. type(faults) .. ")", 2)
+  end
+  local list = truto.array() -- a copy: the caller's table keeps its metatable
+  for i, fault in ipairs(faults) do list[i] = fault end
+  return control(self, "POST", "faults", { faults = list })
+end
+
+--- The faults still queued, with their remaining counts.
+---@return table|nil answer `{ faults = {...} }`
+---@return string? err
+function Emulator:queued_faults()
+  return control(self, "GET", "faults")
+end
+
+--- Counters: `{ requests, writes = { ["<account>/<model>/<resource>/<id>"] = n },
+-- statuses = { ["200"] = n }, faults_injected, idempotent_replays }`.
+---@return table|nil stats
+---@return string? err
+function Emulator:stats()
+  return control(self, "GET", "stats")
+end
+
+-- True when the nginx binary was built with HTTP/2.
+local function nginx_has_http2(nginx)
+  return capture(quote(nginx) .. " -V 2>&1"):find("--with-http_v2_module", 1, true) ~= nil
+end
+
+---@class truto.EmulatorOptions
+---@field port? integer a fixed port (default: a random free one)
+---@field fixtures? string a fixtures JSON file of your own (default: the bundled one)
+---@field tls? boolean serve https:// with a throwaway CA (the handle's `ca_file`)
+---@field http2? boolean with tls: negotiate HTTP/2 when nginx has it (default true)
+---@field nginx? string the nginx binary (default $TRUTO_EMULATOR_NGINX, or nginx on the PATH,
+--   /usr/sbin/nginx or OpenResty's)
+---@field modules_dir? string where Debian's dynamic modules are (default /usr/lib/nginx/modules)
+
+--- Starts the emulator on a loopback port and waits until it answers.  It
+-- accepts the token "test-token" and the integrated account
+-- "62f44730-dd91-461e-bd6a-aedd9e0ad79d" (see the fixtures).
+---@param opts? truto.EmulatorOptions
+---@return truto.Emulator|nil emulator
+---@return string? err why it did not start
+function _M.start(opts)
+  opts = opts or {}
+  local dir, derr = data_dir()
+  if not dir then return nil, "cannot start the Truto emulator: " .. derr end
+  local fixtures = absolute(opts.fixtures or (dir .. "/fixtures.json"))
+  if not read_file(fixtures) then
+    return nil, "cannot start the Truto emulator: no fixtures file " .. fixtures
+  end
+  local nginx = opts.nginx or os.getenv("TRUTO_EMULATOR_NGINX") or find_nginx()
+  local http2 = opts.tls and opts.http2 ~= false and nginx_has_http2(nginx)
+  local tls_directives = opts.tls and ("        ssl_certificate @PREFIX@/server.pem;\n"
+    .. "        ssl_certificate_key @PREFIX@/server.key;\n        ssl_protocols TLSv1.2 TLSv1.3;") or ""
+  local template = read_file(dir .. "/nginx.conf.in")
+  local server, err = _M.nginx {
+    text = render(template, { TLS = tls_directives }), kind = "truto-emulator", name = "emulator",
+    nginx = nginx, port = opts.port, modules_dir = opts.modules_dir,
+    tls = opts.tls, certificates = opts.tls and "IP:127.0.0.1, DNS:localhost" or nil,
+    health = "/_emulator/health", health_status = 200,
+    values = {
+      LISTEN_FLAGS = opts.tls and (http2 and " ssl http2" or " ssl") or "",
+      LUA_PATH = dir .. "/lua/?.lua;;",
+      FIXTURES = string.format("%q", fixtures),
+    },
+  }
+  if not server then return nil, "cannot start the Truto emulator: " .. err end
+  if opts.tls then server.http2 = http2 end
+  return setmetatable(server, Emulator)
+end
+
+--- Stops a server started by start or nginx: nginx quits, and its temp dir is
+-- removed.  Idempotent.
+---@param server truto.Server
+---@param options? { keep_prefix?: boolean } keep_prefix: leave the temp dir (its logs) in place
+---@return true
+function _M.stop(server, options)
+  if type(server) ~= "table" or server.stopped then return true end
+  server.stopped = true
+  if server.session then server.session:close() end
+  local pid = server.pid
+  if alive(pid) then
     run("kill -QUIT " .. math.floor(pid) .. " 2>/dev/null")
     local waited = 0
-    while process_alive(pid) and waited < STOP_TIMEOUT do
+    while alive(pid) and waited < STOP_TIMEOUT do
       sleep(0.05)
       waited = waited + 0.05
     end
-    if process_alive(pid) then
+    if alive(pid) then
       run("kill -TERM " .. math.floor(pid) .. " 2>/dev/null")
       sleep(0.5)
-      if process_alive(pid) then run("kill -KILL " .. math.floor(pid) .. " 2>/dev/null") end
+      if alive(pid) then run("kill -KILL " .. math.floor(pid) .. " 2>/dev/null") end
     end
   end
-  local kind = (handle.kind or "truto-emulator"):gsub("%W", "%%%0")
-  if not (options and options.keep_prefix) and handle.prefix and handle.prefix:find("/" .. kind .. "%.[%w]+$") then
-    run("rm -rf " .. shell_quote(handle.prefix))
+  local kind = (server.kind or "truto-emulator"):gsub("%W", "%%%0")
+  if not (options and options.keep_prefix) and server.prefix and server.prefix:find("/" .. kind .. "%.[%w]+$") then
+    run("rm -rf " .. quote(server.prefix))
   end
   return true
 end
-
-handle_mt.stop = _M.stop
--- Lua 5.4: `local h <close> = emulator.start()`, and a last-resort stop when
--- the handle is collected (LuaJIT ignores __gc on tables).
-handle_mt.__close = function(handle) _M.stop(handle) end
-handle_mt.__gc = function(handle) _M.stop(handle) end
 
 return _M

@@ -1,17 +1,64 @@
--- Shell and file helpers for the specs: those of truto.emulator (the module
--- that starts nginx), under short names, and what only the specs need.
-local emulator = require "truto.emulator"
+-- Shell, file and process helpers for the specs and benchmarks (plain Lua
+-- 5.1-5.4 and LuaJIT; processes through io.popen and os.execute).
+local _M = {}
 
-local _M = {
-  quote = emulator.shell_quote,     -- s as one shell word
-  run = emulator.run,               -- true when the command exits 0
-  capture = emulator.capture,       -- the command's stdout
-  read_file = emulator.read_file,   -- nil when the file cannot be opened
-  write_file = emulator.write_file, -- true, or nil and the error
-  exists = emulator.file_exists,
-  alive = emulator.process_alive,
-  mktemp = emulator.mktemp,         -- a fresh ${TMPDIR:-/tmp}/<kind>.XXXXXX
-}
+--- s as one shell word.
+function _M.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a shell command; true when it exits 0 (os.execute returns a number
+-- in 5.1/LuaJIT, true/false and the code in 5.2+).
+function _M.run(command)
+  local a, _, code = os.execute(command)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (code == nil or code == 0)
+end
+
+--- A shell command's standard output ("" when it cannot be started).
+function _M.capture(command)
+  local p = io.popen(command)
+  if not p then return "" end
+  local out = p:read("*a") or ""
+  p:close()
+  return out
+end
+
+--- A file's bytes, or nil when it cannot be opened.
+function _M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+--- Writes text to path; true, or nil and the error.
+function _M.write_file(path, text)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  f:write(text)
+  f:close()
+  return true
+end
+
+function _M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+--- True while the process runs.
+function _M.alive(pid)
+  return pid ~= nil and _M.run("kill -0 " .. math.floor(pid) .. " 2>/dev/null")
+end
+
+--- A fresh ${TMPDIR:-/tmp}/<kind>.XXXXXX; its path, or nil and an error.
+function _M.mktemp(kind)
+  local dir = _M.capture("mktemp -d \"${TMPDIR:-/tmp}/" .. kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
+  if dir == "" then return nil, "mktemp -d failed" end
+  return dir
+end
 
 --- This process's resident set size in kB.
 function _M.rss_kb()
