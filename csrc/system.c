@@ -1,11 +1,14 @@
 /*
  * What the client needs from the operating system: a monotonic clock for
- * deadlines, a sleep for retry back-off outside nginx, and random bytes for
- * idempotency keys.
+ * deadlines, a sleep for retry back-off outside nginx, random bytes for
+ * idempotency keys, and whether a stream is a terminal (the truto command
+ * draws progress only on one).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "truto.h"
+#include <lualib.h>     /* LUA_FILEHANDLE in the Lua 5.1 API (LuaJIT) */
 
 /* core.now() -> seconds on a monotonic clock (float). */
 static int l_now(lua_State *L)
@@ -74,12 +78,55 @@ static int l_random_hex(lua_State *L)
     return 1;
 }
 
+/* The FILE of an open Lua file handle at arg; raises for anything else.
+ * The handle's layout differs: a luaL_Stream from 5.2 on (closef is NULL
+ * once closed), a pointer to the FILE pointer in 5.1 and LuaJIT (NULL once
+ * closed). */
+static FILE *check_open_file(lua_State *L, int arg)
+{
+#if LUA_VERSION_NUM >= 502
+    luaL_Stream *stream = (luaL_Stream *)luaL_checkudata(L, arg, LUA_FILEHANDLE);
+    FILE *f = stream->closef ? stream->f : NULL;
+#else
+    FILE *f = *(FILE **)luaL_checkudata(L, arg, LUA_FILEHANDLE);
+#endif
+    if (f == NULL)
+        luaL_argerror(L, arg, "attempt to use a closed file");
+    return f;
+}
+
+/* core.isatty(file | fd) -> true when it is a terminal, false when not; nil
+ * and the error when the descriptor is not open (e.g. `2>&-`). */
+static int l_isatty(lua_State *L)
+{
+    int fd;
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, 1);
+        luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "must be a file descriptor (0 or more)");
+        fd = (int)n;
+    } else {
+        fd = fileno(check_open_file(L, 1));
+    }
+    if (isatty(fd)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (errno == EBADF) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
 void truto_open_system(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         {"now", l_now},
         {"sleep", l_sleep},
         {"random_hex", l_random_hex},
+        {"isatty", l_isatty},
         {NULL, NULL},
     };
     luaL_setfuncs(L, functions, 0);

@@ -2,6 +2,8 @@
 -- command runs as a subprocess against the emulator over HTTP, and the
 -- emulator's request log shows exactly what it sent.
 local truto = require "truto"
+local cli = require "truto.cli"
+local core = require "truto.core"
 local emulator = require "truto.emulator"
 local sh = require "spec.support.shell"
 
@@ -33,15 +35,12 @@ end
 describe("truto command", function()
   local h
 
-  -- Runs bin/truto with args (a list) from the repo root; returns stdout,
-  -- stderr and the exit status.  options.stdin: text for standard input
-  -- (default: none); options.env: variables to set (false: unset) over
-  -- TRUTO_API_TOKEN=test-token and TRUTO_BASE_URL=<emulator>.  Asserts the
-  -- token in use never shows in either stream.
-  local function run(args, options)
-    options = options or {}
+  -- The shell command that runs bin/truto with args (a list) from the repo
+  -- root, and the environment it gets: env_overrides' variables (false:
+  -- unset) over TRUTO_API_TOKEN=test-token and TRUTO_BASE_URL=<emulator>.
+  local function truto_command(args, env_overrides)
     local env = { TRUTO_API_TOKEN = TOKEN, TRUTO_BASE_URL = h.base_url, TRUTO_INTEGRATED_ACCOUNT_ID = false }
-    for k, v in pairs(options.env or {}) do env[k] = v end
+    for k, v in pairs(env_overrides or {}) do env[k] = v end
     local cmd = { "env" }
     for _, name in ipairs(sorted_keys(env)) do   -- env wants every -u before the first NAME=VALUE
       if not env[name] then cmd[#cmd + 1] = "-u " .. name end
@@ -51,22 +50,69 @@ describe("truto command", function()
     end
     cmd[#cmd + 1] = "bin/truto"
     for _, a in ipairs(args) do cmd[#cmd + 1] = q(a) end
+    return table.concat(cmd, " "), env
+  end
+
+  -- Asserts the token in env never shows in any of the texts.
+  local function assert_no_token(env, ...)
+    local token = env.TRUTO_API_TOKEN
+    if not token or token == "" then return end
+    for i = 1, select("#", ...) do
+      assert.is_nil(select(i, ...):find(token, 1, true), "the token is in the output")
+    end
+  end
+
+  -- Runs bin/truto (see truto_command); returns stdout, stderr and the exit
+  -- status.  options.stdin: text for standard input (default: none);
+  -- options.env: as truto_command's env_overrides.
+  local function run(args, options)
+    options = options or {}
+    local command, env = truto_command(args, options.env)
     local stdin_file, err_file = os.tmpname(), os.tmpname()
     assert(sh.write_file(stdin_file, options.stdin or ""))
-    cmd[#cmd + 1] = "<" .. q(stdin_file) .. " 2>" .. q(err_file)
-    local pipe = assert(io.popen(table.concat(cmd, " ")))
+    local pipe = assert(io.popen(command .. " <" .. q(stdin_file) .. " 2>" .. q(err_file)))
     local out = pipe:read("a")
     local _, how, rc = pipe:close()
     local err = assert(sh.read_file(err_file))
     os.remove(stdin_file)
     os.remove(err_file)
     assert.equal("exit", how)
-    local token = env.TRUTO_API_TOKEN
-    if token and token ~= "" then
-      assert.is_nil(out:find(token, 1, true), "the token is on stdout")
-      assert.is_nil(err:find(token, 1, true), "the token is on stderr")
-    end
+    assert_no_token(env, out, err)
     return out, err, rc
+  end
+
+  -- Runs shell_command under a pseudo-terminal (util-linux script(1), from
+  -- bsdutils): its standard streams are the terminal unless it redirects
+  -- them.  Returns what the terminal received ("\n" arrives as "\r\n") and
+  -- the exit status.
+  local function on_terminal(shell_command)
+    assert(sh.run("command -v script >/dev/null"), "script(1) is missing: apt-get install -y bsdutils")
+    local pipe = assert(io.popen("script -qec " .. q(shell_command) .. " /dev/null </dev/null"))
+    local shown = pipe:read("a")
+    local _, how, rc = pipe:close()
+    assert.equal("exit", how)
+    return shown, rc
+  end
+
+  -- cli.main in this process, with run's environment and streams that
+  -- collect what is written.  terminals: which of "stdout" and "stderr" the
+  -- command is told are terminals.  Returns stdout, stderr and the status.
+  local function run_in_process(args, terminals)
+    local texts = { stdout = {}, stderr = {} }
+    local streams = {}
+    for name, parts in pairs(texts) do
+      streams[name] = {
+        write = function(self, ...)
+          for i = 1, select("#", ...) do parts[#parts + 1] = select(i, ...) end
+          return self
+        end,
+      }
+    end
+    local rc = cli.main(args, { TRUTO_API_TOKEN = TOKEN, TRUTO_BASE_URL = h.base_url }, streams.stdout,
+      streams.stderr, nil, function(stream)
+        return (stream == streams.stdout and terminals.stdout) or (stream == streams.stderr and terminals.stderr) or false
+      end)
+    return table.concat(texts.stdout), table.concat(texts.stderr), rc
   end
 
   -- An emulator endpoint through curl; returns the raw body.
@@ -531,49 +577,101 @@ describe("truto command", function()
       assert.equal("truto: the API token is empty or contains spaces or control characters\n", err)
     end)
 
+    -- args, then the exact message (after "truto: ", before the help pointer).
+    local function list_with(...)
+      local args = { "unified", "list", "crm", "opportunities", "-a", ACCOUNT }
+      for _, a in ipairs { ... } do args[#args + 1] = a end
+      return args
+    end
     local USAGE_CASES = {
-      { { "unified", "list", "crm", "opportunities", "--bogus" }, "unknown option %-%-bogus" },
-      { { "unified", "list", "crm", "opportunities", "-z" }, "unknown option %-z" },
-      { { "unified", "get", "crm", "opportunities" }, "'unified get' takes 3 name%(s%), got 2" },
-      { { "unified", "list", "crm" }, "'unified list' takes 2 name%(s%), got 1" },
-      { { "proxy", "get", "deals", "1", "2" }, "'proxy get' takes 2 name%(s%), got 3" },
-      { { "unified", "get", "crm", "opportunities", "1", "--data", "{}" }, "'unified get' takes no %-%-data" },
-      { { "custom", "get", "reports/weekly", "-d", "{}" }, "'custom get' takes no %-%-data" },
+      { { "unified", "list", "crm", "opportunities", "--bogus" }, "unknown option '--bogus'" },
+      { { "unified", "list", "crm", "opportunities", "-z" }, "unknown option '-z'" },
+      { { "unified", "get", "crm", "opportunities" }, "'unified get' takes 3 name(s), got 2" },
+      { { "unified", "list", "crm" }, "'unified list' takes 2 name(s), got 1" },
+      { { "proxy", "get", "deals", "1", "2" }, "'proxy get' takes 2 name(s), got 3" },
+      { { "unified", "get", "crm", "opportunities", "1", "--data", "{}" }, "'unified get' takes no --data" },
+      { { "custom", "get", "reports/weekly", "-d", "{}" }, "'custom get' takes no --data" },
       { { "unified", "update", "crm", "opportunities", "1", "--data", "{not json" },
-        "%-%-data must be a JSON object or array: " },
-      { { "unified", "update", "crm", "opportunities", "1", "--data", '"text"' }, "%-%-data must be a JSON object or array" },
+        "--data must be a JSON object or array: expected a string key at byte 2" },
+      { { "unified", "update", "crm", "opportunities", "1", "--data", '"text"' },
+        "--data must be a JSON object or array" },
       { { "unified", "update", "crm", "opportunities", "1", "--data", "@/nonexistent/body.json" },
-        "cannot read %-%-data file: /nonexistent/body.json" },
-      { { "unified", "update", "crm", "opportunities", "1" }, "%-%-data is required" },
+        "cannot read --data file: /nonexistent/body.json: No such file or directory" },
+      { { "unified", "update", "crm", "opportunities", "1" }, "--data is required" },
       { { "unified", "list", "crm", "opportunities", "--format", "bogus" },
-        "%-%-format must be unified, raw, normalized or stream" },
-      { { "unified", "get", "crm", "opportunities", "1", "--all" }, "%-%-all works with list only" },
+        "--format must be unified, raw, normalized or stream" },
+      { { "unified", "get", "crm", "opportunities", "1", "--all" }, "--all works with list only" },
       { { "unified", "list", "crm", "opportunities", "--all", "-f", "stream" },
-        "%-%-all cannot be combined with %-%-format stream" },
-      { { "rest", "list" }, "the first word must be unified, proxy or custom, got 'rest'" },
-      { { "unified", "frobnicate", "crm", "x" }, "unknown unified command 'frobnicate'" },
-      { { "custom", "options", "x" }, "unknown custom command 'options'" },
-      { { "unified", "list", "crm", "opportunities", "--limit", "ten" }, "%-%-limit must be a whole number, got 'ten'" },
-      { { "unified", "list", "crm", "opportunities", "--limit", "0" }, "%-%-limit must be at least 1" },
+        "--all cannot be combined with --format stream (a stream list already has every record)" },
+      { { "rest", "list" }, "unknown API 'rest' (expected custom, proxy or unified)" },
+      { { "unified", "frobnicate", "crm", "x" },
+        "unknown verb 'frobnicate' (expected call, create, delete, get, list, meta or update)" },
+      { { "custom", "options", "x" }, "unknown verb 'options' (expected delete, get, patch, post or put)" },
+      { { "unified", "list", "crm", "opportunities", "--limit", "ten" }, "--limit must be a whole number, got 'ten'" },
+      { { "unified", "list", "crm", "opportunities", "--limit", "0" }, "--limit must be at least 1" },
       { { "unified", "list", "crm", "opportunities", "-q", "truto_exclude_fields=a,b", "-x", "c" },
-        "query parameter 'truto_exclude_fields%[%]' conflicts with an earlier value of 'truto_exclude_fields'" },
+        "query parameter 'truto_exclude_fields[]' conflicts with an earlier value of 'truto_exclude_fields'" },
       { { "unified", "list", "crm", "opportunities", "-q", "a[b]=1", "-q", "a=2" },
         "query parameter 'a' conflicts with an earlier list or object" },
-      { { "unified", "list", "crm", "opportunities", "--retries", "1.5" }, "%-%-retries must be a whole number" },
-      { { "unified", "list", "crm", "opportunities", "-q", "novalue" }, "%-%-query needs KEY=VALUE, got 'novalue'" },
-      { { "unified", "list", "crm", "opportunities", "-q", "a[b=1" }, "bad brackets in query parameter 'a%[b'" },
-      { { "unified", "list", "crm", "opportunities", "-r", "x" }, "%-%-remote%-query needs KEY=VALUE" },
-      { { "unified", "list", "crm", "opportunities", "-H", "NoColon" }, "%-%-header needs 'NAME: VALUE', got 'NoColon'" },
-      { { "unified", "list", "crm", "opportunities", "-a" }, "%-a needs a value" },
+      { { "unified", "list", "crm", "opportunities", "--retries", "1.5" },
+        "--retries must be a whole number, got '1.5'" },
+      { { "unified", "list", "crm", "opportunities", "-q", "novalue" }, "--query needs KEY=VALUE, got 'novalue'" },
+      { { "unified", "list", "crm", "opportunities", "-q", "a[b=1" }, "bad brackets in query parameter 'a[b'" },
+      { { "unified", "list", "crm", "opportunities", "-r", "x" }, "--remote-query needs KEY=VALUE, got 'x'" },
+      { { "unified", "list", "crm", "opportunities", "-H", "NoColon" },
+        "--header needs 'NAME: VALUE', got 'NoColon'" },
+      { { "unified", "list", "crm", "opportunities", "-a" }, "-a needs a value" },
+
+      -- "did you mean": the one closest verb, API or long option.
+      { { "unified", "updte", "crm", "opportunities", "1" }, "unknown verb 'updte' (did you mean 'update'?)" },
+      { { "unified", "lsit", "crm", "opportunities" }, "unknown verb 'lsit' (did you mean 'list'?)" },   -- a swap is one edit
+      { { "unified", "lis", "crm", "opportunities" }, "unknown verb 'lis' (did you mean 'list'?)" },   -- a prefix is not taken
+      { { "unified", "UPDATE", "crm", "opportunities", "1" }, "unknown verb 'UPDATE' (did you mean 'update'?)" },
+      { { "unified", "delette", "crm", "opportunities", "1" }, "unknown verb 'delette' (did you mean 'delete'?)" },
+      { { "custom", "pos", "x" }, "unknown verb 'pos' (did you mean 'post'?)" },
+      { { "custom", "pt", "x" }, "unknown verb 'pt' (did you mean 'put'?)" },
+      { { "custom", "p", "x" }, "unknown verb 'p' (expected delete, get, patch, post or put)" },
+      -- a verb of another API is no verb here, and "meta" is two edits from "get": too far for 4 letters
+      { { "proxy", "meta", "deals", "x" }, "unknown verb 'meta' (expected call, create, delete, get, list or update)" },
+      { { "unifed", "list", "crm", "opportunities" }, "unknown API 'unifed' (did you mean 'unified'?)" },
+      { { "porxy", "list", "deals" }, "unknown API 'porxy' (did you mean 'proxy'?)" },
+      { { "custm", "get", "x" }, "unknown API 'custm' (did you mean 'custom'?)" },
+      { { "unified" }, "'unified' needs a verb (expected call, create, delete, get, list, meta or update)" },
+      { { "unified", "list", "crm", "opportunities", "--integrated-acount-id", ACCOUNT },
+        "unknown option '--integrated-acount-id' (did you mean '--integrated-account-id'?)" },
+      { { "unified", "list", "crm", "opportunities", "--integrated-acount-id=" .. ACCOUNT },
+        "unknown option '--integrated-acount-id' (did you mean '--integrated-account-id'?)" },
+      { list_with("--limt", "5"), "unknown option '--limt' (did you mean '--limit'?)" },
+      { list_with("--Verbose"), "unknown option '--Verbose' (did you mean '--verbose'?)" },
+      { list_with("--al"), "unknown option '--al' (did you mean '--all'?)" },
+      { list_with("--versoin"), "unknown option '--versoin' (did you mean '--version'?)" },
+      { list_with("-all"), "unknown option '-all'" },   -- one dash: a short option, never matched
+      { list_with("--debug"), "unknown option '--debug'" },
+      -- every option is read before the words: an unknown option is reported first
+      { { "unified", "updte", "crm", "opportunities", "1", "--bogus" }, "unknown option '--bogus'" },
+      { list_with("--all=yes"), "--all takes no value" },
+      { list_with("--version=1"), "--version takes no value" },
+
+      -- the integrated account
+      { { "unified", "list", "crm", "opportunities" },
+        "'unified list' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID" },
+      { { "proxy", "get", "deals", "23423523" },
+        "'proxy get' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID" },
+      { { "unified", "update", "crm", "opportunities", "1", "--data", '{"amount":1}' },
+        "'unified update' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID" },
+      { { "unified", "list", "crm", "opportunities", "-q", "integrated_account_id=" },
+        "'unified list' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID" },
+      { { "unified", "list", "crm", "opportunities", "-a", "" }, "-a needs a non-empty value" },
+      { { "unified", "list", "crm", "opportunities", "--integrated-account-id=" },
+        "--integrated-account-id needs a non-empty value" },
+      { { "custom", "get", "reports/weekly", "-a", "" }, "-a needs a non-empty value" },
     }
     for _, case in ipairs(USAGE_CASES) do
       it("usage: " .. table.concat(case[1], " ") .. " -> exit 2", function()
-        local args = case[1]
-        local out, err, rc = run(args)
+        local out, err, rc = run(case[1])
         assert.equal(2, rc)
         assert.equal("", out)
-        assert.matches("^truto: [^\n]*" .. case[2], err)
-        assert.matches("\n%(see truto %-%-help%)\n$", err)
+        assert.equal("truto: " .. case[2] .. "\n(see truto --help)\n", err)
         assert.same({}, requests())
       end)
     end
@@ -652,7 +750,7 @@ describe("truto command", function()
         count = count + 1
         assert.is_true(documented[name], name .. " is not in --help")
       end
-      assert.equal(26, count)
+      assert.equal(28, count)
       assert.matches("\n  %-%-%s+the end of the options", out)
       -- and every documented option is accepted (an unknown one would exit 2)
       for name in pairs(documented) do
@@ -667,13 +765,313 @@ describe("truto command", function()
       end
       local _, bogus_err, bogus_rc = run { "--help", "--bogus" }
       assert.equal(2, bogus_rc)
-      assert.matches("unknown option %-%-bogus", bogus_err)
+      assert.equal("truto: unknown option '--bogus'\n(see truto --help)\n", bogus_err)
     end)
 
     it("-h is --help", function()
       local out, _, rc = run { "unified", "list", "-h" }
       assert.equal(0, rc)
       assert.matches("^Usage:\n", out)
+    end)
+  end)
+
+  describe("--version", function()
+    -- The one line, pinned: the command ships with lua-truto, so both carry
+    -- its version; then the libcurl the core is linked with and the Lua.
+    local VERSION = ("truto %s (lua-truto %s, libcurl %s, %s)\n"):format(truto.VERSION, truto.VERSION,
+      core.curl_version, _VERSION)
+
+    it("prints the versions, exit 0, nothing else", function()
+      assert.matches("^truto %d+%.%d+%.%d+ %(lua%-truto %d+%.%d+%.%d+, libcurl %d+%.%d+%.%d+[%w.-]*, Lua 5%.4%)\n$",
+        VERSION)
+      for _, flag in ipairs { "--version", "-V" } do
+        local out, err, rc = run { flag }
+        assert.equal(0, rc)
+        assert.equal("", err)
+        assert.equal(VERSION, out)
+      end
+    end)
+
+    it("wins over every word and needs neither a token nor an account", function()
+      local out, err, rc = run({ "unified", "updte", "crm", "x", "--version", "--all" },
+                               { env = { TRUTO_API_TOKEN = false } })
+      assert.equal(0, rc)
+      assert.equal("", err)
+      assert.equal(VERSION, out)
+      assert.same({}, requests())
+    end)
+
+    it("--help wins over it, whatever the order", function()
+      for _, args in ipairs { { "--help", "--version" }, { "-V", "-h" } } do
+        local out, err, rc = run(args)
+        assert.equal(0, rc)
+        assert.equal("", err)
+        assert.equal(cli.USAGE, out)
+      end
+    end)
+
+    it("after -- it is a name: here an id, looked up and not found", function()
+      local out, err, rc = run { "unified", "get", "crm", "opportunities", "-a", ACCOUNT, "--", "--version" }
+      assert.equal(1, rc)
+      assert.equal("", out)
+      local l = lines(err)
+      assert.equal(2, #l)   -- the error, then the envelope
+      assert.equal("truto: GET /unified/crm/opportunities/--version: 404 Not Found: Record not found: --version", l[1])
+      only_request_is("GET", uri(OPPS .. "/--version"))
+    end)
+  end)
+
+  describe("did you mean", function()
+    it("words after -- are names, never taken for mistyped options", function()
+      local out, err, rc = run { "unified", "get", "crm", "opportunities", "-a", ACCOUNT, "--", "--integrated-acount-id" }
+      assert.equal(1, rc)
+      assert.equal("", out)
+      local l = lines(err)
+      assert.equal(2, #l)
+      assert.equal("truto: GET /unified/crm/opportunities/--integrated-acount-id: 404 Not Found: "
+        .. "Record not found: --integrated-acount-id", l[1])
+      only_request_is("GET", uri(OPPS .. "/--integrated-acount-id"))
+    end)
+
+    it("a model, resource or id is never corrected", function()
+      local out, err, rc = run { "unified", "get", "crm", "oportunities", "updte", "-a", ACCOUNT }
+      assert.equal(1, rc)
+      assert.equal("", out)
+      local l = lines(err)
+      assert.equal(2, #l)
+      assert.equal("truto: GET /unified/crm/oportunities/updte: 404 Not Found: "
+        .. "Unified resource crm/oportunities is not supported for this integrated account", l[1])
+      only_request_is("GET", uri("/unified/crm/oportunities/updte"))
+    end)
+  end)
+
+  describe("the integrated account", function()
+    local MISSING = "truto: 'unified list' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID\n"
+      .. "(see truto --help)\n"
+
+    it("an empty $TRUTO_INTEGRATED_ACCOUNT_ID is no account", function()
+      local out, err, rc = run({ "unified", "list", "crm", "opportunities" }, { env = { TRUTO_INTEGRATED_ACCOUNT_ID = "" } })
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.equal(MISSING, err)
+      assert.same({}, requests())
+    end)
+
+    it("an empty -a is refused even when $TRUTO_INTEGRATED_ACCOUNT_ID is set", function()
+      local out, err, rc = run({ "unified", "list", "crm", "opportunities", "-a", "" },
+                               { env = { TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT } })
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.equal("truto: -a needs a non-empty value\n(see truto --help)\n", err)
+      assert.same({}, requests())
+    end)
+
+    it("is checked before the token", function()
+      local out, err, rc = run({ "unified", "list", "crm", "opportunities" }, { env = { TRUTO_API_TOKEN = false } })
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.equal(MISSING, err)
+    end)
+
+    it("-q integrated_account_id=ID is enough", function()
+      assert.equal(3, ok_json({ "unified", "list", "crm", "users", "-q", "integrated_account_id=" .. ACCOUNT }).result_count)
+      only_request_is("GET", uri("/unified/crm/users"))
+    end)
+
+    it("-a wins over -q, and -q over $TRUTO_INTEGRATED_ACCOUNT_ID", function()
+      local env = { env = { TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT } }
+      ok_json({ "proxy", "get", "deals", "23423523", "-q", "integrated_account_id=acc-2", "-a", ACCOUNT }, env)
+      ok_json({ "proxy", "get", "deals", "23423523", "-q", "integrated_account_id=acc-2" }, env)
+      local log = requests()
+      assert.equal(2, #log)
+      assert.equal(uri("/proxy/deals/23423523"), log[1].uri)
+      assert.equal("/proxy/deals/23423523?integrated_account_id=acc-2", log[2].uri)
+    end)
+
+    it("custom calls go without one", function()
+      -- The emulator wants an account on every call unless the token is an
+      -- integrated-account token, which names its own.
+      local env = { env = { TRUTO_API_TOKEN = "account-token" } }
+      local res = ok_json({ "custom", "get", "reports/weekly", "-q", "week=12" }, env)
+      assert.equal("/reports/weekly", res.result.path)
+      assert.same({ week = "12" }, res.result.query)
+      res = ok_json({ "custom", "post", "reports/weekly", "--data", '{"a":1}' }, env)
+      assert.same({ a = 1 }, res.result.body)
+      local log = requests()
+      assert.equal(2, #log)
+      assert.equal("/custom/reports/weekly?week=12", log[1].uri)
+      assert.equal("/custom/reports/weekly", log[2].uri)
+      assert.equal('{"a":1}', log[2].body)
+    end)
+  end)
+
+  describe("--all progress", function()
+    local ALL = { "unified", "list", "crm", "opportunities", "-a", ACCOUNT, "--all" }
+    local THREE_PAGES = "\r1 page, 10 records\r2 pages, 20 records\r3 pages, 30 records\n"
+
+    it("is drawn on standard error when it is a terminal and standard output is not", function()
+      local out, err, rc = run_in_process(ALL, { stderr = true })
+      assert.equal(0, rc)
+      assert.equal(THREE_PAGES, err)
+      assert.equal(30, #lines(out))
+      assert.equal(3, #requests())
+    end)
+
+    it("counts every page of a proxy list, the last one short", function()
+      local out, err, rc = run_in_process({ "proxy", "list", "deals", "-a", ACCOUNT, "--all", "--limit", "7" },
+                                          { stderr = true })
+      assert.equal(0, rc)
+      assert.equal("\r1 page, 7 records\r2 pages, 14 records\r3 pages, 21 records\r4 pages, 28 records"
+        .. "\r5 pages, 30 records\n", err)
+      assert.equal(30, #lines(out))
+    end)
+
+    it("says '1 page' for a list of one page", function()
+      local _, err, rc = run_in_process({ "unified", "list", "crm", "accounts", "-a", ACCOUNT, "--all" }, { stderr = true })
+      assert.equal(0, rc)
+      assert.equal("\r1 page, 5 records\n", err)
+    end)
+
+    it("is not drawn into a file or pipe, nor when the records go to the same terminal", function()
+      for _, terminals in ipairs { {}, { stdout = true }, { stdout = true, stderr = true } } do
+        local out, err, rc = run_in_process(ALL, terminals)
+        assert.equal(0, rc)
+        assert.equal("", err)
+        assert.equal(30, #lines(out))
+      end
+    end)
+
+    it("gives way to -v", function()
+      local _, err, rc = run_in_process({ "unified", "list", "crm", "opportunities", "-a", ACCOUNT, "--all", "-v" },
+                                        { stderr = true })
+      assert.equal(0, rc)
+      local log = requests()
+      assert.equal(3, #log)
+      local want = {}
+      for i, req in ipairs(log) do want[i] = "> GET " .. h.base_url .. req.uri .. "\n" end
+      assert.equal(table.concat(want) .. "< 30 records\n", err)
+    end)
+
+    it("counts a retried page once", function()
+      -- the first page passes (a fault with no status); the second is a 429 once, then retried
+      assert.equal(2, control("POST", "faults", '{"faults":[{"path_prefix":"' .. OPPS .. '"},'
+        .. '{"path_prefix":"' .. OPPS .. '","status":429,"retry_after":"0"}]}').queued)
+      local out, err, rc = run_in_process(ALL, { stderr = true })
+      assert.equal(0, rc)
+      assert.equal(THREE_PAGES, err)
+      assert.equal(30, #lines(out))
+      assert.equal(4, #requests())
+    end)
+
+    it("ends its line before a failure's message", function()
+      assert.equal(2, control("POST", "faults", '{"faults":[{"path_prefix":"' .. OPPS .. '"},'
+        .. '{"path_prefix":"' .. OPPS .. '","status":400}]}').queued)
+      local out, err, rc = run_in_process(ALL, { stderr = true })
+      assert.equal(1, rc)
+      assert.equal(10, #lines(out))
+      assert.equal("\r1 page, 10 records\ntruto: GET /unified/crm/opportunities: 400 Bad Request: Injected fault: 400\n",
+        err)
+    end)
+
+    it("a failure on the first page leaves no progress behind", function()
+      control("POST", "faults", '{"faults":[{"path_prefix":"' .. OPPS .. '","status":400}]}')
+      local out, err, rc = run_in_process(ALL, { stderr = true })
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.equal("truto: GET /unified/crm/opportunities: 400 Bad Request: Injected fault: 400\n", err)
+      assert.equal(1, #requests())
+    end)
+
+    describe("under a real terminal (script(1))", function()
+      -- The command with its records in a file; returns what the terminal
+      -- showed, the records and the exit status.  redirect: more shell
+      -- redirections for the command (e.g. of standard error).
+      local function all_on_terminal(redirect)
+        local records_file = os.tmpname()
+        local command, env = truto_command(ALL)
+        local shown, rc = on_terminal(command .. " >" .. q(records_file) .. (redirect or ""))
+        local records = assert(sh.read_file(records_file))
+        os.remove(records_file)
+        assert_no_token(env, shown, records)
+        return shown, records, rc
+      end
+
+      it("shows the progress on the terminal", function()
+        local shown, records, rc = all_on_terminal()
+        assert.equal(0, rc)
+        assert.equal(THREE_PAGES:gsub("\n", "\r\n"), shown)   -- the terminal sends \n as \r\n
+        assert.equal(30, #lines(records))
+      end)
+
+      it("writes none of it when standard error is redirected to a file", function()
+        local err_file = os.tmpname()
+        local shown, records, rc = all_on_terminal(" 2>" .. q(err_file))
+        local err = assert(sh.read_file(err_file))
+        os.remove(err_file)
+        assert.equal(0, rc)
+        assert.equal("", shown)
+        assert.equal("", err)
+        assert.equal(30, #lines(records))
+      end)
+
+      it("writes none of it when the records go to the same terminal", function()
+        local command = truto_command(ALL)
+        local shown, rc = on_terminal(command)
+        assert.equal(0, rc)
+        local stream = http("GET", uri(OPPS, "truto_response_format=stream"), nil, true)
+        assert.equal((stream:gsub("\n", "\r\n")), shown)
+      end)
+    end)
+  end)
+
+  describe("core.isatty", function()
+    it("is true for each standard stream of a terminal, by file and by descriptor", function()
+      local lua = "LUA_CPATH='build/5.4/?.so;;' lua5.4 -e "
+        .. q('local c = require "truto.core" print(c.isatty(io.stdin), c.isatty(io.stdout), c.isatty(io.stderr), '
+             .. 'c.isatty(0), c.isatty(1), c.isatty(2))')
+      local shown, rc = on_terminal(lua)
+      assert.equal(0, rc)
+      assert.equal("true\ttrue\ttrue\ttrue\ttrue\ttrue\r\n", shown)
+    end)
+
+    it("is false for a file, a pipe and /dev/null", function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      assert.is_false(core.isatty(f))
+      f:close()
+      os.remove(path)
+      local pipe = assert(io.popen("true"))
+      assert.is_false(core.isatty(pipe))
+      pipe:close()
+      local null = assert(io.open("/dev/null"))
+      assert.is_false(core.isatty(null))
+      null:close()
+    end)
+
+    it("returns nil and the error for a descriptor that is not open", function()
+      local ok, err = core.isatty(1000000)
+      assert.is_nil(ok)
+      assert.equal("Bad file descriptor", err)
+    end)
+
+    it("raises for what is neither an open file nor a descriptor", function()
+      local closed = assert(io.open("/dev/null"))
+      closed:close()
+      for _, case in ipairs {
+        { closed, "attempt to use a closed file" },
+        { -1, "must be a file descriptor (0 or more)" },
+        { 2 ^ 31, "must be a file descriptor (0 or more)" },
+        { 1.5, "number has no integer representation" },
+        { "2", "FILE* expected, got string" },
+        { {}, "FILE* expected, got table" },
+      } do
+        local ok, err = pcall(core.isatty, case[1])
+        assert.is_false(ok)
+        assert.equal("bad argument #1 to 'truto.core.isatty' (" .. case[2] .. ")", err)
+      end
+      local ok, err = pcall(core.isatty)
+      assert.is_false(ok)
+      assert.equal("bad argument #1 to 'truto.core.isatty' (FILE* expected, got no value)", err)
     end)
   end)
 end)

@@ -6,7 +6,8 @@ local emulator = require "truto.emulator"
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local OPPS = "/unified/crm/opportunities"
 
-local shell_quote = require("spec.support.shell").quote
+local sh = require "spec.support.shell"
+local shell_quote = sh.quote
 
 describe("truto emulator", function()
   local handle
@@ -306,5 +307,152 @@ describe("truto emulator", function()
       assert.equal("1000", res.json.properties.amount)
       assert.equal(10, #http("GET", url("/proxy/deals")).json.result)
     end)
+  end)
+end)
+
+-- What a user's test suite calls: the handle's control methods.
+describe("truto.emulator handle", function()
+  local truto = require "truto"
+  local server
+
+  setup(function() server = assert(emulator.start()) end)
+  teardown(function() server:stop() end)
+
+  it("reset, requests, faults, queued_faults and stats talk to the running emulator", function()
+    assert.same({ reset = true }, server:reset())
+    local client = truto.new { token = "test-token", base_url = server.base_url, max_retries = 0 }
+    local plan = { { method = "GET", path_prefix = "/unified/crm/users", status = 429, count = 2 } }
+    local answer = assert(server:faults(plan))
+    assert.equal(1, answer.queued)
+    assert.is_nil(getmetatable(plan), "faults() must not mark the caller's table")
+    assert.equal(2, assert(server:queued_faults()).faults[1].count)
+
+    local _, err = client.unified_api:get("crm", "users", "111", { integrated_account_id = ACCOUNT })
+    assert.equal(429, err.status)
+    assert.equal(1, assert(server:queued_faults()).faults[1].count)
+    local requests = assert(server:requests())
+    assert.equal(1, #requests)
+    assert.equal("GET", requests[1].method)
+    assert.equal("/unified/crm/users/111", requests[1].path)
+    assert.equal("integrated_account_id=" .. ACCOUNT, requests[1].query)
+    assert.equal(1, assert(server:stats()).faults_injected)
+
+    assert.same({ reset = true }, server:reset())
+    assert.same({}, assert(server:requests()))
+    assert.same({}, assert(server:queued_faults()).faults)
+    client:close()
+  end)
+
+  it("refuses a faults argument that is not a table", function()
+    assert.has_error(function() server:faults("429") end, "bad argument #1 to 'faults' (table expected, got string)")
+  end)
+
+  it("answers nil and an error once stopped, and stop is idempotent", function()
+    local other = assert(emulator.start())
+    assert.is_true(other:stop())
+    assert.is_true(other:stop())
+    local value, err = other:requests()
+    assert.is_nil(value)
+    assert.equal("the emulator is stopped", err)
+  end)
+
+  it("reports a missing fixtures file before starting anything", function()
+    local none, err = emulator.start { fixtures = "/nonexistent/fixtures.json" }
+    assert.is_nil(none)
+    assert.equal("cannot start the Truto emulator: no fixtures file /nonexistent/fixtures.json", err)
+  end)
+
+  it("starts nginx without the caller's LUA_PATH and LUA_CPATH (nginx's LuaJIT would read them)", function()
+    -- a Lua 5.4 search path (as `luarocks path` sets) in the environment of the process that starts it
+    local code = "local e = require 'truto.emulator'; local s = assert(e.start()); "
+      .. "print(assert(s:reset()).reset); s:stop()"
+    local out = sh.capture("LUA_PATH='lua/?.lua;lua/?/init.lua;;' "
+      .. "LUA_CPATH='build/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;;' lua5.4 -e " .. shell_quote(code) .. " 2>&1")
+    assert.equal("true\n", out)
+  end)
+end)
+
+-- bin/truto-emulator: in the foreground (or as a background job) until a
+-- signal, and --detach / --stop.
+describe("bin/truto-emulator", function()
+  -- Starts it in a new process group (as a shell's job), stdin from /dev/null;
+  -- returns the Lua process's pid and the three lines it printed.
+  local function launch()
+    local out = os.tmpname()
+    local pid = tonumber(sh.capture("setsid bin/truto-emulator </dev/null >" .. shell_quote(out)
+      .. " 2>&1 & echo $!"):match("%d+"))
+    local lines
+    for _ = 1, 100 do
+      lines = sh.read_file(out) or ""
+      if select(2, lines:gsub("\n", "")) >= 3 then break end
+      sh.run("sleep 0.1")
+    end
+    os.remove(out)
+    local url, nginx, prefix = lines:match("^(http://127%.0%.0%.1:%d+)\npid=(%d+)\nprefix=(%S+)\n$")
+    assert(url, "truto-emulator printed: " .. lines)
+    return pid, url, tonumber(nginx), prefix
+  end
+
+  local function gone_within(seconds, pid)
+    for _ = 1, seconds * 10 do
+      if not sh.alive(pid) then return true end
+      sh.run("sleep 0.1")
+    end
+    return false
+  end
+
+  local signals = {
+    { "SIGTERM to the process", "kill -TERM %d" },
+    { "SIGHUP to the process", "kill -HUP %d" },
+    { "SIGKILL to the process", "kill -KILL %d" },
+    { "Ctrl-C (SIGINT to its process group)", "kill -INT -%d" },
+    { "SIGTERM to its process group", "kill -TERM -%d" },
+  }
+  for _, case in ipairs(signals) do
+    it("keeps running with stdin closed, and stops nginx and removes its temp dir on " .. case[1], function()
+      local pid, url, nginx, prefix = launch()
+      sh.run("sleep 0.5")
+      assert.is_true(sh.alive(pid), "truto-emulator exited by itself")
+      assert.equal("200", sh.capture("curl -s -o /dev/null -w '%{http_code}' " .. shell_quote(url .. "/_emulator/health")))
+      assert(sh.run(case[2]:format(pid)))
+      assert.is_true(gone_within(8, nginx), "nginx still runs")
+      assert.is_true(gone_within(3, pid), "truto-emulator still runs")
+      for _ = 1, 30 do
+        if not sh.exists(prefix .. "/nginx.conf") then break end
+        sh.run("sleep 0.1")
+      end
+      assert.is_false(sh.exists(prefix .. "/nginx.conf"), prefix .. " was not removed")
+    end)
+  end
+
+  it("--detach leaves it running; --stop stops it and removes the temp dir", function()
+    local out = sh.capture("bin/truto-emulator --detach </dev/null")
+    local url, nginx, prefix = out:match("^(http://127%.0%.0%.1:%d+)\npid=(%d+)\nprefix=(%S+)\n$")
+    assert(url, out)
+    assert.equal("200", sh.capture("curl -s -o /dev/null -w '%{http_code}' " .. shell_quote(url .. "/_emulator/health")))
+    assert(sh.run("bin/truto-emulator --stop " .. shell_quote(prefix)))
+    assert.is_false(sh.alive(tonumber(nginx)))
+    assert.is_false(sh.exists(prefix))
+  end)
+
+  it("--env prints export commands for eval, and only the URL and prefix with fixtures of your own", function()
+    local out = sh.capture("bin/truto-emulator --detach --env </dev/null")
+    local url, prefix = out:match("^export TRUTO_BASE_URL='(http://127%.0%.0%.1:%d+)'\n"
+      .. "export TRUTO_EMULATOR_PREFIX='(/[^']+)'\nexport TRUTO_API_TOKEN=test%-token\n"
+      .. "export TRUTO_INTEGRATED_ACCOUNT_ID=62f44730%-dd91%-461e%-bd6a%-aedd9e0ad79d\n$")
+    assert(url, out)
+    local answer = sh.capture("eval " .. shell_quote(out) .. " && bin/truto unified get crm users 111")
+    assert(sh.run("bin/truto-emulator --stop " .. shell_quote(prefix)))
+    assert.equal("111", assert(require("truto").decode_json(answer)).id)
+
+    out = sh.capture("bin/truto-emulator --detach --env --fixtures emulator/fixtures.json </dev/null")
+    prefix = out:match("^export TRUTO_BASE_URL='http://127%.0%.0%.1:%d+'\nexport TRUTO_EMULATOR_PREFIX='(/[^']+)'\n$")
+    assert(prefix, out)
+    assert(sh.run("bin/truto-emulator --stop " .. shell_quote(prefix)))
+  end)
+
+  it("refuses unknown arguments with a usage error", function()
+    assert.equal("truto-emulator: unknown argument --detatch (see --help)\nexit=2\n",
+      sh.capture("bin/truto-emulator --detatch 2>&1; echo \"exit=$?\""))
   end)
 end)
