@@ -12,22 +12,6 @@ local truto = require "truto"
 
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 
--- Runs script with sh in dir, env (a table) exported first; returns
--- exit_ok, stdout, stderr.
-local function shell(dir, env, script)
-  local exports = {}
-  for name, value in pairs(env) do exports[#exports + 1] = "export " .. name .. "=" .. sh.quote(value) .. "\n" end
-  table.sort(exports)
-  local err_file = os.tmpname()
-  local command = "cd " .. sh.quote(dir) .. " && sh -c " .. sh.quote(table.concat(exports) .. script)
-    .. " </dev/null 2>" .. sh.quote(err_file) .. "; echo \"exit=$?\""
-  local out = sh.capture(command)
-  local stderr = sh.read_file(err_file) or ""
-  os.remove(err_file)
-  local stdout, code = out:match("^(.*)exit=(%d+)\n$")
-  return code == "0", stdout, stderr
-end
-
 -- Every file under dir, sorted, relative to it.
 local function files_under(dir)
   local list = {}
@@ -41,7 +25,7 @@ end
 -- checkout) with env pointing at the installed tree only.
 local function use_installed(cwd, env)
   -- the installed commands and modules, not the checkout's
-  local ok, out, err = shell(cwd, env, "command -v truto; command -v truto-emulator; lua5.4 -e "
+  local ok, out, err = sh.script(cwd, env, "command -v truto; command -v truto-emulator; lua5.4 -e "
     .. sh.quote('print(package.searchpath("truto", package.path)) print(package.searchpath("truto.core", '
       .. 'package.cpath)) print(require("truto").VERSION)'))
   assert(ok, err)
@@ -49,17 +33,17 @@ local function use_installed(cwd, env)
     assert.equal(table.concat(expected_paths, "\n") .. "\n" .. truto.VERSION .. "\n", out)
 
     -- truto-emulator --detach, then the README's update through the installed `truto`
-    local started, lines, serr = shell(cwd, env, "truto-emulator --detach")
+    local started, lines, serr = sh.script(cwd, env, "truto-emulator --detach")
     assert(started, serr)
     local url, prefix = lines:match("^(http://127%.0%.0%.1:%d+)\npid=%d+\nprefix=(%S+)\n$")
     assert(url, lines)
-    local updated, record, uerr = shell(cwd, {
+    local updated, record, uerr = sh.script(cwd, {
       PATH = env.PATH, LUA_PATH = env.LUA_PATH, LUA_CPATH = env.LUA_CPATH, HOME = env.HOME,
       TRUTO_BASE_URL = url, TRUTO_API_TOKEN = "test-token",
     }, "truto unified update crm opportunities 23423523 --integrated-account-id " .. ACCOUNT
       .. [[ --data '{"name":"Acme Corp renewal 2027","amount":125000.5,"tags":[]}']]
       .. " --exclude description --remote-query foo=bar")
-    local stopped = shell(cwd, env, "truto-emulator --stop " .. sh.quote(prefix))
+    local stopped = sh.script(cwd, env, "truto-emulator --stop " .. sh.quote(prefix))
     assert(updated, uerr)
     assert(stopped)
     local value = assert(truto.decode_json(record))
@@ -71,7 +55,7 @@ local function use_installed(cwd, env)
     assert.is_false(sh.exists(prefix), "truto-emulator --stop left " .. prefix)
 
     -- a user's busted suite, on the installed truto.emulator
-    local tested, report, terr = shell(cwd, env, "lua5.4 /usr/bin/busted -o TAP emulator_spec.lua")
+    local tested, report, terr = sh.script(cwd, env, "lua5.4 /usr/bin/busted -o TAP emulator_spec.lua")
     assert(tested, report .. terr)
     assert.truthy(report:find("\n1..3\n", 1, true) or report:find("^1..3\n"), report)
     assert.falsy(report:find("not ok", 1, true), report)
@@ -96,7 +80,7 @@ describe("installing #checkout", function()
   it("with make install into a DESTDIR: run from there, then make uninstall removes every file", function()
     local stage = work .. "/stage"
     local install = readme.block("make install PREFIX=")
-    local ok, out, err = shell(dir, { DESTDIR = stage }, install)
+    local ok, out, err = sh.script(dir, { DESTDIR = stage, LUA_PATH = false, LUA_CPATH = false }, install)
     assert(ok, out .. err)
     assert.equal("", checkout.leftovers(dir), "make install left files that git does not ignore")
 
@@ -114,7 +98,7 @@ describe("installing #checkout", function()
       1, true))
     assert.falsy(command:find(dir, 1, true))
 
-    ok, out, err = shell(dir, { DESTDIR = stage }, readme.block("make uninstall PREFIX="))
+    ok, out, err = sh.script(dir, { DESTDIR = stage }, readme.block("make uninstall PREFIX="))
     assert(ok, out .. err)
     assert.same({}, files_under(stage))
     assert.equal("", sh.capture("find " .. sh.quote(stage) .. " -name 'truto*'"))
@@ -123,7 +107,8 @@ describe("installing #checkout", function()
   it("with LuaRocks as the README says: nothing left in the checkout, and luarocks remove cleans up", function()
     local home = work .. "/home"
     assert(sh.run("mkdir -p " .. sh.quote(home)))
-    local ok, out, err = shell(dir, { HOME = home }, readme.block("luarocks --lua-version 5.4 --local make"))
+    local ok, out, err = sh.script(dir, { HOME = home, LUA_PATH = false, LUA_CPATH = false },
+      readme.block("luarocks --lua-version 5.4 --local make"))
     assert(ok, out .. err)
     assert.equal("", checkout.leftovers(dir, true), "luarocks make left files in the checkout")
 
@@ -138,7 +123,7 @@ describe("installing #checkout", function()
     check({ tree .. "/bin/truto", tree .. "/bin/truto-emulator", tree .. "/share/lua/5.4/truto/init.lua",
             tree .. "/lib/lua/5.4/truto/core.so" })
 
-    ok, out, err = shell(work, { HOME = home }, "luarocks --lua-version 5.4 --local remove truto")
+    ok, out, err = sh.script(work, { HOME = home }, "luarocks --lua-version 5.4 --local remove truto")
     assert(ok, out .. err)
     assert.same({ "lib/luarocks/rocks-5.4/manifest" }, files_under(tree))
   end)

@@ -60,6 +60,24 @@ function _M.mktemp(kind)
   return dir
 end
 
+--- Runs script with sh in dir, with env (a table of variables; false
+-- unsets one) exported first and stdin from /dev/null; returns exit_ok,
+-- stdout, stderr.
+function _M.script(dir, env, script)
+  local exports = {}
+  for name, value in pairs(env) do
+    exports[#exports + 1] = value == false and "unset " .. name .. "\n" or "export " .. name .. "=" .. _M.quote(value) .. "\n"
+  end
+  table.sort(exports)
+  local err_file = os.tmpname()
+  local out = _M.capture("cd " .. _M.quote(dir) .. " && sh -c " .. _M.quote(table.concat(exports) .. script)
+    .. " </dev/null 2>" .. _M.quote(err_file) .. "; echo \"exit=$?\"")
+  local stderr = _M.read_file(err_file) or ""
+  os.remove(err_file)
+  local stdout, code = out:match("^(.*)exit=(%d+)\n$")
+  return code == "0", stdout, stderr
+end
+
 --- This process's resident set size in kB.
 function _M.rss_kb()
   return tonumber((_M.read_file("/proc/self/status") or ""):match("VmRSS:%s*(%d+)"))
