@@ -51,7 +51,7 @@ LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua
                   client_spec.lua bad_input_spec.lua)
 
 .PHONY: all deps demo test lint unit clean install install-lib install-bin uninstall rock-install asan asan-run valgrind valgrind-run \
-        fuzz fuzz-build luajit bench
+        fuzz fuzz-build luajit bench docs
 
 # The seed's update.  Against the real API when TRUTO_API_TOKEN and
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
@@ -241,6 +241,21 @@ bench: deps
 	@$(MAKE) -s deps DEB_PACKAGES=lua-socket
 	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi
 	@BENCH_BIN=$(BENCH_DIR) bench/run
+
+# ---- API reference -------------------------------------------------------
+# `make docs`: HTML from the LuaLS annotations in lua/truto/ (config.ld
+# teaches LDoc to read them) into DOCS_DIR.  LDoc exits 0 on most warnings
+# and always prints which config it read, so any other line it prints fails.
+DOCS_DIR ?= build/docs
+
+docs:
+	@$(MAKE) -s deps DEB_PACKAGES=lua-ldoc
+	@mkdir -p $(DOCS_DIR)
+	@out=$$(ldoc -q --fatalwarnings -c config.ld -d $(DOCS_DIR) . 2>&1); rc=$$?; \
+	out=$$(printf '%s\n' "$$out" | grep -v '^reading configuration from config.ld$$'); \
+	if [ $$rc != 0 ] || [ -n "$$out" ]; then \
+	  printf '%s\n' "$$out"; echo "make docs: LDoc warnings (exit status $$rc)"; exit 1; fi; \
+	echo "API reference: $(DOCS_DIR)/index.html"
 
 # ---- install -------------------------------------------------------------
 # What `make install` puts where, relative to $(DESTDIR): the modules users

@@ -1,7 +1,7 @@
 --- The client: truto.new{...} and its unified_api, proxy_api and custom_api.
 -- Every call builds its request in the C core, sends it through the
 -- transport, retries what is safe to retry, and returns `result, response`
--- or `nil, err`.
+-- or `nil, err`.  Users reach it through `truto.new`, not `require`.
 local core = require "truto.core"
 local errors = require "truto.errors"
 local ratelimit = require "truto.ratelimit"
@@ -13,7 +13,59 @@ local _M = {}
 local DEFAULT_BASE_URL = "https://api.truto.one"
 local UNCAPPED = 2 ^ 53
 
+--- The options of `truto.new`.  An unknown option or a value of the wrong
+-- type raises; the table is copied, not kept.
+---@class truto.Options
+-- The API token, sent as `Authorization: Bearer ...` and never shown in any
+-- message (default `$TRUTO_API_TOKEN`; one of the two is required).
+---@field token? string
+-- `http(s)://host[:port][/prefix]`, no query or fragment (default
+-- `$TRUTO_BASE_URL`, else `"https://api.truto.one"`).
+---@field base_url? string
+---@field timeout? number seconds for one attempt, the whole body included (default 30)
+---@field connect_timeout? number seconds to connect, TCP and TLS (default 10)
+---@field max_retries? integer retries after the first attempt, 0 to 10, of failures safe to retry (default 2)
+---@field retry? truto.RetryOptions the back-off between attempts
+-- `"auto"` (default): every POST and PATCH gets a random `Idempotency-Key`,
+-- the same for all its attempts, which makes it safe to retry; `false` sends none.
+---@field idempotency? "auto"|false
+---@field headers? table<string, string|number|false> headers sent with every call (`false` removes a default one)
+-- Called before each attempt with the request, `{ method, url, headers, body }`
+-- (headers a list of `"Name: value"` lines, the Authorization one reading
+-- `[REDACTED]`), and the attempt's number, from 1.
+---@field on_request? fun(request: table, attempt: integer)
+---@field sleep? fun(seconds: number) waits between attempts (default: the transport's; tests pass a fake)
+-- `"auto"` (default: cosockets inside nginx, libcurl elsewhere), `"curl"`,
+-- `"ngx"`, or a table with a `perform(self, request, call)` method.
+---@field transport? "auto"|"curl"|"ngx"|table
+---@field ca_file? string a file of CA certificates to verify the server with (default: the system's)
+---@field ca_path? string a directory of CA certificates (default: the system's)
+---@field insecure? boolean `true` turns TLS verification off (default `false`)
+---@field proxy? string an HTTP(S) proxy URL (default: libcurl's, from `$https_proxy` and the like)
+---@field max_response_bytes? integer cap on a decoded body kept in memory, in bytes (default 64 MiB)
+---@field http2? boolean negotiate HTTP/2 over TLS when the server offers it (default `true`)
+-- Follow up to 5 redirects (default `false`); never from https to http, and
+-- `Authorization` never goes to another host.
+---@field follow_redirects? boolean
+---@field pool? string inside nginx, the name of the keep-alive pool (default `"truto"`)
+---@field rate_limit? truto.RateLimit client-side pacing per integrated account (default: off)
+
+--- `truto.Options.retry`: the back-off between attempts, full jitter over
+-- `min(cap, base * 2^(n-1))` seconds unless the server says how long to wait.
+---@class truto.RetryOptions
+---@field base? number seconds (default 0.5)
+---@field cap? number seconds (default 30)
+---@field max_retry_after? number cap on a server's `Retry-After` or `ratelimit-reset`, seconds (default 60)
+---@field deadline? number seconds a call may take in all, retries included (default: none)
+
+--- `truto.Options.rate_limit`: at most `requests` calls per `per` seconds for
+-- each integrated account (a sliding window, retries included).
+---@class truto.RateLimit
+---@field requests integer calls per window, > 0 (Truto allows 50)
+---@field per number the window in seconds, > 0 (Truto's: 10)
+
 -- Options of truto.new, each with its check.  A name not listed is an error.
+-- (truto.Options above documents them: keep the two in step.)
 local function positive_number(v) return type(v) == "number" and v > 0 and v < math.huge end
 -- An integral number, in Lua 5.4 (integer subtype) and in LuaJIT (doubles) alike.
 local function integer(v) return type(v) == "number" and v % 1 == 0 and v > -2 ^ 63 and v < 2 ^ 63 end
@@ -61,6 +113,21 @@ local RETRY_OPTIONS = {
   base = positive_number, cap = positive_number, max_retry_after = positive_number, deadline = positive_number,
 }
 
+--- The per-call options: the last, optional argument of every API method.
+---@class truto.CallOpts
+---@field headers? table<string, string|number|false> extra headers for this call (`false` removes one)
+---@field timeout? number seconds for each attempt of this call
+---@field connect_timeout? number seconds to connect, for this call
+-- Sets `Idempotency-Key` (at most 255 bytes), which makes a POST or PATCH
+-- retryable; the same key replays Truto's first answer.
+---@field idempotency_key? string
+-- Receives a 2xx body in chunks as they arrive, so memory stays flat; the
+-- result is then `true`.  Raising, or returning `false` or `nil, err`, stops the
+-- transfer and the error is raised again after it.
+---@field sink? fun(chunk: string): any
+---@field max_retries? integer retries for this call, 0 to 10
+---@field max_response_bytes? integer cap on the body, in bytes (with a sink: none unless given)
+
 local CALL_OPTIONS = {
   headers = { table_, "a table" },
   timeout = { positive_number, "a number of seconds > 0" },
@@ -102,10 +169,21 @@ local function choose_transport(name, options)
   return require("truto." .. name).new(options)
 end
 
+--- A client, made by `truto.new`: the three APIs, client-side batches and a
+-- kept-alive connection.  Every API method returns `result, response` on
+-- success and `nil, err` on an expected failure (`truto.Error`); a programmer
+-- error (a wrong argument type, an unknown option) raises.
+---@class truto.Client
+---@field unified_api truto.UnifiedApi Truto's Unified API: `client.unified_api:update(...)`
+---@field proxy_api truto.ProxyApi Truto's Proxy API
+---@field custom_api truto.CustomApi Truto's Custom API
 local Client = {}
 Client.__index = Client
 
---- truto.new{...} -> client
+--- Makes a client; this is `truto.new`.  It opens no connection.  Raises on
+-- an unknown option, a value of the wrong type, a bad base URL, or no token.
+---@param given? truto.Options the options (the token may come from `$TRUTO_API_TOKEN`)
+---@return truto.Client client
 function _M.new(given)
   local options = checked_copy(given, CLIENT_OPTIONS, "truto.new", 2)
   local self = setmetatable({}, Client)
@@ -150,7 +228,8 @@ function _M.new(given)
   return self
 end
 
---- Releases the connection(s) the client keeps open.  Idempotent.
+--- Releases the connection(s) the client keeps open.  Idempotent; it is
+-- also done when the client is collected.
 function Client:close()
   if self.transport.close then self.transport:close() end
 end
@@ -200,6 +279,11 @@ end
 
 --- Prepares one logical call: the request is built once, here, and sent
 -- by every attempt.  Returns the call's state.
+---@package
+---@param spec table { method, path, path_names, query, body, list_fields }
+---@param opts? truto.CallOpts
+---@param level integer the caller's error level
+---@return table call
 function Client:prepare(spec, opts, level)
   opts = checked_copy(opts, CALL_OPTIONS, "opts", level + 1)
   local headers = {}
@@ -253,11 +337,56 @@ function Client:prepare(spec, opts, level)
 end
 
 --- Before each attempt: pacing, the on_request hook, the attempt count.
+---@package
+---@param call table
 function Client:begin_attempt(call)
   call.attempt = call.attempt + 1
   if self.pacer then self.pacer:acquire(call.account) end
   if self.on_request then self.on_request(redacted(call.req), call.attempt) end
 end
+
+--- What a successful call returns second (a failed one returns `truto.Error`).
+---@class truto.Response
+---@field status integer the HTTP status
+---@field headers table<string, string> the response headers, names in lower case
+---@field request_id? string the `x-request-id` header
+---@field attempts integer how many attempts were made
+---@field info? table transfer details: `http_version`, `total_time`, ...
+---@field rate_limit? truto.RateLimitInfo the `ratelimit-*` headers, parsed when first read
+
+--- Truto's `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` headers.
+---@class truto.RateLimitInfo
+---@field limit? integer requests allowed per window
+---@field remaining? integer requests left in this window
+---@field reset? integer seconds until the window resets
+---@field window? integer the window in seconds, from `ratelimit-limit: 110;w=10`
+
+--- What went wrong: `"http"` (a non-2xx answer), `"timeout"`, `"connect"`
+-- (refused, DNS), `"network"` (reset, empty reply), `"tls"`, `"protocol"`
+-- (truncated or malformed HTTP, a refused redirect), `"decode"` (a 2xx body that
+-- is not valid JSON), `"too_large"`, `"phase"` (inside nginx, a phase without
+-- cosockets).
+---@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"
+
+--- What a failed call returns second, after nil: a table whose `tostring` reads
+-- `truto: GET /unified/crm/opportunities/x: 404 Not Found: Record not found` and
+-- never shows the token (it is scrubbed from every string the error carries).
+---@class truto.Error
+---@field kind truto.ErrorKind
+---@field status? integer the HTTP status, when there was an answer
+---@field message string Truto's `message`, or the provider's `raw_response`, or the transport's error
+-- Truto's error envelope, decoded (`statusCode`, `error`, `message`,
+-- `truto_error_insight`, `truto_is_remote_error`, `raw_response`), or the raw text.
+---@field body? any
+---@field headers? table<string, string> the response headers
+---@field retry_after? number seconds from `Retry-After` (delta-seconds or an HTTP date)
+---@field rate_limit? truto.RateLimitInfo the parsed `ratelimit-*` headers
+---@field retryable boolean whether the failure was of a kind that is retried
+---@field attempts integer how many attempts were made
+---@field method? string the request's method
+---@field path? string the request's path, without the query
+---@field request_id? string the `x-request-id` header of an HTTP error
+---@field curl_code? integer libcurl's error code, for a transport failure under libcurl
 
 -- A response's rate_limit is read from its headers when first asked for.
 local Response = {
@@ -271,6 +400,15 @@ local Response = {
 
 --- Judges an attempt's outcome (what transport:perform returned).
 -- Returns "done", result, response | "retry", seconds | "fail", err.
+---@package
+---@param call table
+---@param status? integer nil when the transport failed
+---@param rheaders table the response headers, or the transport's error
+---@param body? string
+---@param info? table
+---@return "done"|"retry"|"fail" verdict
+---@return any result_seconds_or_err
+---@return truto.Response? response
 function Client:settle(call, status, rheaders, body, info)
   local err
   if not status then
@@ -301,6 +439,10 @@ end
 
 --- Attempts a prepared call until it succeeds, fails for good, or retries
 -- are exhausted.
+---@package
+---@param call table
+---@return any result
+---@return truto.Response|truto.Error response_or_err
 function Client:run(call)
   while true do
     self:begin_attempt(call)
@@ -312,6 +454,12 @@ function Client:run(call)
 end
 
 --- Sends one logical call.
+---@package
+---@param spec table
+---@param opts? truto.CallOpts
+---@param level integer
+---@return any result
+---@return truto.Response|truto.Error response_or_err
 function Client:request(spec, opts, level)
   return self:run(self:prepare(spec, opts, level + 1))
 end
@@ -374,6 +522,101 @@ local UNIFIED_METHOD_NAMES = { "api", "model", "resource", "method" }
 local UNIFIED_META_NAMES = { "api", "model", "resource", "meta", "method" }
 local PROXY_NAMES = { "api", "resource", "id" }
 local PROXY_METHOD_NAMES = { "api", "resource", "method" }
+
+--- Truto's query parameters.  Nested tables are written in bracket notation
+-- (`remote_query = { foo = "bar" }` is `remote_query[foo]=bar`, see
+-- `truto.encode_query`); any other key is sent as given: filters such as
+-- `created_at = { gt = "2026-01-01" }`.  The table is never modified.
+---@class truto.Query
+---@field integrated_account_id? string the integrated account to act on (required by Truto's Unified API)
+---@field truto_response_format? "unified"|"raw"|"normalized"|"stream" the shape of records (default `"unified"`)
+---@field truto_ignore_remote_data? boolean leave each record's `remote_data` out
+---@field truto_exclude_fields? string[] fields to leave out of each record
+---@field remote_query? table parameters passed to the provider's API untransformed
+---@field limit? integer records per page
+---@field next_cursor? string the page to fetch: the `next_cursor` of the page before
+---@field truto_key_by? string list only: `result` becomes an object keyed by this field
+
+--- A call's result: the decoded JSON body (single records bare, lists as
+-- `truto.Page`, custom methods as `{ result = ... }`, DELETE as `{ id = ... }`;
+-- integers stay integers, null is `truto.null`, arrays and empty objects are
+-- marked), the text of a body that is not JSON, or `true` for an empty body or
+-- one that went to a `sink`.
+---@alias truto.Result table|string|true
+
+--- One page of a list.
+---@class truto.Page
+---@field result table[] the records
+---@field next_cursor string|lightuserdata the next page's cursor; `truto.null` on the last page
+---@field prev_cursor? string|lightuserdata the previous page's cursor
+---@field result_count? integer how many records this page holds
+
+-- The methods of the three APIs, generated from OPERATIONS below (and each()
+-- for the APIs that can list).  A method added there is documented here.
+
+-- luacheck: push no max comment line length
+
+--- The Unified API, `client.unified_api`, with the argument order of Truto's
+-- SDKs.  `model` is a category such as `"crm"`, `resource` a unified resource
+-- such as `"opportunities"`, `id` a record's id: each is one path segment,
+-- percent-encoded on its own.  `query` holds Truto's query parameters, `opts`
+-- the per-call options.  The list fields of known resources (an opportunity's
+-- `contact`, `tags`, `urls`) are written as `[]` when empty.  Each method
+-- returns `result, response`, or `nil, err`; a wrong argument type raises.
+---@class truto.UnifiedApi
+-- One page of records, `GET /unified/{model}/{resource}`.
+---@field list fun(self, model: string, resource: string, query?: truto.Query, opts?: truto.CallOpts): truto.Page|truto.Result|nil, truto.Response|truto.Error
+-- One record, `GET /unified/{model}/{resource}/{id}`.
+---@field get fun(self, model: string, resource: string, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Creates a record, `POST /unified/{model}/{resource}`: the created record.
+---@field create fun(self, model: string, resource: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Updates a record, `PATCH /unified/{model}/{resource}/{id}`: the updated record.
+---@field update fun(self, model: string, resource: string, id: string|integer, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Deletes a record, `DELETE /unified/{model}/{resource}/{id}`: `{ id = ... }`.
+---@field delete fun(self, model: string, resource: string, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Calls a custom method, `POST /unified/{model}/{resource}/{method}`: `{ result = ... }`.
+---@field custom_method fun(self, model: string, resource: string, method: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- The mapping, schemas and defaults Truto uses for a method, `GET /unified/{model}/{resource}/meta/{method}`.
+---@field meta fun(self, model: string, resource: string, method: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Every record of every page, one page in memory at a time, following `next_cursor`: an iterator
+-- that yields each record, or `false, err` once on a failure (`for record, err in api:each(...) do`).
+---@field each fun(self, model: string, resource: string, query?: truto.Query, opts?: truto.CallOpts): (fun(): table|false|nil, truto.Error?)
+
+--- The Proxy API, `client.proxy_api`: the integration's own resources,
+-- passed through.  `resource` is the provider's resource name, `id` a record's
+-- id; the other arguments and the returns are as in `truto.UnifiedApi`.
+---@class truto.ProxyApi
+-- One page of records, `GET /proxy/{resource}`.
+---@field list fun(self, resource: string, query?: truto.Query, opts?: truto.CallOpts): truto.Page|truto.Result|nil, truto.Response|truto.Error
+-- One record, `GET /proxy/{resource}/{id}`.
+---@field get fun(self, resource: string, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Creates a record, `POST /proxy/{resource}`.
+---@field create fun(self, resource: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Updates a record, `PATCH /proxy/{resource}/{id}`.
+---@field update fun(self, resource: string, id: string|integer, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Deletes a record, `DELETE /proxy/{resource}/{id}`.
+---@field delete fun(self, resource: string, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Calls a custom method, `POST /proxy/{resource}/{method}`.
+---@field custom_method fun(self, resource: string, method: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Every record of every page, as `truto.UnifiedApi`'s `each`.
+---@field each fun(self, resource: string, query?: truto.Query, opts?: truto.CallOpts): (fun(): table|false|nil, truto.Error?)
+
+--- The Custom API, `client.custom_api`: any method on `/custom/{path}`.  The
+-- path's own slashes separate segments, each percent-encoded (`"reports/weekly"`);
+-- the other arguments and the returns are as in `truto.UnifiedApi`.
+---@class truto.CustomApi
+-- `GET /custom/{path}`.
+---@field get fun(self, path: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `POST /custom/{path}`.
+---@field post fun(self, path: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `PUT /custom/{path}`.
+---@field put fun(self, path: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `PATCH /custom/{path}`.
+---@field patch fun(self, path: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `DELETE /custom/{path}`.
+---@field delete fun(self, path: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+-- luacheck: pop
 
 local OPERATIONS = {
   unified = {
@@ -522,6 +765,32 @@ end
 
 -- ---- batches --------------------------------------------------------
 
+--- One call of `client:batch`: the API, the method, and the method's
+-- arguments by name.
+---@class truto.BatchRequest
+---@field api "unified"|"proxy"|"custom"
+---@field method string the API's method: `"update"`, `"custom_method"`, `"post"`, ...
+---@field model? string unified API only
+---@field resource? string unified and proxy APIs
+---@field id? string|integer for get, update and delete
+---@field name? string the method of custom_method, or meta
+---@field path? string custom API only, instead of model, resource and id
+---@field body? table
+---@field query? truto.Query
+---@field opts? truto.CallOpts per-call options (a `sink` is refused)
+
+--- The options of `client:batch`.
+---@class truto.BatchOptions
+---@field concurrency? integer calls in flight at once, 1 to 1024 (default 16)
+-- Called as each call settles, with the count settled so far, the total, the
+-- request's index and its result.
+---@field on_progress? fun(settled: integer, total: integer, index: integer, result: truto.BatchResult)
+
+--- One result of `client:batch`: what the call returned, as a pair.
+---@class truto.BatchResult
+---@field [1] any the result, or nil on failure
+---@field [2] truto.Response|truto.Error the response, or the error
+
 local BATCH_OPTIONS = {
   concurrency = { function(v) return integer(v) and v >= 1 and v <= 1024 end, "an integer from 1 to 1024" },
   on_progress = { function_, "a function" },
@@ -632,8 +901,13 @@ local function run_on_threads(self, calls, concurrency, finish)
   end
 end
 
---- client:batch(requests, { concurrency = 16, on_progress = fn }) -> results
--- results[i] = { result, response } or { nil, err }, in request order.
+--- Runs many calls at once: up to `concurrency` in flight (on one libcurl
+-- multi handle, or on `ngx.thread`s inside nginx), each retried as a single
+-- call is.  Returns the results in request order.  Raises on a malformed
+-- request before any is sent.
+---@param requests truto.BatchRequest[]
+---@param options? truto.BatchOptions
+---@return truto.BatchResult[] results `results[i]` for `requests[i]`
 function Client:batch(requests, options)
   if type(requests) ~= "table" then
     error(("bad argument #1 to 'batch' (requests must be a table, got %s)"):format(type(requests)), 2)

@@ -9,6 +9,9 @@ local mt = { __index = _M }
 local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
   "max_response_bytes", "http2", "follow_redirects" }
 
+--- A transport for one client: its libcurl session is made here and kept.
+---@param options truto.Options the client's, timeouts filled in
+---@return table transport
 function _M.new(options)
   local session_options = {}
   for _, name in ipairs(SESSION_OPTIONS) do session_options[name] = options[name] end
@@ -18,6 +21,7 @@ end
 --- The multi handle batches run on, made on first use and kept, so that its
 -- connections stay alive from one batch to the next.  follow_redirects is
 -- the session's alone: a batch does not follow redirects.
+---@return userdata multi
 function _M:multi()
   if not self.multi_handle then
     local options = {}
@@ -33,6 +37,12 @@ end
 -- connect_timeout, sink, max_response_bytes, repeatable}.  Returns status,
 -- headers, body, info, or nil, err.  A request that is not repeatable goes
 -- on a new connection: on a reused one that dies, libcurl would send it again.
+---@param req table
+---@param call table
+---@return integer|nil status
+---@return table headers_or_err
+---@return string? body
+---@return table? info
 function _M:perform(req, call)
   return self.session:perform {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
@@ -45,6 +55,7 @@ end
 _M.sleep = core.sleep
 _M.now = core.now
 
+--- Closes the session and the multi handle, if any.
 function _M:close()
   self.session:close()
   if self.multi_handle then self.multi_handle:close() end

@@ -93,8 +93,8 @@ end
 -- in modules_dir (Debian); none when nginx has them built in (OpenResty).
 local function load_modules(modules_dir)
   local lines = {}
-  for _, module in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    local path = (modules_dir or DEFAULT_MODULES_DIR) .. "/" .. module
+  for _, file in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    local path = (modules_dir or DEFAULT_MODULES_DIR) .. "/" .. file
     if read_file(path) then lines[#lines + 1] = "load_module " .. path .. ";" end
   end
   return table.concat(lines, "\n")
@@ -221,24 +221,27 @@ Server.__gc = Server.stop
 ---@field values? table|fun(port: integer, prefix: string): table the placeholders' values
 ---@field kind? string the temp dir's name (default "truto-nginx")
 ---@field name? string the server's name in error messages (default `kind`)
----@field prepare? fun(prefix: string): (table|true|nil, string?) run in the temp dir before nginx
---   starts (certificates, static files); a table it returns goes into the handle
+-- Run in the temp dir before nginx starts (certificates, static files); a
+-- table it returns goes into the handle.
+---@field prepare? fun(prefix: string): (table|true|nil, string?)
 ---@field port? integer a fixed port (default: random free ports)
 ---@field attempts? integer random ports to try (default 25)
 ---@field health? string a path polled until it answers
 ---@field health_status? integer the status `health` must answer (default: any)
 ---@field tls? boolean the base URL is https://
----@field certificates? string a subjectAltName, e.g. "IP:127.0.0.1, DNS:localhost": makes ca.pem,
---   server.pem and server.key in the temp dir (the handle's `ca_file` is ca.pem)
+-- A subjectAltName, e.g. "IP:127.0.0.1, DNS:localhost": makes ca.pem,
+-- server.pem and server.key in the temp dir (the handle's `ca_file` is ca.pem).
+---@field certificates? string
 ---@field env? table<string,string> nginx's environment
 ---@field nginx? string the nginx binary (default: nginx on the PATH, /usr/sbin/nginx or OpenResty's)
 ---@field modules_dir? string where Debian's dynamic modules are (default /usr/lib/nginx/modules)
 
 --- Starts nginx on 127.0.0.1 from a config template, in a fresh temp dir:
 -- for servers of your own next to the emulator (an OpenResty app under test,
--- a proxy).  The template's @NAME@ placeholders are filled from `values` and
--- @LOAD_MODULES@ (load_module lines for Debian's dynamic Lua module), @USER@
--- ("user root;" when run as root), @PREFIX@ (the temp dir) and @PORT@.
+-- a proxy).  The template's placeholders are filled from `values` and these:
+-- LOAD_MODULES (load_module lines for Debian's dynamic Lua module), USER
+-- ("user root;" when run as root), PREFIX (the temp dir) and PORT, each
+-- written between two "@" signs.
 ---@param opts truto.NginxOptions
 ---@return truto.Server|nil server
 ---@return string? err why it did not start (with the end of nginx's error log)
@@ -407,8 +410,9 @@ end
 ---@field fixtures? string a fixtures JSON file of your own (default: the bundled one)
 ---@field tls? boolean serve https:// with a throwaway CA (the handle's `ca_file`)
 ---@field http2? boolean with tls: negotiate HTTP/2 when nginx has it (default true)
----@field nginx? string the nginx binary (default $TRUTO_EMULATOR_NGINX, or nginx on the PATH,
---   /usr/sbin/nginx or OpenResty's)
+-- The nginx binary (default $TRUTO_EMULATOR_NGINX, or nginx on the PATH,
+-- /usr/sbin/nginx or OpenResty's).
+---@field nginx? string
 ---@field modules_dir? string where Debian's dynamic modules are (default /usr/lib/nginx/modules)
 
 --- Starts the emulator on a loopback port and waits until it answers.  It

@@ -33,6 +33,9 @@ function error_mt:__tostring()
 end
 
 --- Replaces every occurrence of secret in s (a string) with "[REDACTED]".
+---@param s any returned as is unless a string
+---@param secret? string
+---@return any s
 local function redact(s, secret)
   if type(s) ~= "string" or not secret or secret == "" then return s end
   local out, start = {}, 1
@@ -57,6 +60,9 @@ end
 --- Builds an error.  fields: kind (required), message, status, body,
 -- headers, method, path, attempts, retryable, retry_after, curl_code.
 -- secret: the token, scrubbed from every string the error carries.
+---@param fields table
+---@param secret? string
+---@return truto.Error err
 function _M.new(fields, secret)
   local err = setmetatable({}, error_mt)
   for k, v in pairs(fields) do err[k] = v end
@@ -68,6 +74,9 @@ function _M.new(fields, secret)
 end
 
 --- Seconds to wait from a Retry-After value: delta-seconds or an HTTP-date.
+---@param value? string the header
+---@param now? number the clock, in seconds (default os.time())
+---@return number? seconds nil when value is neither
 function _M.parse_retry_after(value, now)
   if type(value) ~= "string" then return nil end
   local secs = value:match("^%s*(%d+)%s*$")
@@ -82,6 +91,8 @@ end
 
 --- Truto's normalized rate-limit headers; the limit may carry a window
 -- parameter ("110;w=10"), so only the leading integer is read.
+---@param headers table<string, string> names in lower case
+---@return truto.RateLimitInfo? rate_limit nil when none of the headers is there
 function _M.parse_rate_limit(headers)
   local function int(name)
     local v = headers[name]
@@ -95,6 +106,11 @@ end
 
 --- The error for an HTTP response whose status is not 2xx.  body is the
 -- decoded JSON envelope when there was one, else the raw text.
+---@param status integer
+---@param headers table<string, string>
+---@param body? table|string
+---@param secret? string the token, scrubbed from the error
+---@return truto.Error err
 function _M.from_response(status, headers, body, secret)
   local message
   if type(body) == "table" then

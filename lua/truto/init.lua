@@ -1,13 +1,19 @@
 --- lua-truto: a Lua client for Truto's Unified API.
--- This module is the public entry point; the C core (truto.core) is private.
+-- This module, `require "truto"`, is the public entry point: `truto.new` makes
+-- a client (`truto.Client`); the rest are JSON and query helpers.  The C core
+-- (truto.core) is private.
 local core = require "truto.core"
 local cjson = require "cjson"
 local client = require "truto.client"
 
 local _M = {
+  --- The library's version, a string such as `"1.2.3"`.
+  ---@type string
   VERSION = core.VERSION,
-  -- The JSON null sentinel: the very value lua-cjson decodes null to, so a
-  -- decoded null compares equal to truto.null.
+  --- The JSON `null` value: in a body it writes `null` (to clear a field in a
+  -- PATCH), in a query an empty value (`k=`).  It is the very value lua-cjson
+  -- decodes null to (`cjson.null`), so a decoded null compares equal to it.
+  ---@type lightuserdata
   null = cjson.null,
 }
 
@@ -28,32 +34,49 @@ local function mark(mt, t, name)
 end
 
 --- Marks t (or a new table) as a JSON array: `{}` is written as `[]`.
+-- The mark only matters for empty tables and is checked against the contents.
+-- Raises when t is not a table or already has another metatable.
+---@param t? table the table to mark (default: a new empty table)
+---@return table t the same table, marked
 function _M.array(t)
   return mark(array_mt, t, "array")
 end
 
 --- Marks t (or a new table) as a JSON object: `{}` is written as `{}`.
+-- Raises when t is not a table or already has another metatable.
+---@param t? table the table to mark (default: a new empty table)
+---@return table t the same table, marked
 function _M.object(t)
   return mark(object_mt, t, "object")
 end
 
---- Truto's bracket notation, keys sorted: "a=1&b%5B%5D=x" (no leading "?").
+--- Writes a query string in Truto's bracket notation, keys sorted, without the
+-- leading `?`: `{ a = 1, b = { "x" } }` gives `"a=1&b%5B%5D=x"`.  Raises on what
+-- cannot be a query value (NaN, functions, invalid UTF-8, cycles, ...), naming
+-- its path.  The table is not modified.
+---@type fun(query: table): string
 _M.encode_query = core.encode_query
 
---- A request body as JSON.  list_fields (optional): a set of top-level field
--- names whose empty tables are arrays, e.g. { contact = true, tags = true }.
+--- Writes a request body as JSON: keys sorted, integers exact, floats
+-- round-tripping.  list_fields is a set of top-level field names whose empty
+-- tables are arrays, e.g. `{ contact = true, tags = true }`.  Raises on what
+-- JSON cannot hold, naming its path.  The value is not modified.
+---@type fun(value: any, list_fields?: table<string, boolean>): string
 _M.encode_json = core.encode_json
 
---- Reads JSON text so that writing it back with encode_json gives the same
--- JSON: arrays and empty objects are marked, integers stay integers, null
--- is truto.null.  Returns value, or nil and "message at byte N".
+--- Reads JSON text so that writing it back with `truto.encode_json` gives the
+-- same JSON: arrays and empty objects are marked, integers stay integers, null
+-- is `truto.null`.  Returns the value, or nil and `"message at byte N"`.
+---@type fun(text: string): any, string?
 _M.decode_json = core.decode_json
 
---- Checks Truto's X-Truto-Signature header (format=sha256,v=<hex>) against
--- the raw request body: true, or false and the reason.
+--- Checks Truto's `X-Truto-Signature` header (`format=sha256,v=<hex>`, several
+-- `v=` accepted) against the raw request body, in constant time.  Returns true,
+-- or false and the reason (`"missing signature header"`, `"signature mismatch"`, ...).
+---@type fun(secret: string, raw_body: string, signature_header?: string): boolean, string?
 _M.verify_webhook = core.verify_webhook
 
---- truto.new{ token = ..., base_url = ..., ... } -> client (see README).
+--- Makes a client: `truto.client.new`, whose options are `truto.Options`.
 _M.new = client.new
 
 return _M

@@ -23,6 +23,9 @@ local POOL_SIZE = 64
 -- body be read two ways (request smuggling).
 local FRAMING = { ["content-length"] = true, ["transfer-encoding"] = true, ["connection"] = true }
 
+--- A transport for one client (it holds no connection: they are pooled by nginx).
+---@param options truto.Options the client's, timeouts filled in
+---@return table transport
 function _M.new(options)
   return setmetatable({
     insecure = options.insecure == true,
@@ -39,10 +42,14 @@ end
 -- batch() runs its calls on ngx.thread light threads with this transport.
 _M.threads = true
 
+--- Waits without blocking the worker.
+---@param seconds number
 function _M.sleep(seconds)
   ngx.sleep(seconds)
 end
 
+--- The current time in seconds, fresh (nginx caches its clock).
+---@return number
 function _M.now()
   ngx.update_time()
   return ngx.now()
@@ -194,6 +201,12 @@ end
 --- Sends req ({method, url, headers, body}); call: {timeout,
 -- connect_timeout, sink, max_response_bytes}.  Returns status, headers,
 -- body, info, or nil, err.
+---@param req table
+---@param call table
+---@return integer|nil status
+---@return table headers_or_err
+---@return string? body
+---@return table? info
 function _M:perform(req, call)
   local phase = ngx.get_phase()
   if not COSOCKET_PHASES[phase] then

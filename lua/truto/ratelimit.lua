@@ -6,12 +6,18 @@ local _M = {}
 local mt = { __index = _M }
 
 --- limit: { requests = n, per = seconds }; now, sleep: clock functions.
+---@param limit truto.RateLimit
+---@param now fun(): number
+---@param sleep fun(seconds: number)
+---@return table pacer
 function _M.new(limit, now, sleep)
   return setmetatable({ requests = limit.requests, per = limit.per, now = now, sleep = sleep, rings = {} }, mt)
 end
 
 --- Waits until one more call for key fits in the window, then records it.
 -- Returns the seconds waited.
+---@param key string the integrated account ("" when none)
+---@return number waited
 function _M:acquire(key)
   local ring = self.rings[key]
   if not ring then

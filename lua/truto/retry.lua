@@ -15,6 +15,8 @@ local SAFE_METHOD = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELET
 _M.DEFAULTS = { base = 0.5, cap = 30, max_retry_after = 60 }
 
 --- True when err (a transport error or an HTTP error) may be retried.
+---@param err truto.Error
+---@return boolean
 function _M.retryable(err)
   if err.kind == "http" then return RETRY_STATUS[err.status] == true end
   -- A redirect refused (https to http, another scheme: CURLE_UNSUPPORTED_PROTOCOL)
@@ -23,8 +25,11 @@ function _M.retryable(err)
   return RETRY_KIND[err.kind] == true
 end
 
---- True when a request with this method may be sent again: GET and DELETE
--- always, POST and PATCH only under an Idempotency-Key.
+--- True when a request with this method may be sent again: GET, HEAD,
+-- OPTIONS, PUT and DELETE always, POST and PATCH only under an Idempotency-Key.
+---@param method string
+---@param has_idempotency_key boolean
+---@return boolean
 function _M.repeatable(method, has_idempotency_key)
   return SAFE_METHOD[method] == true or has_idempotency_key
 end
@@ -32,6 +37,11 @@ end
 --- Seconds to wait before attempt number `attempt + 1` (attempt >= 1):
 -- the server's Retry-After when given (capped), else ratelimit-reset for a
 -- 429, else exponential back-off with full jitter.
+---@param policy truto.RetryOptions with every default filled in
+---@param attempt integer the attempt that failed, from 1
+---@param err truto.Error
+---@param random? fun(): number uniform in [0, 1) (default math.random)
+---@return number seconds
 function _M.delay(policy, attempt, err, random)
   if err.retry_after then
     return math.min(err.retry_after, policy.max_retry_after)

@@ -14,6 +14,9 @@ local LIST_FIELDS = {
 }
 
 --- The set of list fields of model/resource, or nil when none is known.
+---@param model string
+---@param resource string
+---@return table<string, boolean>? fields
 function _M.list_fields(model, resource)
   local m = LIST_FIELDS[model]
   return m and m[resource] or nil
