@@ -60,17 +60,20 @@ function _M.mktemp(kind)
   return dir
 end
 
---- Runs script with sh in dir, with env (a table of variables; false
--- unsets one) exported first and stdin from /dev/null; returns exit_ok,
+--- Runs script with sh in dir as a user's shell would: with env (a table of
+-- variables; false unsets one) exported first, without the make variables of
+-- a `make test` that runs the specs, stdin from /dev/null.  Returns exit_ok,
 -- stdout, stderr.
 function _M.script(dir, env, script)
   local exports = {}
   for name, value in pairs(env) do
-    exports[#exports + 1] = value == false and "unset " .. name .. "\n" or "export " .. name .. "=" .. _M.quote(value) .. "\n"
+    exports[#exports + 1] = value == false and "unset " .. name .. "\n"
+      or "export " .. name .. "=" .. _M.quote(value) .. "\n"
   end
   table.sort(exports)
   local err_file = os.tmpname()
-  local out = _M.capture("cd " .. _M.quote(dir) .. " && sh -c " .. _M.quote(table.concat(exports) .. script)
+  local text = "unset MAKEFLAGS MAKELEVEL MFLAGS\n" .. table.concat(exports) .. script
+  local out = _M.capture("cd " .. _M.quote(dir) .. " && sh -c " .. _M.quote(text)
     .. " </dev/null 2>" .. _M.quote(err_file) .. "; echo \"exit=$?\"")
   local stderr = _M.read_file(err_file) or ""
   os.remove(err_file)
