@@ -31,11 +31,13 @@ HEADERS      := $(wildcard csrc/*.h)
 ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
                 -I$(LUA_INCDIR) $(CURL_CFLAGS)
 
-# Debian packages `make test` needs; installed on demand when missing.
-DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson \
-                lua-busted lua-check pkg-config gcc make nginx-light luarocks lua-ldoc git \
-                libnginx-mod-http-lua lua-dkjson nodejs node-qs curl openssl \
-                luajit2 libluajit2-5.1-dev
+# Debian packages, installed on demand when missing: what the library, the
+# emulator and the examples need (README.md's "Requirements" lists the same,
+# spec/readme_spec.lua checks it), and what `make test` needs on top.
+RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson gcc make pkg-config \
+                 nginx-light libnginx-mod-http-lua lua-dkjson luajit2 libluajit2-5.1-dev
+TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl
+DEB_PACKAGES  := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
 
@@ -50,7 +52,8 @@ LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
                   client_spec.lua bad_input_spec.lua)
 
-.PHONY: all deps demo test lint unit clean install install-lib install-bin uninstall rock-install asan asan-run valgrind valgrind-run \
+.PHONY: all deps run-deps demo test lint unit clean install install-lib install-bin uninstall rock-install \
+        install-luajit uninstall-luajit check-install-paths asan asan-run valgrind valgrind-run \
         fuzz fuzz-build luajit bench docs
 
 # The seed's update.  Against the real API when TRUTO_API_TOKEN and
@@ -77,7 +80,11 @@ $(LUAJIT_CORE): $(LUAJIT_OBJECTS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $(LUAJIT_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
 
-# Install whatever Debian package is missing (as root, or through sudo).
+# Install whatever Debian package is missing (as root, or through sudo);
+# run-deps: only those the library, the emulator and the examples need.
+run-deps:
+	@$(MAKE) -s deps DEB_PACKAGES="$(RUN_PACKAGES)"
+
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -87,7 +94,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-demo: deps
+demo: run-deps
 	@$(MAKE) -s all
 	@if [ -n "$$TRUTO_API_TOKEN" ] && [ -n "$$TRUTO_INTEGRATED_ACCOUNT_ID" ]; then \
 	  echo "== calling $${TRUTO_BASE_URL:-https://api.truto.one}"; \
@@ -276,9 +283,14 @@ INSTALLED_DIRS := $(EMULATOR_DIR)/lua/truto_emulator $(EMULATOR_DIR)/lua $(EMULA
 # The commands' shebang names the interpreter the core was built for.
 LUA_SHEBANG   := $(if $(filter /%,$(LUA)),$(LUA),/usr/bin/env $(LUA))
 
+# make splits its words at white space: such a path would install pieces elsewhere.
+INSTALL_PATHS := $(DESTDIR)$(PREFIX)$(INSTALL_LMOD)$(INSTALL_CMOD)$(BINDIR)
+check-install-paths:
+	$(if $(word 2,$(INSTALL_PATHS)),$(error DESTDIR, PREFIX, INSTALL_LMOD, INSTALL_CMOD and BINDIR cannot hold white space))
+
 install: install-lib install-bin
 
-install-lib: $(CORE)
+install-lib: check-install-paths $(CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
 	install -m 644 $(LUA_MODULES) $(DESTDIR)$(INSTALL_LMOD)/truto/
@@ -287,7 +299,7 @@ install-lib: $(CORE)
 	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
 
 # The commands load the installed modules and core first, never a clone's.
-install-bin:
+install-bin: check-install-paths
 	install -d $(DESTDIR)$(BINDIR)
 	@for c in $(COMMANDS); do \
 	  sed -e '1s|^#!.*|#!$(LUA_SHEBANG)|' \
@@ -298,7 +310,7 @@ install-bin:
 	  { rm -f $(DESTDIR)$(BINDIR)/$$c.tmp; echo "make install: cannot write $(BINDIR)/$$c"; exit 1; }; \
 	done
 
-uninstall:
+uninstall: check-install-paths
 	rm -f $(INSTALLED:%=$(DESTDIR)%)
 	@for d in $(INSTALLED_DIRS:%=$(DESTDIR)%); do [ ! -d $$d ] || rmdir $$d 2>/dev/null || \
 	  echo "make uninstall: $$d is not empty: left in place"; done
@@ -306,8 +318,19 @@ uninstall:
 # LuaRocks (truto-*.rockspec, build type "make") runs this one target: the
 # core is compiled in a temp dir, so a `luarocks make` leaves nothing in the
 # source tree; LuaRocks itself installs and wraps the commands (build.install.bin).
+# For nginx's LuaJIT (OpenResty): the modules, the emulator's files and the core
+# built for LuaJIT (Lua 5.1's API) go where nginx's Lua looks by default
+# ($(PREFIX)/share/lua/5.1, $(PREFIX)/lib/lua/5.1); the commands stay Lua 5.4's.
+install-luajit:
+	@$(MAKE) --no-print-directory install-lib LUA_VERSION=5.1 LUA=$(LUAJIT) LUA_INCDIR=$(LUAJIT_INCDIR) \
+	  BUILD_DIR=$(LUAJIT_DIR)
+
+uninstall-luajit:
+	@$(MAKE) --no-print-directory uninstall LUA_VERSION=5.1 COMMANDS=
+
 rock-install:
-	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/truto-rock.XXXXXX") || exit 1; \
+	@case "$${TMPDIR:-/tmp}" in *[[:space:]]*) base=/tmp ;; *) base=$${TMPDIR:-/tmp} ;; esac; \
+	tmp=$$(mktemp -d "$$base/truto-rock.XXXXXX") || exit 1; \
 	$(MAKE) --no-print-directory install-lib BUILD_DIR="$$tmp"; rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 clean:

@@ -372,14 +372,57 @@ describe("truto.emulator handle", function()
   end)
 end)
 
+describe("truto.emulator, started where users start it", function()
+  -- Runs a Lua 5.4 chunk with this checkout's modules, from dir, with env
+  -- (a string of assignments); its output.
+  local function lua(code, dir, env)
+    local root = sh.capture("pwd"):match("^(.-)\n$")
+    return sh.capture("cd " .. shell_quote(dir or root) .. " && " .. (env or "") .. " LUA_PATH="
+      .. shell_quote(root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;") .. " LUA_CPATH="
+      .. shell_quote(root .. "/build/5.4/?.so;;") .. " lua5.4 -e " .. shell_quote(code) .. " 2>&1")
+  end
+
+  it("leaves the caller's math.random sequence alone", function()
+    assert.equal("true\n", lua("math.randomseed(42); local a = math.random(1, 1e9); math.randomseed(42); "
+      .. "local s = assert(require('truto.emulator').start()); local b = math.random(1, 1e9); s:stop(); print(a == b)"))
+  end)
+
+  it("stops the workers of a master that was killed", function()
+    assert.equal("0\n", lua("local s = assert(require('truto.emulator').start()); os.execute('kill -9 ' .. s.pid); "
+      .. "os.execute('sleep 0.3'); s:stop(); os.execute('sleep 0.3'); "
+      .. "os.execute('ps -o stat= -g ' .. s.pid .. ' | grep -c -v ^Z')"))
+  end)
+
+  it("finds relative fixtures from the real working directory, not a stale $PWD", function()
+    local out = lua("local s, err = require('truto.emulator').start { fixtures = 'emulator/fixtures.json' }; "
+      .. "print(s ~= nil, err); if s then s:stop() end", nil, "PWD=/nonexistent")
+    assert.equal("true\tnil\n", out)
+  end)
+
+  it("runs from a TMPDIR whose name has spaces and quotes", function()
+    local tmp = assert(sh.mktemp("truto-spec-tmp")) .. "/a b'c"
+    assert(sh.run("mkdir " .. shell_quote(tmp)))
+    local out = lua("local s = assert(require('truto.emulator').start { tls = true }); "
+      .. "print(s.prefix:sub(1, #os.getenv('TMPDIR')) == os.getenv('TMPDIR'), assert(s:reset()).reset); s:stop()",
+      nil, "TMPDIR=" .. shell_quote(tmp))
+    local left = sh.capture("ls -A " .. shell_quote(tmp))
+    sh.run("rm -rf " .. shell_quote(tmp:match("^(.*)/[^/]+$")))
+    assert.equal("true\ttrue\n", out)
+    assert.equal("", left)
+  end)
+end)
+
 -- bin/truto-emulator: in the foreground (or as a background job) until a
 -- signal, and --detach / --stop.
 describe("bin/truto-emulator", function()
-  -- Starts it in a new process group (as a shell's job), stdin from /dev/null;
-  -- returns the Lua process's pid and the three lines it printed.
-  local function launch()
+  local checkout_bin = sh.capture("pwd"):match("^(.-)\n$") .. "/bin/truto-emulator"
+
+  -- Starts it (with `command`, default "bin/truto-emulator") in a new process
+  -- group (as a shell's job), stdin from /dev/null; returns the Lua
+  -- process's pid and the three lines it printed.
+  local function launch(command)
     local out = os.tmpname()
-    local pid = tonumber(sh.capture("setsid bin/truto-emulator </dev/null >" .. shell_quote(out)
+    local pid = tonumber(sh.capture("setsid " .. (command or "bin/truto-emulator") .. " </dev/null >" .. shell_quote(out)
       .. " 2>&1 & echo $!"):match("%d+"))
     local lines
     for _ = 1, 100 do
@@ -401,16 +444,20 @@ describe("bin/truto-emulator", function()
     return false
   end
 
+  -- (LuaRocks' wrapper starts a command as `lua5.4 -e CHUNK script`.)
+  local WRAPPED = "lua5.4 -e 'package.path = \";\" .. package.path' bin/truto-emulator"
   local signals = {
     { "SIGTERM to the process", "kill -TERM %d" },
     { "SIGHUP to the process", "kill -HUP %d" },
     { "SIGKILL to the process", "kill -KILL %d" },
     { "Ctrl-C (SIGINT to its process group)", "kill -INT -%d" },
     { "SIGTERM to its process group", "kill -TERM -%d" },
+    { "SIGTERM, started as LuaRocks' wrapper starts it", "kill -TERM %d", WRAPPED },
+    { "SIGHUP, started as LuaRocks' wrapper starts it", "kill -HUP %d", WRAPPED },
   }
   for _, case in ipairs(signals) do
     it("keeps running with stdin closed, and stops nginx and removes its temp dir on " .. case[1], function()
-      local pid, url, nginx, prefix = launch()
+      local pid, url, nginx, prefix = launch(case[3])
       sh.run("sleep 0.5")
       assert.is_true(sh.alive(pid), "truto-emulator exited by itself")
       assert.equal("200", sh.capture("curl -s -o /dev/null -w '%{http_code}' " .. shell_quote(url .. "/_emulator/health")))
@@ -451,8 +498,65 @@ describe("bin/truto-emulator", function()
     assert(sh.run("bin/truto-emulator --stop " .. shell_quote(prefix)))
   end)
 
-  it("refuses unknown arguments with a usage error", function()
-    assert.equal("truto-emulator: unknown argument --detatch (see --help)\nexit=2\n",
-      sh.capture("bin/truto-emulator --detatch 2>&1; echo \"exit=$?\""))
+  it("stops nginx when its output pipe closes before anything is read", function()
+    local before = sh.capture("ls -d ${TMPDIR:-/tmp}/truto-emulator.* 2>/dev/null")
+    sh.run("bin/truto-emulator </dev/null 2>/dev/null | true")
+    sh.run("sleep 2")
+    assert.equal(before, sh.capture("ls -d ${TMPDIR:-/tmp}/truto-emulator.* 2>/dev/null"))
   end)
+
+  it("--stop takes a relative path or one with a trailing slash", function()
+    local out = sh.capture("bin/truto-emulator --detach </dev/null")
+    local nginx, prefix = out:match("\npid=(%d+)\nprefix=(%S+)\n$")
+    local parent, name = prefix:match("^(.*)/([^/]+)$")
+    assert(sh.run("cd " .. shell_quote(parent) .. " && " .. shell_quote(checkout_bin) .. " --stop "
+      .. shell_quote(name .. "//")))
+    assert.is_false(sh.alive(tonumber(nginx)))
+    assert.is_false(sh.exists(prefix))
+  end)
+
+  it("--stop refuses a directory that is not an emulator's, and signals nothing", function()
+    local dir = assert(sh.mktemp("truto-spec-stop")) .. "/truto-emulator.backup"
+    assert(sh.run("mkdir " .. shell_quote(dir) .. " && echo data > " .. shell_quote(dir .. "/data")))
+    local sleeper = tonumber(sh.capture("sleep 30 >/dev/null 2>&1 & echo $!"):match("%d+"))
+    assert(sh.write_file(dir .. "/nginx.pid", sleeper .. "\n"))
+    local answer = sh.capture("bin/truto-emulator --stop " .. shell_quote(dir) .. " 2>&1; echo \"exit=$?\"")
+    -- an nginx.conf of another server does not make it an emulator's either
+    assert(sh.write_file(dir .. "/nginx.conf", "events {}\n"))
+    local again = sh.capture("bin/truto-emulator --stop " .. shell_quote(dir) .. " 2>&1; echo \"exit=$?\"")
+    local alive, kept = sh.alive(sleeper), sh.read_file(dir .. "/data")
+    sh.run("kill " .. sleeper .. "; rm -rf " .. shell_quote(dir:match("^(.*)/[^/]+$")))
+    assert.equal("truto-emulator: " .. dir .. " is not the temp dir of an emulator (the prefix= line)\nexit=2\n", answer)
+    assert.equal(answer, again)
+    assert.is_true(alive)
+    assert.equal("data\n", kept)
+  end)
+
+  it("--detach --env unsets the variables and fails when the emulator cannot start", function()
+    local out = sh.capture("TRUTO_EMULATOR_NGINX=/nonexistent/nginx bin/truto-emulator --detach --env 2>/dev/null;"
+      .. " echo \"exit=$?\"")
+    assert.equal("unset TRUTO_BASE_URL TRUTO_API_TOKEN TRUTO_INTEGRATED_ACCOUNT_ID TRUTO_EMULATOR_PREFIX; false\n"
+      .. "exit=2\n", out)
+    -- so that eval'd, the next command cannot reach another server with the caller's token
+    assert.equal("unset\n", sh.capture("export TRUTO_API_TOKEN=real; eval " .. shell_quote(out:match("^[^\n]*"))
+      .. "; echo \"${TRUTO_API_TOKEN-unset}\""))
+  end)
+
+  local USAGE_ERRORS = {
+    { "--detatch", "unknown argument --detatch (see --help)" },
+    { "--port 70000", "--port needs a port number from 1 to 65535, not '70000'" },
+    { "--port=0", "--port needs a port number from 1 to 65535, not '0'" },
+    { "--port 1e3", "--port needs a port number from 1 to 65535, not '1e3'" },
+    { "--port", "--port needs a port number" },
+    { "--env", "--env goes with --detach" },
+    { "--detach --stop /tmp", "--detach and --stop do not go together" },
+    { "--stop /tmp --port 1", "--stop takes no other option" },
+    { "--detach=yes", "--detach takes no value" },
+  }
+  for _, case in ipairs(USAGE_ERRORS) do
+    it("refuses '" .. case[1] .. "' with a usage error", function()
+      assert.equal("truto-emulator: " .. case[2] .. "\nexit=2\n",
+        sh.capture("bin/truto-emulator " .. case[1] .. " </dev/null 2>&1; echo \"exit=$?\""))
+    end)
+  end
 end)

@@ -104,6 +104,33 @@ describe("installing #checkout", function()
     assert.equal("", sh.capture("find " .. sh.quote(stage) .. " -name 'truto*'"))
   end)
 
+  it("for nginx's LuaJIT with make install-luajit: the library and the emulator under luajit", function()
+    local stage = work .. "/stage"
+    local ok, out, err = sh.script(dir, { DESTDIR = stage, LUA_PATH = false, LUA_CPATH = false },
+      readme.block("make install-luajit"))
+    assert(ok, out .. err)
+    local tree = stage .. "/usr/local"
+    assert.is_false(sh.exists(tree .. "/bin/truto"), "install-luajit installs no command")
+    local code = [[
+      local truto = require "truto"
+      local server = assert(require("truto.emulator").start())
+      local client = truto.new { token = "test-token", base_url = server.base_url }
+      local user = assert(client.unified_api:get("crm", "users", "111", { integrated_account_id = "]] .. ACCOUNT .. [[" }))
+      print(user.id, package.searchpath("truto", package.path), package.searchpath("truto.core", package.cpath))
+      server:stop()]]
+    ok, out, err = sh.script(work, {
+      HOME = work, LUA_PATH = tree .. "/share/lua/5.1/?.lua;" .. tree .. "/share/lua/5.1/?/init.lua;;",
+      LUA_CPATH = tree .. "/lib/lua/5.1/?.so;;",
+    }, "luajit -e " .. sh.quote(code))
+    assert(ok, out .. err)
+    assert.equal(("111\t%s/share/lua/5.1/truto/init.lua\t%s/lib/lua/5.1/truto/core.so\n"):format(tree, tree), out)
+    assert.equal("", checkout.leftovers(dir), "make install-luajit left files that git does not ignore")
+
+    ok, out, err = sh.script(dir, { DESTDIR = stage }, "make uninstall-luajit PREFIX=/usr/local")
+    assert(ok, out .. err)
+    assert.same({}, files_under(stage))
+  end)
+
   it("with LuaRocks as the README says: nothing left in the checkout, and luarocks remove cleans up", function()
     local home = work .. "/home"
     assert(sh.run("mkdir -p " .. sh.quote(home)))

@@ -19,6 +19,7 @@ local RUNNERS = {
   ["make install PREFIX="] = "spec/install_spec.lua",
   ["make uninstall PREFIX="] = "spec/install_spec.lua",
   ["luarocks --lua-version 5.4 --local make"] = "spec/install_spec.lua",
+  ["make install-luajit"] = "spec/install_spec.lua",
   ["print(require \"truto\".VERSION)"] = "here",
   ["make demo"] = "here",
   ["truto unified update crm opportunities 23423523"] = "here",
@@ -83,8 +84,18 @@ describe("README.md #checkout", function()
     end
   end)
 
-  it("installs the requirements (already there: apt-get has nothing to do)", function()
+  it("installs the requirements, the packages `make demo` installs (already there: apt-get has nothing to do)", function()
     local text = readme.block("apt-get install")
+    local makefile = assert(sh.read_file(REPO .. "/Makefile"))
+    local listed = makefile:match("\nRUN_PACKAGES%s*:=%s*(.-[^\\])\n"):gsub("\\\n", " ")
+    local expected, named = {}, {}
+    for name in listed:gmatch("%S+") do expected[#expected + 1] = name end
+    for name in text:match("%-%-no%-install%-recommends(.*)$"):gsub("\\\n", " "):gmatch("%S+") do
+      named[#named + 1] = name
+    end
+    table.sort(expected)
+    table.sort(named)
+    assert.same(expected, named)
     local root = sh.capture("id -u"):match("^0\n$")
     local ok, out, err = sh.script(work, user_env(work), root and text or "sudo -n sh -c " .. q(text))
     assert(ok, out .. err)

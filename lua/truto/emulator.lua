@@ -63,28 +63,47 @@ local function alive(pid)
   return pid ~= nil and run("kill -0 " .. math.floor(pid) .. " 2>/dev/null")
 end
 
+-- True while pid is the master of the nginx whose prefix is dir (its
+-- process title names the prefix), as /proc tells.
+local function is_master(pid, dir)
+  local title = read_file("/proc/" .. pid .. "/cmdline")
+  return title ~= nil and dir ~= nil and title:find("nginx: master process", 1, true) ~= nil
+    and title:find(" -p " .. dir .. "/", 1, true) ~= nil
+end
+
 local function sleep(seconds)
   os.execute("sleep " .. string.format("%.2f", seconds))
+end
+
+-- dir as an absolute path without "..", or nil when it is no directory.
+-- (From the shell: $PWD can be stale when a parent changed directory.)
+local function real_dir(dir)
+  local out = capture("cd " .. quote(dir) .. " 2>/dev/null && pwd -P")
+  return out:match("^(/.-)\n$")
 end
 
 -- An absolute path for path (relative ones are taken from the working directory).
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
-  local cwd = os.getenv("PWD")
-  if not cwd or cwd == "" then cwd = capture("pwd"):match("^(.-)%s*$") end
-  return cwd .. "/" .. path
+  return real_dir(".") .. "/" .. path
 end
 
 -- The emulator's files: installed beside this module (<dir>/truto/emulator/),
 -- or the clone's emulator/ (this file being <clone>/lua/truto/emulator.lua).
 local function data_dir()
   local source = debug.getinfo(1, "S").source
-  local here = source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or "."
+  local here = real_dir(source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or ".") or "."
   for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
-    if read_file(dir .. "/nginx.conf.in") then return absolute(dir) end
+    if read_file(dir .. "/nginx.conf.in") then return real_dir(dir) end
   end
-  return nil, "the emulator's files are missing: no nginx.conf.in in " .. absolute(here)
-    .. "/emulator (installed) or " .. absolute(here) .. "/../../emulator (a clone)"
+  return nil, "the emulator's files are missing: no nginx.conf.in in " .. here
+    .. "/emulator (installed) or " .. here .. "/../../emulator (a clone)"
+end
+
+-- A random integer in [low, high] from the core's CSPRNG: Lua's math.random
+-- is the caller's, maybe seeded for a reproducible test.
+local function random_integer(low, high)
+  return low + tonumber(core.random_hex(4), 16) % (high - low + 1)
 end
 
 ---- nginx --------------------------------------------------------------------
@@ -100,11 +119,12 @@ local function load_modules(modules_dir)
   return table.concat(lines, "\n")
 end
 
--- The nginx binary: on the PATH, or where Debian and OpenResty put it (a
--- user's PATH often lacks /usr/sbin).
+-- The nginx binary's path: on the PATH, or where Debian and OpenResty put it
+-- (a user's PATH often lacks /usr/sbin).
 local function find_nginx()
   for _, candidate in ipairs({ "nginx", "/usr/sbin/nginx", "openresty", "/usr/local/openresty/bin/openresty" }) do
-    if run("command -v " .. quote(candidate) .. " >/dev/null 2>&1") then return candidate end
+    local path = capture("command -v " .. quote(candidate) .. " 2>/dev/null"):match("^(/.-)\n$")
+    if path then return path end
   end
   return "nginx"
 end
@@ -167,7 +187,7 @@ local function make_certificates(dir, san)
       .. key .. " -keyout " .. path("ca.key") .. " -out " .. path("ca.pem"),
     "openssl req -new -subj /CN=127.0.0.1" .. key
       .. " -keyout " .. path("server.key") .. " -out " .. path("server.csr"),
-    "openssl x509 -req -sha256 -days 2 -set_serial " .. math.random(1, 2 ^ 31 - 1)
+    "openssl x509 -req -sha256 -days 2 -set_serial " .. random_integer(1, 2147483647)
       .. " -in " .. path("server.csr") .. " -CA " .. path("ca.pem") .. " -CAkey " .. path("ca.key")
       .. " -extfile " .. path("tls.cnf") .. " -extensions server -out " .. path("server.pem"),
   }
@@ -254,11 +274,9 @@ function _M.nginx(opts)
     template = read_file(opts.template)
     if not template then return nil, "cannot read " .. tostring(opts.template) end
   end
-  local prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. kind .. ".XXXXXX\""):match("^%s*(.-)%s*$")
-  if prefix == "" then return nil, "mktemp -d failed" end
-
-  math.randomseed(os.time() + math.floor((os.clock() * 1e6) % 1e6) + #prefix * 7919
-    + (tonumber(prefix:match("(%w+)$"), 36) or 0) % 100000)
+  local made = capture("mktemp -d \"${TMPDIR:-/tmp}/" .. kind .. ".XXXXXX\""):match("^(.-)\n$")
+  local prefix = made and real_dir(made)
+  if not prefix then return nil, "mktemp -d failed" end
 
   local function fail(message)
     run("rm -rf " .. quote(prefix))
@@ -294,7 +312,7 @@ function _M.nginx(opts)
   local fixed = opts.port and opts.port ~= 0
   local last_error = "nginx did not start"
   for _ = 1, fixed and 1 or opts.attempts or BIND_ATTEMPTS do
-    local port = fixed and opts.port or math.random(PORT_MIN, PORT_MAX)
+    local port = fixed and opts.port or random_integer(PORT_MIN, PORT_MAX)
     local values = type(opts.values) == "function" and opts.values(port, prefix) or opts.values or {}
     local all = { PORT = tostring(port) }
     for k, v in pairs(defaults) do all[k] = v end
@@ -305,8 +323,13 @@ function _M.nginx(opts)
     local started = run(launch .. " -p " .. quote(prefix .. "/")
       .. " -c " .. quote(conf) .. " -e " .. quote(prefix .. "/error.log")
       .. " >" .. quote(prefix .. "/startup.log") .. " 2>&1")
-    local pid = tonumber((read_file(prefix .. "/nginx.pid") or read_file(prefix .. "/logs/nginx.pid") or "")
-      :match("%d+"))
+    -- The daemon writes its pid file after the command has returned.
+    local pid
+    for _ = 1, started and 40 or 0 do
+      pid = tonumber((read_file(prefix .. "/nginx.pid") or read_file(prefix .. "/logs/nginx.pid") or ""):match("%d+"))
+      if pid then break end
+      sleep(0.05)
+    end
     local server = setmetatable({
       base_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port,
       port = port, prefix = prefix, pid = pid, kind = kind,
@@ -431,8 +454,8 @@ function _M.start(opts)
   end
   local nginx = opts.nginx or os.getenv("TRUTO_EMULATOR_NGINX") or find_nginx()
   local http2 = opts.tls and opts.http2 ~= false and nginx_has_http2(nginx)
-  local tls_directives = opts.tls and ("        ssl_certificate @PREFIX@/server.pem;\n"
-    .. "        ssl_certificate_key @PREFIX@/server.key;\n        ssl_protocols TLSv1.2 TLSv1.3;") or ""
+  local tls_directives = opts.tls and ("        ssl_certificate \"@PREFIX@/server.pem\";\n"
+    .. "        ssl_certificate_key \"@PREFIX@/server.key\";\n        ssl_protocols TLSv1.2 TLSv1.3;") or ""
   local template = read_file(dir .. "/nginx.conf.in")
   local server, err = _M.nginx {
     text = render(template, { TLS = tls_directives }), kind = "truto-emulator", name = "emulator",
@@ -459,20 +482,27 @@ function _M.stop(server, options)
   if type(server) ~= "table" or server.stopped then return true end
   server.stopped = true
   if server.session then server.session:close() end
-  local pid = server.pid
-  if alive(pid) then
-    run("kill -QUIT " .. math.floor(pid) .. " 2>/dev/null")
+  local pid = math.floor(tonumber(server.pid) or 0)
+  -- Only the master of this server's nginx is signalled: a dead master's pid
+  -- may belong to another process by now.
+  local function ours() return pid > 1 and is_master(pid, server.prefix) end
+  if ours() then
+    run("kill -QUIT " .. pid .. " 2>/dev/null")
     local waited = 0
-    while alive(pid) and waited < STOP_TIMEOUT do
+    while ours() and waited < STOP_TIMEOUT do
       sleep(0.05)
       waited = waited + 0.05
     end
-    if alive(pid) then
-      run("kill -TERM " .. math.floor(pid) .. " 2>/dev/null")
+    if ours() then
+      run("kill -TERM " .. pid .. " 2>/dev/null")
       sleep(0.5)
-      if alive(pid) then run("kill -KILL " .. math.floor(pid) .. " 2>/dev/null") end
+      if ours() then run("kill -KILL " .. pid .. " 2>/dev/null") end
     end
   end
+  -- Workers outlive a master that was killed (kill -9, the OOM killer); the
+  -- daemon made itself a process group leader, so its workers share its pid
+  -- as their group.
+  if pid > 1 then run("pkill -KILL -g " .. pid .. " -f '^nginx: worker process' 2>/dev/null") end
   local kind = (server.kind or "truto-emulator"):gsub("%W", "%%%0")
   if not (options and options.keep_prefix) and server.prefix and server.prefix:find("/" .. kind .. "%.[%w]+$") then
     run("rm -rf " .. quote(server.prefix))

@@ -48,9 +48,10 @@ function _M.exists(path)
   return f ~= nil
 end
 
---- True while the process runs.
+--- True while the process runs (a zombie, exited but not yet reaped, does not).
 function _M.alive(pid)
-  return pid ~= nil and _M.run("kill -0 " .. math.floor(pid) .. " 2>/dev/null")
+  local stat = pid and _M.read_file("/proc/" .. math.floor(pid) .. "/stat")
+  return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
 --- A fresh ${TMPDIR:-/tmp}/<kind>.XXXXXX; its path, or nil and an error.
