@@ -116,7 +116,7 @@ lint:
 unit: all luajit
 	$(LUA_ENV) $(LUA) /usr/bin/busted
 	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(LUAJIT_DIR)/?.so;;' \
-	  $(LUAJIT) /usr/bin/busted $(LUAJIT_SPECS)
+	  $(LUAJIT) /usr/bin/busted --cpath='$(LUAJIT_DIR)/?.so' $(LUAJIT_SPECS)
 
 test: deps
 	$(MAKE) all
@@ -171,7 +171,7 @@ asan-run: all $(ASAN_CORE) $(ASAN_DIR)/unpreload.so
 	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
 	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(ASAN_DIR)/?.so;;' \
-	  $(LUA) /usr/bin/busted --exclude-tags=checkout >$$log 2>&1; rc=$$?; cat $$log; \
+	  $(LUA) /usr/bin/busted --cpath='$(ASAN_DIR)/?.so' --exclude-tags=checkout >$$log 2>&1; rc=$$?; cat $$log; \
 	if grep -Eq '$(SANITIZER_REPORT)' $$log; then echo "make asan: sanitizer report (see $$log)"; exit 1; fi; \
 	exit $$rc
 
@@ -186,7 +186,8 @@ valgrind: deps
 
 valgrind-run: all
 	@log=build/valgrind.log; \
-	$(LUA_ENV) valgrind $(VALGRIND_FLAGS) $(LUA) /usr/bin/busted --exclude-tags=checkout >$$log 2>&1; rc=$$?; cat $$log; \
+	$(LUA_ENV) valgrind $(VALGRIND_FLAGS) $(LUA) /usr/bin/busted --cpath='$(BUILD_DIR)/?.so' --exclude-tags=checkout \
+	  >$$log 2>&1; rc=$$?; cat $$log; \
 	if grep -Eq '^==[0-9]+== [A-Z]' $$log; then echo "make valgrind: memcheck report (see $$log)"; exit 1; fi; \
 	exit $$rc
 

@@ -116,6 +116,54 @@ describe("client:batch", function()
     assert.equal(1, emu.stats().writes[ACCOUNT .. "/crm/opportunities/10000005"])
   end)
 
+  it("retries each request when it is due, earliest first, without holding up the others", function()
+    -- One at a time, so the order is the client's alone: A is told to wait
+    -- 1 s, B 0 s, C 2 s; D succeeds at once.  A retry joins the waiting ones
+    -- by its due time: B's is due before C is even sent, then A's (1 s), then
+    -- C's (2 s), although C failed last.
+    emu.faults {
+      { method = "GET", path_prefix = "/unified/crm/users/111", status = 429, retry_after = "1", count = 1 },
+      { method = "GET", path_prefix = "/unified/crm/users/112", status = 429, retry_after = "0", count = 1 },
+      { method = "GET", path_prefix = "/unified/crm/users/113", status = 429, retry_after = "2", count = 1 },
+    }
+    local started = {}   -- started[path][attempt]: when the attempt began
+    local timed = emu.client { on_request = function(request, attempt)
+      local path = request.url:match("^https?://[^/]+([^?]*)")
+      started[path] = started[path] or {}
+      started[path][attempt] = core.now()
+    end }
+    local function get(resource, id)
+      return { api = "unified", method = "get", model = "crm", resource = resource, id = id, query = Q }
+    end
+    local t0 = core.now()
+    local requests = { get("users", "111"), get("users", "112"), get("users", "113"), get("contacts", "7001") }
+    local results = timed:batch(requests, { concurrency = 1 })
+    local elapsed = core.now() - t0
+    timed:close()
+
+    local outcome = {}
+    for i, r in ipairs(results) do outcome[i] = { r[1] and r[1].id, r[2].status, r[2].attempts } end
+    assert.same({ { "111", 200, 2 }, { "112", 200, 2 }, { "113", 200, 2 }, { "7001", 200, 1 } }, outcome)
+
+    local order = {}
+    for i, entry in ipairs(emu.requests()) do order[i] = entry.path end
+    assert.same({
+      "/unified/crm/users/111", "/unified/crm/users/112",
+      "/unified/crm/users/112",                                   -- B's retry, due at once
+      "/unified/crm/users/113", "/unified/crm/contacts/7001",
+      "/unified/crm/users/111",                                   -- A's retry, due after 1 s
+      "/unified/crm/users/113",                                   -- C's retry, due after 2 s
+    }, order)
+
+    local a, b, c = started["/unified/crm/users/111"], started["/unified/crm/users/112"],
+      started["/unified/crm/users/113"]
+    assert.is_true(a[2] - a[1] >= 1, "A retried too early")
+    assert.is_true(c[2] - c[1] >= 2, "C retried too early")
+    assert.is_true(b[2] - t0 < 0.5, ("B's retry waited %.2f s"):format(b[2] - t0))
+    assert.is_true(started["/unified/crm/contacts/7001"][1] - t0 < 0.5, "D was held up")
+    assert.is_true(elapsed < 3, ("took %.2f s"):format(elapsed))
+  end)
+
   it("calls on_progress once per settled request", function()
     local calls = {}
     local results = client:batch({ update("10000004", 1), update("10000005", 2), update("missing", 3) }, {

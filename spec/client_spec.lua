@@ -192,6 +192,17 @@ describe("a call", function()
     assert.is_true(err.body.truto_is_remote_error)
   end)
 
+  it("keeps the last value of a repeated key in a response, also in an error envelope", function()
+    local client = new_client {
+      { 200, JSON, '{"id":"1","name":"first","stage":{"id":"a","id":"b"},"name":"last"}' },
+      { 404, JSON, '{"statusCode":404,"message":"first","message":"last"}' },
+    }
+    assert.same({ id = "1", name = "last", stage = { id = "b" } }, client.unified_api:get("crm", "opportunities", "1"))
+    local _, err = client.unified_api:get("crm", "opportunities", "2")
+    assert.equal("last", err.message)
+    assert.same({ statusCode = 404, message = "last" }, err.body)
+  end)
+
   it("gives kind 'decode' for a 2xx body that is not JSON", function()
     local client = new_client { { 200, JSON, "{nope" } }
     local _, err = client.unified_api:get("crm", "users", "1")
@@ -308,6 +319,49 @@ describe("each", function()
     assert.same({ integrated_account_id = "a", limit = 2 }, query)
   end)
 
+  -- Every record an iterator yields, and the errors it yields (none expected).
+  local function drain(iterator)
+    local ids, errs = {}, {}
+    for record, err in iterator do
+      if record then ids[#ids + 1] = record.id else errs[#errs + 1] = tostring(err) end
+    end
+    return ids, errs
+  end
+
+  it("stops after a page whose next_cursor is empty, on both APIs", function()
+    for _, api in ipairs { "unified", "proxy" } do
+      local client, t = new_client {
+        { 200, JSON, '{"result":[{"id":1},{"id":2}],"next_cursor":"c2"}' },
+        { 200, JSON, '{"result":[{"id":3}],"next_cursor":""}' },
+        { 200, JSON, '{"result":[{"id":"page one again"}],"next_cursor":null}' },
+      }
+      local iterator = api == "unified" and client.unified_api:each("crm", "contacts", { integrated_account_id = "a" })
+        or client.proxy_api:each("contacts", { integrated_account_id = "a" })
+      local ids, errs = drain(iterator)
+      assert.same({ 1, 2, 3 }, ids, api)
+      assert.same({}, errs, api)
+      assert.equal(2, #t.requests, api)
+      assert.is_nil(t.requests[1].url:find("next_cursor", 1, true), api)
+      assert.equal("c2", t.requests[2].url:match("[?&]next_cursor=([^&]*)"), api)
+    end
+  end)
+
+  it("stops after a page without next_cursor, on both APIs", function()
+    for _, api in ipairs { "unified", "proxy" } do
+      local client, t = new_client {
+        { 200, JSON, '{"result":[{"id":1}],"next_cursor":"c2"}' },
+        { 200, JSON, '{"result":[{"id":2},{"id":3}]}' },
+        { 200, JSON, '{"result":[{"id":"page one again"}],"next_cursor":null}' },
+      }
+      local iterator = api == "unified" and client.unified_api:each("crm", "contacts")
+        or client.proxy_api:each("contacts")
+      local ids, errs = drain(iterator)
+      assert.same({ 1, 2, 3 }, ids, api)
+      assert.same({}, errs, api)
+      assert.equal(2, #t.requests, api)
+    end
+  end)
+
   it("yields false, err once on a failure and then stops", function()
     local client = new_client {
       { 200, JSON, '{"result":[{"id":1}],"next_cursor":"c2"}' },
@@ -318,5 +372,81 @@ describe("each", function()
       seen[#seen + 1] = record and record.id or err.status
     end
     assert.same({ 1, 401 }, seen)
+  end)
+end)
+
+describe("on_request", function()
+  -- A deep copy of what the hook received, made before anything can change it.
+  local function copy(v)
+    if type(v) ~= "table" then return v end
+    local out = {}
+    for k, x in pairs(v) do out[k] = copy(x) end
+    return out
+  end
+
+  -- Every string in v, keys included, as a list.
+  local function strings(v, out)
+    out = out or {}
+    if type(v) == "string" then
+      out[#out + 1] = v
+    elseif type(v) == "table" then
+      for k, x in pairs(v) do
+        strings(k, out)
+        strings(x, out)
+      end
+    end
+    return out
+  end
+
+  it("receives each attempt's request, the token redacted, with the attempt's number", function()
+    local seen = {}
+    local client, t = new_client({ { 502, {}, "" }, { 429, { ["retry-after"] = "1" }, "" }, { 200, JSON, "{}" } }, {
+      headers = { ["X-Team"] = "a" },
+      on_request = function(request, attempt)
+        seen[#seen + 1] = { copy(request), attempt }
+        -- What the hook does to its table does not reach the wire.
+        request.method, request.url, request.body = "DELETE", "http://elsewhere/", "changed"
+        request.headers[1] = "Authorization: Bearer stolen"
+        request.headers[#request.headers + 1] = "X-Added: 1"
+      end,
+    })
+    assert(client.unified_api:update("crm", "opportunities", "1", { name = "x" }, { integrated_account_id = "acc" }))
+    assert.equal(3, #t.requests)
+    local key = header(t.requests[1], "Idempotency-Key")
+    local sent = {
+      method = "PATCH",
+      url = "http://127.0.0.1:9/unified/crm/opportunities/1?integrated_account_id=acc",
+      headers = {
+        "Accept: application/json",
+        "Authorization: Bearer " .. TOKEN,
+        "Content-Type: application/json",
+        "User-Agent: " .. header(t.requests[1], "User-Agent"),
+        "Idempotency-Key: " .. key,
+        "X-Team: a",
+      },
+      body = '{"name":"x"}',
+    }
+    local logged = copy(sent)
+    logged.headers[2] = "Authorization: [REDACTED]"
+    assert.same({ { logged, 1 }, { logged, 2 }, { logged, 3 } }, seen)
+    for i = 1, 3 do assert.same(sent, t.requests[i], "attempt " .. i) end
+    assert.matches("^lua%-truto/", header(t.requests[1], "User-Agent"))
+    assert.matches("^%x+$", key)
+    assert.is_nil(table.concat(strings(seen), "\n"):find(TOKEN, 1, true))
+  end)
+
+  it("receives a request without a body as such", function()
+    local seen = {}
+    local client, t = new_client({}, {
+      on_request = function(request, attempt) seen[#seen + 1] = { request, attempt } end,
+    })
+    assert(client.custom_api:get("reports/weekly", { week = 3 }))
+    assert.same({ {
+      { method = "GET", url = "http://127.0.0.1:9/custom/reports/weekly?week=3",
+        headers = { "Accept: application/json", "Authorization: [REDACTED]",
+                    "User-Agent: " .. header(t.requests[1], "User-Agent") } },
+      1,
+    } }, seen)
+    assert.equal("Bearer " .. TOKEN, header(t.requests[1], "Authorization"))
   end)
 end)

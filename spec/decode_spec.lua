@@ -53,6 +53,17 @@ describe("truto.decode_json", function()
     assert.equal(getmetatable(truto.array()), getmetatable(v.a))
   end)
 
+  it("keeps the last value of a repeated key, as JSON.parse and lua-cjson do", function()
+    assert.same({ a = 2 }, decode('{"a":1,"a":2}'))
+    assert.same({ o = { k = "y" } }, decode('{"o":{"k":"x","k":"y"}}'))
+    -- the last value wins whatever the values are: a null, a container, after other keys
+    local v = decode('{"k":[1],"x":0,"k":{"n":1},"k":null,"o":{"a":{},"b":1,"a":[]},"o":{"a":"last"}}')
+    assert.equal(truto.null, v.k)
+    assert.same({ a = "last" }, v.o)
+    assert.equal(0, v.x)
+    assert.equal('{"k":null,"o":{"a":"last"},"x":0}', encode(v))
+  end)
+
   it("reads scalars at the top level, with whitespace around", function()
     assert.equal(true, decode(" true "))
     assert.equal(false, decode("false"))

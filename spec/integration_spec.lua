@@ -2,6 +2,7 @@
 local truto = require "truto"
 local emu = require "spec.support.emulator"
 local shell = require "spec.support.shell"
+local bodiless = require "spec.support.bodiless"
 local emulator = require "truto.emulator"
 local rss_kb = shell.rss_kb
 
@@ -165,6 +166,11 @@ describe("the client against the emulator", function()
         assert.same({ "reports", "weekly" }, res.result.segments)
         assert.same({ week = "3" }, res.result.query)
       end
+    end)
+
+    it("a POST, PUT or PATCH without a body: Content-Length: 0, as the ngx transport sends it", function()
+      assert.same(bodiless.STATUSES, bodiless.calls(client, ACCOUNT))
+      assert.same(bodiless.expected(ACCOUNT, { "accept-encoding" }), bodiless.received(emu.requests()))
     end)
   end)
 

@@ -6,6 +6,7 @@ local truto = require "truto"
 local emulator = require "truto.emulator"
 local emu = require "spec.support.emulator"
 local sh = require "spec.support.shell"
+local bodiless = require "spec.support.bodiless"
 
 local ACCOUNT = emu.ACCOUNT
 local shell_quote, capture, read_file = sh.quote, sh.capture, sh.read_file
@@ -231,6 +232,13 @@ describe("inside nginx (the ngx transport)", function()
     report(("stream: %d MiB relayed, worker peak RSS growth %d kB"):format(bytes // 1048576, peak_growth_kb))
     assert.is_true(peak_growth_kb < 16 * 1024, ("the worker grew by %d kB for a %d kB body")
       :format(peak_growth_kb, bytes // 1024))
+  end)
+
+  it("sends a POST, PUT or PATCH without a body with Content-Length: 0, as libcurl does", function()
+    local status, value = json_request("GET", "/bodiless")
+    assert.equal(200, status, app:log())
+    assert.same(bodiless.STATUSES, value.statuses)
+    assert.same(bodiless.expected(ACCOUNT, {}), bodiless.received(emu.requests()))
   end)
 
   it("checks a webhook's signature in access_by_lua", function()

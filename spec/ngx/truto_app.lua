@@ -151,6 +151,12 @@ function _M.batch()
   send_json(200, { amounts = amounts, progress = progress })
 end
 
+-- GET /bodiless: the writes without a body of spec/support/bodiless.lua,
+-- whose request log the spec checks; answers their statuses.
+function _M.bodiless()
+  send_json(200, { statuses = require("spec.support.bodiless").calls(truto.new {}, ACCOUNT) })
+end
+
 -- (4) POST /webhook: refused in the access phase unless X-Truto-Signature
 -- matches the raw body.
 function _M.webhook_access()
