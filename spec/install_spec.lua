@@ -102,6 +102,27 @@ describe("installing #checkout", function()
     assert(ok, out .. err)
     assert.same({}, files_under(stage))
     assert.equal("", sh.capture("find " .. sh.quote(stage) .. " -name 'truto*'"))
+
+    -- INSTALL_LMOD, INSTALL_CMOD and BINDIR put each part elsewhere; the
+    -- commands name those directories.
+    local places = "INSTALL_LMOD=/opt/t/lua INSTALL_CMOD=/opt/t/lib BINDIR=/opt/t/commands"
+    ok, out, err = sh.script(dir, { DESTDIR = stage }, "make install " .. places)
+    assert(ok, out .. err)
+    local installed = files_under(stage)
+    assert.equal("opt/t/commands/truto", installed[1])
+    assert.equal("opt/t/commands/truto-emulator", installed[2])
+    assert.equal("opt/t/lib/truto/core.so", installed[3])
+    assert.equal("opt/t/lua/truto/cli.lua", installed[4])
+    -- 2 commands, the core, the modules, the emulator's template, fixtures and handlers
+    local modules = select(2, sh.capture("cd " .. sh.quote(dir) .. " && ls lua/truto/*.lua"):gsub("\n", ""))
+    local handlers = select(2, sh.capture("cd " .. sh.quote(dir) .. " && ls emulator/lua/truto_emulator/*.lua")
+      :gsub("\n", ""))
+    assert.equal(3 + modules + 2 + handlers, #installed)
+    assert.truthy(sh.read_file(stage .. "/opt/t/commands/truto-emulator")
+      :find("\nlocal LUA_DIR, CORE_DIR = [[/opt/t/lua]], [[/opt/t/lib]]\n", 1, true))
+    ok, out, err = sh.script(dir, { DESTDIR = stage }, "make uninstall " .. places)
+    assert(ok, out .. err)
+    assert.same({}, files_under(stage))
   end)
 
   it("for nginx's LuaJIT with make install-luajit: the library and the emulator under luajit", function()
