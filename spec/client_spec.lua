@@ -328,39 +328,29 @@ describe("each", function()
     return ids, errs
   end
 
-  it("stops after a page whose next_cursor is empty, on both APIs", function()
-    for _, api in ipairs { "unified", "proxy" } do
-      local client, t = new_client {
-        { 200, JSON, '{"result":[{"id":1},{"id":2}],"next_cursor":"c2"}' },
-        { 200, JSON, '{"result":[{"id":3}],"next_cursor":""}' },
-        { 200, JSON, '{"result":[{"id":"page one again"}],"next_cursor":null}' },
-      }
-      local iterator = api == "unified" and client.unified_api:each("crm", "contacts", { integrated_account_id = "a" })
-        or client.proxy_api:each("contacts", { integrated_account_id = "a" })
-      local ids, errs = drain(iterator)
-      assert.same({ 1, 2, 3 }, ids, api)
-      assert.same({}, errs, api)
-      assert.equal(2, #t.requests, api)
-      assert.is_nil(t.requests[1].url:find("next_cursor", 1, true), api)
-      assert.equal("c2", t.requests[2].url:match("[?&]next_cursor=([^&]*)"), api)
-    end
-  end)
-
-  it("stops after a page without next_cursor, on both APIs", function()
-    for _, api in ipairs { "unified", "proxy" } do
-      local client, t = new_client {
-        { 200, JSON, '{"result":[{"id":1}],"next_cursor":"c2"}' },
-        { 200, JSON, '{"result":[{"id":2},{"id":3}]}' },
-        { 200, JSON, '{"result":[{"id":"page one again"}],"next_cursor":null}' },
-      }
-      local iterator = api == "unified" and client.unified_api:each("crm", "contacts")
-        or client.proxy_api:each("contacts")
-      local ids, errs = drain(iterator)
-      assert.same({ 1, 2, 3 }, ids, api)
-      assert.same({}, errs, api)
-      assert.equal(2, #t.requests, api)
-    end
-  end)
+  for _, last in ipairs {
+    { "is empty", '{"result":[{"id":3}],"next_cursor":""}' },
+    { "is missing", '{"result":[{"id":3}]}' },
+  } do
+    it("stops after a page whose next_cursor " .. last[1] .. ", on both APIs", function()
+      for _, api in ipairs { "unified", "proxy" } do
+        local client, t = new_client {
+          { 200, JSON, '{"result":[{"id":1},{"id":2}],"next_cursor":"c2"}' },
+          { 200, JSON, last[2] },
+          { 200, JSON, '{"result":[{"id":"page one again"}],"next_cursor":null}' },
+        }
+        local query = { integrated_account_id = "a" }
+        local iterator = api == "unified" and client.unified_api:each("crm", "contacts", query)
+          or client.proxy_api:each("contacts", query)
+        local ids, errs = drain(iterator)
+        assert.same({ 1, 2, 3 }, ids, api)
+        assert.same({}, errs, api)
+        assert.equal(2, #t.requests, api)
+        assert.is_nil(t.requests[1].url:find("next_cursor", 1, true), api)
+        assert.equal("c2", t.requests[2].url:match("[?&]next_cursor=([^&]*)"), api)
+      end
+    end)
+  end
 
   it("yields false, err once on a failure and then stops", function()
     local client = new_client {
