@@ -314,6 +314,7 @@ describe("make docs", function()
     assert.equal("API reference: " .. dir .. "/index.html\n", out)
     assert.equal("", err)
     for page, names in pairs(public) do
+      assert(#names > 0, "no names for the " .. page .. " page: the doc comment cases run first")
       assert(pages[page], "no page for " .. page)
       for _, name in ipairs(names) do
         -- An anchor or a label: "name", "Class:name", >name<.

@@ -22,44 +22,43 @@ local function files_under(dir)
 end
 
 -- The checks every installation must pass, run from `cwd` (not the
--- checkout) with env pointing at the installed tree only.
-local function use_installed(cwd, env)
+-- checkout) with env pointing at the installed tree (its root: tree) only.
+local function check_installed(cwd, env, tree)
   -- the installed commands and modules, not the checkout's
   local ok, out, err = sh.script(cwd, env, "command -v truto; command -v truto-emulator; lua5.4 -e "
     .. sh.quote('print(package.searchpath("truto", package.path)) print(package.searchpath("truto.core", '
       .. 'package.cpath)) print(require("truto").VERSION)'))
   assert(ok, err)
-  return function(expected_paths)
-    assert.equal(table.concat(expected_paths, "\n") .. "\n" .. truto.VERSION .. "\n", out)
+  assert.equal(table.concat({ tree .. "/bin/truto", tree .. "/bin/truto-emulator",
+    tree .. "/share/lua/5.4/truto/init.lua", tree .. "/lib/lua/5.4/truto/core.so", truto.VERSION }, "\n") .. "\n", out)
 
-    -- truto-emulator --detach, then the README's update through the installed `truto`
-    local started, lines, serr = sh.script(cwd, env, "truto-emulator --detach")
-    assert(started, serr)
-    local url, prefix = lines:match("^(http://127%.0%.0%.1:%d+)\npid=%d+\nprefix=(%S+)\n$")
-    assert(url, lines)
-    local updated, record, uerr = sh.script(cwd, {
-      PATH = env.PATH, LUA_PATH = env.LUA_PATH, LUA_CPATH = env.LUA_CPATH, HOME = env.HOME,
-      TRUTO_BASE_URL = url, TRUTO_API_TOKEN = "test-token",
-    }, "truto unified update crm opportunities 23423523 --integrated-account-id " .. ACCOUNT
-      .. [[ --data '{"name":"Acme Corp renewal 2027","amount":125000.5,"tags":[]}']]
-      .. " --exclude description --remote-query foo=bar")
-    local stopped = sh.script(cwd, env, "truto-emulator --stop " .. sh.quote(prefix))
-    assert(updated, uerr)
-    assert(stopped)
-    local value = assert(truto.decode_json(record))
-    assert.equal("Acme Corp renewal 2027", value.name)
-    assert.equal(125000.5, value.amount)
-    assert.same({}, value.tags)
-    assert.is_nil(value.description)
-    assert.equal("bar", value.remote_data.remote_query.foo)
-    assert.is_false(sh.exists(prefix), "truto-emulator --stop left " .. prefix)
+  -- truto-emulator --detach, then the README's update through the installed `truto`
+  local started, lines, serr = sh.script(cwd, env, "truto-emulator --detach")
+  assert(started, serr)
+  local url, prefix = lines:match("^(http://127%.0%.0%.1:%d+)\npid=%d+\nprefix=(%S+)\n$")
+  assert(url, lines)
+  local updated, record, uerr = sh.script(cwd, {
+    PATH = env.PATH, LUA_PATH = env.LUA_PATH, LUA_CPATH = env.LUA_CPATH, HOME = env.HOME,
+    TRUTO_BASE_URL = url, TRUTO_API_TOKEN = "test-token",
+  }, "truto unified update crm opportunities 23423523 --integrated-account-id " .. ACCOUNT
+    .. [[ --data '{"name":"Acme Corp renewal 2027","amount":125000.5,"tags":[]}']]
+    .. " --exclude description --remote-query foo=bar")
+  local stopped = sh.script(cwd, env, "truto-emulator --stop " .. sh.quote(prefix))
+  assert(updated, uerr)
+  assert(stopped)
+  local value = assert(truto.decode_json(record))
+  assert.equal("Acme Corp renewal 2027", value.name)
+  assert.equal(125000.5, value.amount)
+  assert.same({}, value.tags)
+  assert.is_nil(value.description)
+  assert.equal("bar", value.remote_data.remote_query.foo)
+  assert.is_false(sh.exists(prefix), "truto-emulator --stop left " .. prefix)
 
-    -- a user's busted suite, on the installed truto.emulator
-    local tested, report, terr = sh.script(cwd, env, "lua5.4 /usr/bin/busted -o TAP emulator_spec.lua")
-    assert(tested, report .. terr)
-    assert.truthy(report:find("\n1..3\n", 1, true) or report:find("^1..3\n"), report)
-    assert.falsy(report:find("not ok", 1, true), report)
-  end
+  -- a user's busted suite, on the installed truto.emulator
+  local tested, report, terr = sh.script(cwd, env, "lua5.4 /usr/bin/busted -o TAP emulator_spec.lua")
+  assert(tested, report .. terr)
+  assert.truthy(report:find("\n1..3\n", 1, true) or report:find("^1..3\n"), report)
+  assert.falsy(report:find("not ok", 1, true), report)
 end
 
 describe("installing #checkout", function()
@@ -85,13 +84,11 @@ describe("installing #checkout", function()
     assert.equal("", checkout.leftovers(dir), "make install left files that git does not ignore")
 
     local tree = stage .. "/usr/local"
-    local check = use_installed(work, {
+    check_installed(work, {
       PATH = tree .. "/bin:/usr/sbin:/usr/bin:/bin", HOME = work,
       LUA_PATH = tree .. "/share/lua/5.4/?.lua;" .. tree .. "/share/lua/5.4/?/init.lua;;",
       LUA_CPATH = tree .. "/lib/lua/5.4/?.so;;",
-    })
-    check({ tree .. "/bin/truto", tree .. "/bin/truto-emulator", tree .. "/share/lua/5.4/truto/init.lua",
-            tree .. "/lib/lua/5.4/truto/core.so" })
+    }, tree)
     -- the commands name the installed directories, not the checkout
     local command = assert(sh.read_file(tree .. "/bin/truto"))
     assert.truthy(command:find("\nlocal LUA_DIR, CORE_DIR = [[/usr/local/share/lua/5.4]], [[/usr/local/lib/lua/5.4]]\n",
@@ -165,11 +162,9 @@ describe("installing #checkout", function()
     local lua_path = paths:match("LUA_PATH='([^']*)'")
     local lua_cpath = paths:match("LUA_CPATH='([^']*)'")
     assert(lua_path and lua_cpath, paths)
-    local check = use_installed(work, {
+    check_installed(work, {
       PATH = tree .. "/bin:/usr/sbin:/usr/bin:/bin", HOME = home, LUA_PATH = lua_path, LUA_CPATH = lua_cpath,
-    })
-    check({ tree .. "/bin/truto", tree .. "/bin/truto-emulator", tree .. "/share/lua/5.4/truto/init.lua",
-            tree .. "/lib/lua/5.4/truto/core.so" })
+    }, tree)
 
     ok, out, err = sh.script(work, { HOME = home }, "luarocks --lua-version 5.4 --local remove truto")
     assert(ok, out .. err)

@@ -51,6 +51,12 @@ local function read_file(path)
   return text
 end
 
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
 local function write_file(path, text)
   local f, err = io.open(path, "wb")
   if not f then return nil, err end
@@ -94,7 +100,7 @@ local function data_dir()
   local source = debug.getinfo(1, "S").source
   local here = real_dir(source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or ".") or "."
   for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
-    if read_file(dir .. "/nginx.conf.in") then return real_dir(dir) end
+    if exists(dir .. "/nginx.conf.in") then return real_dir(dir) end
   end
   return nil, "the emulator's files are missing: no nginx.conf.in in " .. here
     .. "/emulator (installed) or " .. here .. "/../../emulator (a clone)"
@@ -114,7 +120,7 @@ local function load_modules(modules_dir)
   local lines = {}
   for _, file in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
     local path = (modules_dir or DEFAULT_MODULES_DIR) .. "/" .. file
-    if read_file(path) then lines[#lines + 1] = "load_module " .. path .. ";" end
+    if exists(path) then lines[#lines + 1] = "load_module " .. path .. ";" end
   end
   return table.concat(lines, "\n")
 end
@@ -297,11 +303,11 @@ function _M.nginx(opts)
     end
   end
 
-  -- nginx's LuaJIT reads LUA_PATH and LUA_CPATH for ";;": a caller's, set for
-  -- Lua 5.4 (by `luarocks path`, say), would load 5.4 modules into it.
   local assignments = {}
   for var, value in pairs(opts.env or {}) do assignments[#assignments + 1] = var .. "=" .. quote(value) .. " " end
   table.sort(assignments)
+  -- nginx's LuaJIT reads LUA_PATH and LUA_CPATH for ";;": a caller's, set for
+  -- Lua 5.4 (by `luarocks path`, say), would load 5.4 modules into it.
   local launch = "env -u LUA_PATH -u LUA_CPATH " .. table.concat(assignments) .. quote(nginx)
   local defaults = {
     LOAD_MODULES = load_modules(opts.modules_dir),
@@ -449,7 +455,7 @@ function _M.start(opts)
   local dir, derr = data_dir()
   if not dir then return nil, "cannot start the Truto emulator: " .. derr end
   local fixtures = absolute(opts.fixtures or (dir .. "/fixtures.json"))
-  if not read_file(fixtures) then
+  if not exists(fixtures) then
     return nil, "cannot start the Truto emulator: no fixtures file " .. fixtures
   end
   local nginx = opts.nginx or os.getenv("TRUTO_EMULATOR_NGINX") or find_nginx()
