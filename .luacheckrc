@@ -5,3 +5,4 @@ exclude_files = { "build" }
 files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set ngx.status, ngx.header
 files["lua/truto/ngx.lua"] = { read_globals = { "ngx" } }
 files["spec/ngx"] = { std = "luajit", globals = { "ngx" } }
+files["spec/support/hostile/server.lua"] = { std = "luajit", globals = { "ngx" } }

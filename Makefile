@@ -5,13 +5,16 @@ LUA_VERSION  ?= 5.4
 LUA          ?= lua$(LUA_VERSION)
 PKG_CONFIG   ?= pkg-config
 LUA_INCDIR   ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>/dev/null)/lua$(LUA_VERSION)
-# pkg-config first; CURL_INCDIR/CURL_LIBDIR/CRYPTO_INCDIR/CRYPTO_LIBDIR (as
-# LuaRocks passes them) add to it.
+# pkg-config first; CURL_INCDIR/CURL_LIBDIR/CRYPTO_INCDIR/CRYPTO_LIBDIR/
+# ZLIB_INCDIR/ZLIB_LIBDIR (as LuaRocks passes them) add to it.
 CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null) $(if $(CURL_INCDIR),-I$(CURL_INCDIR)) \
-                $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR))
+                $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR)) $(if $(ZLIB_INCDIR),-I$(ZLIB_INCDIR))
 CURL_LIBS    ?= $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+# zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
+ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
+                $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
 
 CC           ?= cc
 CFLAGS       ?= -O2 -g
@@ -34,7 +37,7 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # Debian packages, installed on demand when missing: what the library, the
 # emulator and the examples need (README.md's "Requirements" lists the same,
 # spec/readme_spec.lua checks it), and what `make test` needs on top.
-RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson gcc make pkg-config \
+RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev lua-cjson gcc make pkg-config \
                  nginx-light libnginx-mod-http-lua lua-dkjson luajit2 libluajit2-5.1-dev
 TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl
 DEB_PACKAGES  := $(RUN_PACKAGES) $(TEST_PACKAGES)
@@ -50,7 +53,7 @@ LUAJIT_OBJECTS := $(SOURCES:csrc/%.c=$(LUAJIT_DIR)/obj/%.o)
 # The specs that need no server: they run under LuaJIT as well as Lua 5.4.
 LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
-                  client_spec.lua bad_input_spec.lua)
+                  client_spec.lua bad_input_spec.lua inflate_spec.lua http1_spec.lua redirect_spec.lua)
 
 .PHONY: all deps run-deps demo test lint unit clean install install-lib install-bin uninstall rock-install \
         install-luajit uninstall-luajit check-install-paths asan asan-run valgrind valgrind-run \
@@ -68,7 +71,7 @@ $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(CORE): $(OBJECTS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $(OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $(OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
 
 luajit: $(LUAJIT_CORE)
 
@@ -78,7 +81,7 @@ $(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(LUAJIT_CORE): $(LUAJIT_OBJECTS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $(LUAJIT_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $(LUAJIT_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
 
 # Install whatever Debian package is missing (as root, or through sudo);
 # run-deps: only those the library, the emulator and the examples need.
@@ -156,7 +159,7 @@ $(ASAN_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(ASAN_CORE): $(ASAN_OBJECTS)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $(ASAN_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $(ASAN_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
 
 $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 	@mkdir -p $(dir $@)
@@ -198,14 +201,14 @@ valgrind-run: all
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
-FUZZERS      := query json request decode headers
+FUZZERS      := query json request decode headers inflate
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
 # clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.
-FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev libssl-dev pkg-config
+FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config
 FUZZ_OBJECTS := $(SOURCES:csrc/%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_LIBS    := $(shell $(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) \
-                $(CURL_LIBS) $(CRYPTO_LIBS) -lm
+                $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS) -lm
 
 $(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -27,6 +27,7 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" },
   CRYPTO = { library = "crypto" },
+  ZLIB = { library = "z" },
 }
 -- Built by the Makefile (`make rock-install`), which compiles in a temp
 -- dir so that nothing is left in the source tree, and installs the modules,
@@ -44,6 +45,8 @@ build = {
     CURL_LIBDIR = "$(CURL_LIBDIR)",
     CRYPTO_INCDIR = "$(CRYPTO_INCDIR)",
     CRYPTO_LIBDIR = "$(CRYPTO_LIBDIR)",
+    ZLIB_INCDIR = "$(ZLIB_INCDIR)",
+    ZLIB_LIBDIR = "$(ZLIB_LIBDIR)",
     PREFIX = "$(PREFIX)",
     INSTALL_LMOD = "$(LUADIR)",
     INSTALL_CMOD = "$(LIBDIR)",

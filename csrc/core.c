@@ -61,5 +61,6 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     truto_open_decode(L);
     truto_open_webhook(L);
     truto_open_system(L);
+    truto_open_inflate(L);
     return 1;
 }

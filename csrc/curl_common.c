@@ -42,6 +42,8 @@ void truto_curl_global_init(lua_State *L)
  * spare byte); returns 0 when memory runs out. */
 int truto_buf_append(truto_bytes *b, const char *p, size_t n, size_t limit)
 {
+    if (n == 0)
+        return 1;   /* memcpy to a NULL buffer is undefined even for 0 bytes */
     if (b->cap - b->len < n) {
         size_t need = b->len + n;
         size_t cap = b->cap ? b->cap : 16384;
@@ -564,22 +566,50 @@ static const char *error_kind(CURLcode code)
     }
 }
 
-/* { kind =, message =, curl_code = } (truto.h). */
+/* libcurl's own limits on response headers (a line over 100 KiB fails as
+ * "out of memory" before any body byte, a block over 300 KiB as a receive
+ * error) are our too_large, as in the other transports. */
+static int headers_too_large(CURLcode code, const truto_reply *r)
+{
+    return (code == CURLE_OUT_OF_MEMORY && r->received == 0 && !r->oom) ||
+           (code == CURLE_RECV_ERROR && strstr(r->errbuf, "Too large response headers") != NULL);
+}
+
+/* The transport contract's kinds for what libcurl lumps together: a broken
+ * chunked framing is "protocol" (libcurl says receive error), corrupt
+ * compression is "decode". */
+static const char *contract_kind(CURLcode code, const truto_reply *r)
+{
+    if (code == CURLE_RECV_ERROR && strstr(r->errbuf, "chunked-encoding") != NULL)
+        return "protocol";
+    if (code == CURLE_BAD_CONTENT_ENCODING)
+        return "decode";
+    return error_kind(code);
+}
+
+/* { kind =, message =, curl_code = [, final = true] } (truto.h).  final:
+ * the peer does not speak HTTP/1.x (HTTP/0.9, a malformed status line), so
+ * sending again would only fail again. */
 void truto_push_curl_error(lua_State *L, int code, const char *message, const truto_reply *r)
 {
     const char *errbuf = r->errbuf;
-    lua_createtable(L, 0, 3);
-    if (r->too_large) {
+    lua_createtable(L, 0, 4);
+    if (r->too_large || headers_too_large((CURLcode)code, r)) {
         lua_pushliteral(L, "too_large");
         lua_setfield(L, -2, "kind");
-        if (r->head_too_large)
-            lua_pushfstring(L, "response headers exceed %d bytes", (int)TRUTO_MAX_HEADER_BYTES);
+        if (r->head_too_large || !r->too_large)
+            lua_pushfstring(L, "response headers exceed %d bytes or a header line %d bytes",
+                            (int)TRUTO_MAX_HEADER_BYTES, (int)TRUTO_MAX_HEADER_LINE);
         else
             lua_pushfstring(L, "response body exceeds max_response_bytes (%f bytes)",
                             (double)r->limit);
     } else {
-        lua_pushstring(L, error_kind((CURLcode)code));
+        lua_pushstring(L, contract_kind((CURLcode)code, r));
         lua_setfield(L, -2, "kind");
+        if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_WEIRD_SERVER_REPLY) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "final");
+        }
         if (message != NULL) {
             lua_pushstring(L, message);
         } else if (errbuf[0] != '\0') {

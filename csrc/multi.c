@@ -7,7 +7,7 @@
  *   local id = m:add{ method =, url =, headers = {...}, body = }  -- starts it
  *   local done = m:wait(seconds)  -- { {id=, status=, headers=, body=, info=}
  *                                 --   or {id=, err={kind=, message=, curl_code=}}, ... }
- *   m:pending(); m:close()
+ *   m:pending(); m:abort(); m:close()
  *
  * Memory rules: every transfer's state (easy handle, header list, response
  * buffers, error buffer) is one malloc'd struct listed in the Multi
@@ -403,6 +403,33 @@ static int l_wait(lua_State *L)
     return 1;
 }
 
+/* m:abort(): every transfer in flight or finished but not reported is
+ * dropped (its connection closed by libcurl if mid-transfer), so that the
+ * handle is clean for the next batch after an error in the caller's loop. */
+static int l_abort(lua_State *L)
+{
+    multi *m = check_open(L);
+    size_t i = 0;
+    while (i < m->nall) {
+        xfer *x = m->all[i];
+        if (x->state == XFER_IDLE) {
+            i++;
+            continue;
+        }
+        if (x->state == XFER_ACTIVE)
+            curl_multi_remove_handle(m->cm, x->easy);
+        /* release() may free x and move the last transfer into slot i:
+         * look at slot i again unless x went to the idle pool. */
+        size_t before = m->nall;
+        release(m, x);
+        if (m->nall == before)
+            i++;
+    }
+    m->done = m->done_tail = NULL;
+    m->pending = 0;
+    return 0;
+}
+
 static int l_pending(lua_State *L)
 {
     multi *m = check_multi(L);
@@ -416,6 +443,7 @@ void truto_open_multi(lua_State *L)
         {"add", l_add},
         {"wait", l_wait},
         {"pending", l_pending},
+        {"abort", l_abort},
         {"close", multi_cleanup},
         {NULL, NULL},
     };

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <curl/curl.h>
 
 #include "truto.h"
@@ -45,6 +48,61 @@ static const char *get_string_field(lua_State *L, int spec, const char *field, s
     return s;
 }
 
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int is_alnum(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* RFC 3986 pchar but pct-encoded: unreserved, sub-delims, ':' and '@'. */
+static int is_pchar(unsigned char c)
+{
+    return is_alnum(c) || (c != '\0' && strchr("-._~!$&'()*+,;=:@", c) != NULL);
+}
+
+/* The host of a base URL, host[0 .. len): "[" IPv6 "]" (inet_pton's
+ * syntax: hex digits, ':' and '.' only, so no zone) or a name of letters,
+ * digits, '-', '.' and '_'.  Raises, naming what is wrong. */
+static void check_host(lua_State *L, const char *host, size_t len)
+{
+    if (host[0] == '[') {
+        char addr[INET6_ADDRSTRLEN];
+        struct in6_addr parsed;
+        size_t n = len - 2;     /* the caller found the ']' at len - 1 */
+        for (size_t i = 1; i < len - 1; i++)
+            if (!is_hex((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
+                luaL_error(L, "truto: base_url has an IPv6 address with a character other than "
+                              "hex digits, ':' and '.'");
+        if (n == 0 || n >= sizeof addr)
+            luaL_error(L, "truto: base_url has an invalid IPv6 address");
+        memcpy(addr, host + 1, n);
+        addr[n] = '\0';
+        if (inet_pton(AF_INET6, addr, &parsed) != 1)
+            luaL_error(L, "truto: base_url has an invalid IPv6 address");
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)host[i];
+        if (!is_alnum(c) && c != '-' && c != '.' && c != '_')
+            luaL_error(L, "truto: base_url host may contain only letters, digits, '-', '.' and '_' "
+                          "(or be an IPv6 address in brackets)");
+    }
+}
+
+/* Checks base (scheme "://" authority path-prefix, nothing else) and
+ * appends it without its trailing slashes.  The authority is host[:port]:
+ * no user information (libcurl would take "http://a\@b" for user "a\" at
+ * host b), 1 to 65535 for a port.  The path prefix holds pchar, %XX and
+ * '/' only.  Messages never repeat the URL: it may hold a secret. */
 static void add_base_url(lua_State *L, truto_bytes *url, const char *base, size_t len)
 {
     size_t scheme = 0;
@@ -60,11 +118,59 @@ static void add_base_url(lua_State *L, truto_bytes *url, const char *base, size_
             luaL_error(L, "truto: base_url must not contain spaces or control characters");
         if (c == '?' || c == '#')
             luaL_error(L, "truto: base_url must not have a query or a fragment");
+        if (c == '\\')
+            luaL_error(L, "truto: base_url must not contain a backslash");
     }
     while (len > scheme && base[len - 1] == '/')
         len--;
     if (len == scheme || base[scheme] == '/')
         luaL_error(L, "truto: base_url has no host");
+
+    const char *authority = base + scheme;
+    const char *slash = memchr(authority, '/', len - scheme);
+    size_t alen = slash ? (size_t)(slash - authority) : len - scheme;
+    if (memchr(authority, '@', alen) != NULL)
+        luaL_error(L, "truto: base_url must not contain user information ('@' before the host)");
+    size_t hostlen;
+    if (authority[0] == '[') {
+        const char *close = memchr(authority, ']', alen);
+        if (close == NULL)
+            luaL_error(L, "truto: base_url has an IPv6 address without its closing ']'");
+        hostlen = (size_t)(close - authority) + 1;
+    } else {
+        const char *colon = memchr(authority, ':', alen);
+        hostlen = colon ? (size_t)(colon - authority) : alen;
+        if (hostlen == 0)
+            luaL_error(L, "truto: base_url has no host");
+    }
+    check_host(L, authority, hostlen);
+    if (hostlen < alen) {
+        const char *port = authority + hostlen;
+        size_t plen = alen - hostlen - 1;
+        unsigned long value = 0;
+        if (port[0] != ':')
+            luaL_error(L, "truto: base_url has something other than ':port' after the IPv6 address");
+        if (plen == 0 || plen > 5)
+            luaL_error(L, "truto: base_url port must be a number from 1 to 65535");
+        for (size_t i = 1; i <= plen; i++) {
+            if (!is_digit((unsigned char)port[i]))
+                luaL_error(L, "truto: base_url port must be a number from 1 to 65535");
+            value = value * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (value < 1 || value > 65535)
+            luaL_error(L, "truto: base_url port must be a number from 1 to 65535");
+    }
+    for (size_t i = scheme + alen; i < len; i++) {
+        unsigned char c = (unsigned char)base[i];
+        if (c == '%') {
+            if (i + 2 >= len || !is_hex((unsigned char)base[i + 1]) || !is_hex((unsigned char)base[i + 2]))
+                luaL_error(L, "truto: base_url path has a '%%' that does not start a %%XX escape");
+            i += 2;
+        } else if (c != '/' && !is_pchar(c)) {
+            luaL_error(L, "truto: base_url path may contain only letters, digits, '/', %%XX escapes "
+                          "and -._~!$&'()*+,;=:@");
+        }
+    }
     truto_bytes_add(L, url, base, len);
 }
 
@@ -137,9 +243,26 @@ static const char *user_agent(void)
     return agent;
 }
 
+/* The headers a transport writes itself, from the request and for the
+ * connection it uses: a caller's copy would contradict them (a kept-alive
+ * connection desynchronised by "Content-Length: 0" before a 7-byte body).
+ * Returns the canonical name of name when it is one of them, else NULL. */
+static const char *framing_header(const char *name, size_t len)
+{
+    static const char *const names[] = {
+        "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "TE", "Trailer",
+        "Upgrade", "Expect", "Proxy-Connection", "Host",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
+            return names[i];
+    return NULL;
+}
+
 /* Defaults first, in a fixed order; a caller's header of the same name
  * (any case) replaces the default's value, or removes it when false; the
- * caller's other headers follow, sorted. */
+ * caller's other headers follow, sorted.  A framing header (above) raises,
+ * unless it is false: there is no default of that name to remove. */
 static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, int has_body)
 {
     int n = 0;
@@ -181,6 +304,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         if (!truto_is_token(name, namelen))
             luaL_error(L, "truto: header name %s is not a valid HTTP token",
                        is_printable(name, namelen) ? name : "(with control or non-ASCII characters)");
+        const char *framing = framing_header(name, namelen);
         /* Each value stays on the stack until the lines are written; a
          * number is converted in this copy, never in the caller's table. */
         if (!lua_checkstack(L, 2))
@@ -190,6 +314,9 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         size_t valuelen = 0;
         const char *value = NULL;
         if (lua_type(L, -1) != LUA_TBOOLEAN) {
+            if (framing != NULL)
+                luaL_error(L, "truto: headers: %s is set by the library (it frames the request "
+                              "or manages the connection), so it cannot be given", framing);
             value = lua_tolstring(L, -1, &valuelen);
             if (!truto_is_field_value(value, valuelen))
                 luaL_error(L, "truto: header %s: value contains CR, LF, NUL or another control character",

@@ -156,7 +156,10 @@ struct curl_slist;
 #define TRUTO_DEFAULT_TIMEOUT_MS         30000L
 #define TRUTO_DEFAULT_CONNECT_TIMEOUT_MS 10000L
 #define TRUTO_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 * 1024 * 1024)
-#define TRUTO_MAX_HEADER_BYTES           ((size_t)1024 * 1024)
+/* The transport contract's caps on response headers (HACKING.md): one
+ * block, and one line (libcurl's own CURL_MAX_HTTP_HEADER). */
+#define TRUTO_MAX_HEADER_BYTES           ((size_t)256 * 1024)
+#define TRUTO_MAX_HEADER_LINE            (100 * 1024)
 #define TRUTO_ERROR_SIZE                 256    /* CURL_ERROR_SIZE (checked) */
 
 /* curl_global_init once; raises "truto: curl_global_init failed". */
@@ -307,6 +310,7 @@ void truto_open_response(lua_State *L);
 void truto_open_decode(lua_State *L);
 void truto_open_webhook(lua_State *L);
 void truto_open_system(lua_State *L);
+void truto_open_inflate(lua_State *L);
 
 /* Compatibility with the Lua 5.1 C API (LuaJIT). */
 #if LUA_VERSION_NUM < 502

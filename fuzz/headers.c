@@ -1,8 +1,8 @@
 /*
  * The response-header parsing of csrc/session.c, without a network: the
  * input is split into lines and fed to on_header (the CURLOPT_HEADERFUNCTION
- * callback) as libcurl would, then has_location and truto_push_headers
- * (curl_common.c) read what was kept, and parse_http_date reads every
+ * callback) as libcurl would, then truto_push_headers (curl_common.c)
+ * reads what was kept, and parse_http_date reads every
  * value (Retry-After, X-RateLimit-Reset).  session.c is included so that
  * its static functions can be called; the harness links every other object
  * of the core.  (on_header keeps lines through truto_reply_header, which
@@ -24,7 +24,6 @@ static void fuzz_one(lua_State *L, input *in, int core)
     if (easy == NULL)
         easy = curl_easy_init();
     s.easy = easy;
-    s.follow = (int)(take(in) & 1);
 
     const char *p = (const char *)in->p, *end = (const char *)in->end;
     int ok = 1;
@@ -42,7 +41,6 @@ static void fuzz_one(lua_State *L, input *in, int core)
         p += len;
     }
     if (!s.reply.too_large && !s.reply.oom) {
-        (void)has_location(&s.reply.head);
         truto_push_headers(L, &s.reply.head);
         int t = lua_gettop(L);
         lua_pushnil(L);

@@ -45,6 +45,16 @@ local ROWS = {
     "raise: the API token is empty or contains spaces or control characters" },
   { "new with a base_url holding CRLF", function() return truto.new { token = "t", base_url = "http://h\r\n" } end,
     "raise: base_url must not contain spaces or control characters" },
+  { "new with a base_url whose backslash hides user information",
+    function() return truto.new { token = "t", base_url = "http://host\\@evil.com" } end,
+    "raise: truto: base_url must not contain a backslash" },
+  { "new with a base_url holding user information",
+    function() return truto.new { token = "t", base_url = "https://user:pw@evil.com" } end,
+    "raise: truto: base_url must not contain user information ('@' before the host)" },
+  { "new with an unclosed IPv6 base_url", function() return truto.new { token = "t", base_url = "http://[::1" } end,
+    "raise: truto: base_url has an IPv6 address without its closing ']'" },
+  { "new with a base_url port of 0", function() return truto.new { token = "t", base_url = "http://h:0/x" } end,
+    "raise: truto: base_url port must be a number from 1 to 65535" },
   { "new with a huge max_retries", function() return truto.new { token = "t", max_retries = 1e9 } end,
     "raise: option 'max_retries' must be an integer from 0 to 10" },
 
@@ -114,6 +124,14 @@ local ROWS = {
     "raise: header name X:Y is not a valid HTTP token" },
   { "a header value that is a table", function() return u:get("crm", "x", "1", Q, { headers = { X = {} } }) end,
     "raise: header X: value must be a string, a number or false" },
+  { "a Content-Length header", function()
+      return u:update("crm", "opportunities", "1", { name = "x" }, Q, { headers = { ["Content-Length"] = "0" } })
+    end, "raise: truto: headers: Content-Length is set by the library" },
+  { "a transfer-encoding header", function()
+      return p:create("deals", { a = 1 }, Q, { headers = { ["transfer-encoding"] = "chunked" } })
+    end, "raise: truto: headers: Transfer-Encoding is set by the library" },
+  { "a Host header", function() return c:get("x", Q, { headers = { host = "evil.com" } }) end,
+    "raise: truto: headers: Host is set by the library" },
   { "an idempotency key with LF", function() return u:update("crm", "x", "1", {}, Q, { idempotency_key = "k\n" }) end,
     "raise: header Idempotency-Key: value contains CR, LF, NUL or another control character" },
   { "an empty idempotency key", function() return u:update("crm", "x", "1", {}, Q, { idempotency_key = "" }) end,
@@ -151,6 +169,35 @@ describe("bad input", function()
       end
     end)
   end
+
+  it("reports a bad base_url or a framing header at the caller's line, with the exact message", function()
+    local FRAMING = " is set by the library (it frames the request or manages the connection), so it cannot be given"
+    local cases = {
+      { debug.getinfo(1, "l").currentline, function() truto.new { token = "x", base_url = "http://host\\@evil.com" } end,
+        "truto: base_url must not contain a backslash" },
+      { debug.getinfo(1, "l").currentline, function() truto.new { token = "x", base_url = "http://[::1" } end,
+        "truto: base_url has an IPv6 address without its closing ']'" },
+      { debug.getinfo(1, "l").currentline, function() u:update("crm", "opportunities", "1", { name = "x" }, Q,
+                                                                 { headers = { ["Content-Length"] = "0" } }) end,
+        "truto: headers: Content-Length" .. FRAMING },
+      { debug.getinfo(1, "l").currentline, function() truto.new { token = "t", headers = { Connection = "close" } } end,
+        "truto: headers: Connection" .. FRAMING },
+    }
+    local before = #sent
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[2])
+      assert.is_false(ok)
+      assert.equal("spec/bad_input_spec.lua:" .. case[1] .. ": " .. case[3], err)
+    end
+    assert.equal(before, #sent, "a request reached the transport")
+  end)
+
+  it("still accepts the base URLs people use", function()
+    for _, base in ipairs { "http://127.0.0.1:8080/prefix", "https://[::1]:443", "https://api.truto.one",
+                            "http://localhost:9090/", "https://truto.internal.example/api/v1" } do
+      assert.equal(base, truto.new { token = "x", base_url = base, transport = transport }.base_url)
+    end
+  end)
 
   it("decode_json returns nil, err for hostile text", function()
     for _, text in ipairs { ("["):rep(100000), ('{"a":'):rep(1000), "\0", "[1," .. ("9"):rep(500) .. "]", huge } do

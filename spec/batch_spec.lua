@@ -181,6 +181,64 @@ describe("client:batch", function()
     assert.same({ true, true, true }, indices)
   end)
 
+  it("leaves the multi handle clean when on_progress raises: the next batches run in full", function()
+    local requests = {}
+    for i = 1, 12 do
+      requests[i] = update(tostring(10000003 + i), i,
+        { opts = { headers = { ["X-Emulator-Delay-Ms"] = tostring(i * 20) } } })
+    end
+    local ok, err = pcall(client.batch, client, requests, {
+      concurrency = 12,
+      on_progress = function(settled) if settled == 2 then error("stop here", 0) end end,
+    })
+    assert.is_false(ok)
+    assert.equal("stop here", err)
+    for _ = 1, 3 do
+      local results = client:batch(requests, { concurrency = 12 })
+      assert.equal(12, #results)
+      for i, r in ipairs(results) do
+        assert.equal(i, r[1] and r[1].amount, tostring(r[2]))
+      end
+    end
+  end)
+
+  it("follows redirects when the client does, with the same rules as a single call", function()
+    local following = emu.client { follow_redirects = true, sleep = function() end }
+    emu.faults { { method = "GET", path_prefix = "/unified/crm/opportunities/10000005", status = 307, count = 1,
+                   headers = { Location = emu.base_url .. "/unified/crm/opportunities/10000006?integrated_account_id="
+                     .. ACCOUNT } } }
+    local results = following:batch {
+      { api = "unified", method = "get", model = "crm", resource = "opportunities", id = "10000005", query = Q },
+    }
+    assert.equal("10000006", results[1][1].id, tostring(results[1][2]))
+    assert.equal(1, results[1][2].info.redirects)
+    assert.equal(1, results[1][2].attempts)
+    following:close()
+    -- Without follow_redirects the 3xx is the answer.
+    emu.faults { { method = "GET", path_prefix = "/unified/crm/opportunities/10000005", status = 307, count = 1,
+                   headers = { Location = "/x" } } }
+    results = client:batch {
+      { api = "unified", method = "get", model = "crm", resource = "opportunities", id = "10000005", query = Q },
+    }
+    assert.is_nil(results[1][1])
+    assert.equal(307, results[1][2].status)
+  end)
+
+  it("stays usable after close(): the next call or batch opens a new connection", function()
+    local c = emu.client {}
+    assert.equal("10000005", c.unified_api:get("crm", "opportunities", "10000005", Q).id)
+    c:close()
+    c:close()
+    local record, response = c.unified_api:get("crm", "opportunities", "10000005", Q)
+    assert.equal("10000005", record.id, tostring(response))
+    assert.equal(1, response.info.new_connections)
+    local results = c:batch { update("10000005", 5) }
+    assert.equal(5, results[1][1].amount)
+    c:close()
+    assert.equal(5, c:batch({ update("10000005", 5) })[1][1].amount)
+    c:close()
+  end)
+
   it("returns an empty list for no requests", function()
     assert.same({}, client:batch {})
   end)

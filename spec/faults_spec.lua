@@ -242,19 +242,35 @@ describe("the retry policy over the wire", function()
     assert.same({ 1, 1, 1, 1, 1 }, sleeps)
     client:close()
 
-    -- Time spent in attempts counts: 400 ms each against a 1 s deadline.
-    -- After 0.4 s and 0.8 s another attempt fits; after 1.2 s it does not.
+    -- Time spent in attempts counts, and the deadline bounds the attempt
+    -- itself: 400 ms each against a 1 s deadline; the third, started at
+    -- 0.8 s, is cut at 1 s.
     emu.reset()
     client = client_with { max_retries = 10, retry = { deadline = 1, base = 0.001, cap = 0.001 } }
     emu.faults { { method = "GET", path_prefix = PREFIX, status = 502, delay_ms = 400, count = 10 } }
     local started = core.now()
     _, err = client.unified_api:get("crm", "opportunities", ID, Q)
     local elapsed = core.now() - started
-    assert.equal(502, err.status)
+    assert.equal("timeout", err.kind)
     assert.equal(3, err.attempts)
     assert.equal(2, #sleeps)
-    assert.is_true(elapsed >= 1.2 and elapsed < 1.6, "elapsed " .. elapsed)
+    assert.is_true(elapsed >= 0.95 and elapsed < 1.25, "elapsed " .. elapsed)
     client:close()
+  end)
+
+  it("ends the call at retry.deadline, however long timeout is", function()
+    local client = client_with { max_retries = 5, timeout = 4.5, retry = { deadline = 1 } }
+    emu.faults { { method = "GET", path_prefix = PREFIX, delay_ms = 3000, count = 1 } }
+    local started = core.now()
+    local record, err = client.unified_api:get("crm", "opportunities", ID, Q)
+    local elapsed = core.now() - started
+    assert.is_nil(record)
+    assert.equal("timeout", err.kind)
+    assert.equal(1, err.attempts)
+    assert.same({}, sleeps)
+    assert.is_true(elapsed >= 0.95 and elapsed < 1.3, "elapsed " .. elapsed)
+    client:close()
+    core.sleep(2.2)   -- the emulator still holds the delayed request
   end)
 
   it("waits Retry-After, capped by max_retry_after, else ratelimit-reset for a 429", function()

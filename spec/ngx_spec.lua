@@ -3,51 +3,15 @@
 -- the ngx (cosocket) transport.  Everything is driven from here over HTTP.
 local core = require "truto.core"
 local truto = require "truto"
-local emulator = require "truto.emulator"
 local emu = require "spec.support.emulator"
 local sh = require "spec.support.shell"
 local bodiless = require "spec.support.bodiless"
+local ngx_app = require "spec.support.ngx_app"
 
 local ACCOUNT = emu.ACCOUNT
-local shell_quote, capture, read_file = sh.quote, sh.capture, sh.read_file
+local shell_quote, capture = sh.quote, sh.capture
 
--- <repo>, from this file's path: <repo>/spec/ngx_spec.lua.
-local REPO = (function()
-  local file = debug.getinfo(1, "S").source:sub(2)
-  return capture("realpath " .. shell_quote(file)):match("^(.*)/spec/[^/]+\n?$")
-end)()
-
---- nginx servers -----------------------------------------------------------
-
--- The LuaJIT build of the core that nginx loads.
-local function check_luajit_core()
-  assert(sh.exists(REPO .. "/build/luajit/truto/core.so"), "build/luajit/truto/core.so is missing: run `make luajit`")
-end
-
--- opts go to truto.emulator.nginx; waits for /health.  Raises on failure.
-local function start_server(opts)
-  check_luajit_core()
-  opts.health = "/health"
-  return assert(emulator.nginx(opts))
-end
-
--- The whole error log of a server started by start_server.
-local function error_log(server)
-  return (read_file(server.prefix .. "/error.log") or "") .. (read_file(server.prefix .. "/logs/error.log") or "")
-end
-
--- spec/ngx/nginx.conf.in; values: BASE_URL and, for the TLS suite, the TLS_*
--- placeholders (a function of the port), certificates: see truto.emulator.nginx.
-local function start_app(values, certificates)
-  return start_server {
-    template = REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", certificates = certificates,
-    values = function(port, prefix)
-      local v = { REPO = REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "" }
-      for k, x in pairs(type(values) == "function" and values(port, prefix) or values) do v[k] = x end
-      return v
-    end,
-  }
-end
+local start_app, error_log = ngx_app.start_app, ngx_app.error_log
 
 local app             -- the app server (a truto.emulator.nginx handle)
 
@@ -238,7 +202,7 @@ describe("inside nginx (the ngx transport)", function()
     local status, value = json_request("GET", "/bodiless")
     assert.equal(200, status, app:log())
     assert.same(bodiless.STATUSES, value.statuses)
-    assert.same(bodiless.expected(ACCOUNT, {}), bodiless.received(emu.requests()))
+    assert.same(bodiless.expected(ACCOUNT, { "accept-encoding" }), bodiless.received(emu.requests()))
   end)
 
   it("checks a webhook's signature in access_by_lua", function()

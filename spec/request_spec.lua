@@ -4,7 +4,7 @@ local truto = require "truto"
 
 local UA_PREFIX = "User-Agent: lua-truto/" .. truto.VERSION .. " (libcurl/" .. core.curl_version .. "; Lua"
 
-local function build(overrides)
+local function spec_of(overrides)
   local spec = {
     method = "PATCH",
     base_url = "https://api.truto.one",
@@ -13,7 +13,18 @@ local function build(overrides)
     token = "secret-token",
   }
   for k, v in pairs(overrides or {}) do spec[k] = v end
-  return core.build_request(spec)
+  return spec
+end
+
+local function build(overrides)
+  return core.build_request(spec_of(overrides))
+end
+
+-- The whole message of the error build_request raises.
+local function refusal(overrides)
+  local ok, err = pcall(core.build_request, spec_of(overrides))
+  assert.is_false(ok, "expected an error")
+  return err
 end
 
 local function fails(overrides)
@@ -116,6 +127,62 @@ describe("build_request", function()
       assert.matches("request base_url must be a string, got nil$",
         select(2, pcall(core.build_request, { method = "GET", path = {} })))
     end)
+
+    it("accepts a host name, an IPv4 or IPv6 address, a port and a path prefix", function()
+      for base, url in pairs {
+        ["https://api.truto.one"] = "https://api.truto.one/x",
+        ["http://127.0.0.1:8080/prefix"] = "http://127.0.0.1:8080/prefix/x",
+        ["https://[::1]:443"] = "https://[::1]:443/x",
+        ["http://[2001:db8::ffff:192.0.2.1]/"] = "http://[2001:db8::ffff:192.0.2.1]/x",
+        ["http://truto_emulator:65535/a-b/c.d/~e/%2Fx/!$&'()*+,;=:@/"] =
+          "http://truto_emulator:65535/a-b/c.d/~e/%2Fx/!$&'()*+,;=:@/x",
+      } do
+        assert.equal(url, build { base_url = base, path = { "x" }, path_names = false }.url)
+      end
+    end)
+
+    it("refuses user information, a backslash, a bad host, port or path, naming the fault", function()
+      for base, message in pairs {
+        ["http://host\\@evil.com"] = "base_url must not contain a backslash",
+        ["http://host\\evil.com/"] = "base_url must not contain a backslash",
+        ["https://api.truto.one/a\\b"] = "base_url must not contain a backslash",
+        ["http://user@evil.com"] = "base_url must not contain user information ('@' before the host)",
+        ["http://user:pw@evil.com:80/x"] = "base_url must not contain user information ('@' before the host)",
+        ["http://@evil.com"] = "base_url must not contain user information ('@' before the host)",
+        ["http://[::1"] = "base_url has an IPv6 address without its closing ']'",
+        ["http://[::1/x]"] = "base_url has an IPv6 address without its closing ']'",
+        ["http://[::g]"] = "base_url has an IPv6 address with a character other than hex digits, ':' and '.'",
+        ["http://[fe80::1%25eth0]"] = "base_url has an IPv6 address with a character other than hex digits, "
+          .. "':' and '.'",
+        ["http://[]"] = "base_url has an invalid IPv6 address",
+        ["http://[1:2]"] = "base_url has an invalid IPv6 address",
+        ["http://[::1]x"] = "base_url has something other than ':port' after the IPv6 address",
+        ["http://[::1]]"] = "base_url has something other than ':port' after the IPv6 address",
+        ["http://ex%61mple.com"] = "base_url host may contain only letters, digits, '-', '.' and '_' "
+          .. "(or be an IPv6 address in brackets)",
+        ["http://a,b"] = "base_url host may contain only letters, digits, '-', '.' and '_' "
+          .. "(or be an IPv6 address in brackets)",
+        ["http://bücher.example"] = "base_url host may contain only letters, digits, '-', '.' and '_' "
+          .. "(or be an IPv6 address in brackets)",
+        ["http://:8080"] = "base_url has no host",
+        ["http://h:"] = "base_url port must be a number from 1 to 65535",
+        ["http://h:0"] = "base_url port must be a number from 1 to 65535",
+        ["http://h:65536"] = "base_url port must be a number from 1 to 65535",
+        ["http://h:123456"] = "base_url port must be a number from 1 to 65535",
+        ["http://h:8o"] = "base_url port must be a number from 1 to 65535",
+        ["http://h:80:81"] = "base_url port must be a number from 1 to 65535",
+        ["http://h/a%2"] = "base_url path has a '%' that does not start a %XX escape",
+        ["http://h/a%zz/"] = "base_url path has a '%' that does not start a %XX escape",
+        ["http://h/a[1]"] = "base_url path may contain only letters, digits, '/', %XX escapes "
+          .. "and -._~!$&'()*+,;=:@",
+        ["http://h/\"x\""] = "base_url path may contain only letters, digits, '/', %XX escapes "
+          .. "and -._~!$&'()*+,;=:@",
+        ["http://h/é"] = "base_url path may contain only letters, digits, '/', %XX escapes "
+          .. "and -._~!$&'()*+,;=:@",
+      } do
+        assert.equal("truto: " .. message, refusal { base_url = base }, base)
+      end
+    end)
   end)
 
   describe("headers", function()
@@ -124,6 +191,34 @@ describe("build_request", function()
                                                    ["User-Agent"] = false, ["X-Count"] = 3 } }
       assert.same({ "accept: text/csv", "Authorization: Bearer secret-token", "Idempotency-Key: k1", "X-Count: 3" },
         r.headers)
+    end)
+
+    it("refuses the headers that frame the request or manage the connection, in any case", function()
+      for _, name in ipairs { "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "TE", "Trailer",
+                              "Upgrade", "Expect", "Proxy-Connection", "Host" } do
+        local expected = "truto: headers: " .. name .. " is set by the library (it frames the request or "
+          .. "manages the connection), so it cannot be given"
+        for _, given in ipairs { name, name:lower(), name:upper() } do
+          assert.equal(expected, refusal { headers = { [given] = "0" } }, given)
+          assert.equal(expected, refusal { headers = { [given] = 7 } }, given)
+        end
+      end
+      assert.equal("truto: headers: Content-Length is set by the library (it frames the request or manages the "
+        .. "connection), so it cannot be given", refusal { body = { a = 1 }, headers = { ["content-length"] = "0" } })
+    end)
+
+    it("keeps a framing header given as false a no-op, and lets a caller's Authorization replace the token's", function()
+      local r = build { method = "GET", headers = { ["Content-Length"] = false, Host = false, Expect = false } }
+      assert.same({ "Accept: application/json", "Authorization: Bearer secret-token" }, { r.headers[1], r.headers[2] })
+      assert.equal(3, #r.headers)
+      r = build { method = "GET", headers = { authorization = "Basic dXNlcjpwdw==", ["User-Agent"] = false } }
+      assert.same({ "Accept: application/json", "authorization: Basic dXNlcjpwdw==" }, r.headers)
+      r = build { method = "GET", headers = { Authorization = false, ["User-Agent"] = false } }
+      assert.same({ "Accept: application/json" }, r.headers)
+      -- names that only start like a framing header are the caller's
+      r = build { method = "GET", headers = { ["Content-Length-X"] = "1", Hosts = "2", TEs = "3", ["User-Agent"] = false } }
+      assert.same({ "Accept: application/json", "Authorization: Bearer secret-token", "Content-Length-X: 1",
+                    "Hosts: 2", "TEs: 3" }, r.headers)
     end)
 
     it("refuses CR, LF and NUL in names and values, without echoing values", function()

@@ -8,6 +8,7 @@
 -- emulator of the end-to-end checks, with truto.emulator).
 local core = require "truto.core"
 local emulator = require "truto.emulator"
+local redirect = require "truto.redirect"
 local sh = require "spec.support.shell"
 
 local read_file, rss_kb = sh.read_file, sh.rss_kb
@@ -169,7 +170,7 @@ describe("truto.core.session", function()
       core.session{
         timeout = 30, connect_timeout = 10, ca_file = "/nonexistent/ca.pem", ca_path = "/nonexistent",
         insecure = false, proxy = "http://127.0.0.1:3128", max_response_bytes = 1024,
-        http2 = false, follow_redirects = true,
+        http2 = false,
       }:close()
     end)
 
@@ -181,7 +182,9 @@ describe("truto.core.session", function()
       assert.has_error(function() core.session{ timeout = "30" } end)
       assert.has_error(function() core.session{ insecure = 1 } end)
       assert.has_error(function() core.session{ http2 = "yes" } end)
-      assert.has_error(function() core.session{ follow_redirects = 0 } end)
+      -- Redirects are the client's (lua/truto/redirect.lua), not a session's.
+      assert.has_error(function() core.session{ follow_redirects = true } end,
+        "truto: unknown session option 'follow_redirects'")
       assert.has_error(function() core.session{ proxy = 3128 } end)
       assert.has_error(function() core.session{ ca_file = "" } end)
       assert.has_error(function() core.session{ ca_file = "a\0b" } end)
@@ -589,10 +592,27 @@ describe("truto.core.session", function()
         assert.equal(0, info.redirects)
       end)
 
-      describe("with follow_redirects", function()
-        local f
-        before_each(function() f = core.session{ follow_redirects = true, ca_file = srv.ca } end)
-        after_each(function() f:close() end)
+      -- The client follows redirects with truto.redirect, over any transport:
+      -- here its rules against real 3xx answers, over a session.
+      describe("followed with truto.redirect", function()
+        local session
+        before_each(function() session = core.session{ ca_file = srv.ca } end)
+        after_each(function() session:close() end)
+        local f = {}
+        function f.perform(_, first)
+          local req, hops = first, 0
+          while true do
+            local status, headers, body, info = session:perform(req)
+            local nxt, err = redirect.next(first, req, status, headers, hops)
+            if err then return nil, err end
+            if not nxt then
+              if info then info.redirects = hops end
+              return status, headers, body, info
+            end
+            req, hops = { method = nxt.method, url = nxt.url, headers = nxt.headers, body = nxt.body,
+                          sink = first.sink }, hops + 1
+          end
+        end
 
         it("keep credentials on the same origin", function()
           local status, headers, _, info = f:perform{ url = srv.base .. "/chain", headers = { AUTH, "Cookie: a=1" } }
@@ -650,7 +670,8 @@ describe("truto.core.session", function()
           status, err = f:perform{ url = srv.base .. "/loop" }
           assert.is_nil(status)
           assert.equal("protocol", err.kind)
-          assert.equal(47, err.curl_code)
+          assert.equal("more than 5 redirects", err.message)
+          assert.is_true(err.final)
         end)
 
         it("never pass a redirect's body to the sink", function()

@@ -5,6 +5,7 @@
 local core = require "truto.core"
 local errors = require "truto.errors"
 local ratelimit = require "truto.ratelimit"
+local redirect = require "truto.redirect"
 local retry = require "truto.retry"
 local schema = require "truto.schema"
 
@@ -194,7 +195,7 @@ function _M.new(given)
   self.base_url = options.base_url or os.getenv("TRUTO_BASE_URL") or DEFAULT_BASE_URL
   -- Check the URL and the token now rather than on the first call.
   local ok, err = pcall(core.build_request, { method = "GET", base_url = self.base_url, path = {},
-                                              token = self.token })
+                                              token = self.token, headers = options.headers })
   if not ok then error(err, 2) end
 
   self.timeout = options.timeout or 30
@@ -217,6 +218,7 @@ function _M.new(given)
   self.transport = choose_transport(options.transport or "auto", options)
   self.sleep = options.sleep or self.transport.sleep or core.sleep
   self.on_request = options.on_request
+  self.follow_redirects = options.follow_redirects == true
   self.now = self.transport.now or core.now
   if options.rate_limit then
     self.pacer = ratelimit.new(options.rate_limit, self.now, self.sleep)
@@ -247,13 +249,14 @@ end
 
 -- The result of a 2xx response: decoded JSON, the raw text for other
 -- content, true for an empty body or a body that went to a sink.
-local function decode_success(headers, body, streamed)
+local function decode_success(status, headers, body, streamed, secret)
   if streamed or body == nil or body == "" then return true end
   if not is_json(headers, body) then return body end
   local value, err = core.decode_json(body)
   if value == nil then
-    return nil, errors.new { kind = "decode", message = "response is not valid JSON: " .. err,
-                             body = #body > 1000 and body:sub(1, 1000) or body }
+    return nil, errors.new({ kind = "decode", message = "response is not valid JSON: " .. err,
+                             body = #body > 1000 and body:sub(1, 1000) or body, status = status,
+                             headers = headers }, secret)
   end
   return value
 end
@@ -314,6 +317,7 @@ function Client:prepare(spec, opts, level)
       or "",
     max_retries = opts.max_retries or self.max_retries,
     started = self.now(),
+    timeout = opts.timeout or self.timeout,
     attempt = 0,
     delivered = false,
   }
@@ -324,8 +328,9 @@ function Client:prepare(spec, opts, level)
       return opts.sink(chunk)
     end
   end
+  if self.retry.deadline then call.deadline = call.started + self.retry.deadline end
   call.transfer = {
-    timeout = opts.timeout or self.timeout,
+    timeout = call.timeout,   -- set again before each send (see arm)
     connect_timeout = opts.connect_timeout or self.connect_timeout,
     sink = sink,
     -- A sink keeps memory flat, so its body is not capped unless asked.
@@ -336,13 +341,64 @@ function Client:prepare(spec, opts, level)
   return call
 end
 
---- Before each attempt: pacing, the on_request hook, the attempt count.
+--- Before each attempt: pacing, the on_request hook, the attempt count,
+-- and when the attempt must end: `timeout` from now, never past
+-- `retry.deadline`.
 ---@package
 ---@param call table
 function Client:begin_attempt(call)
   call.attempt = call.attempt + 1
   if self.pacer then self.pacer:acquire(call.account) end
   if self.on_request then self.on_request(redacted(call.req), call.attempt) end
+  local ends = self.now() + call.timeout
+  if call.deadline and call.deadline < ends then ends = call.deadline end
+  call.ends, call.hop, call.hops = ends, call.req, 0
+end
+
+-- Before each send of an attempt (its redirects included): the transfer
+-- gets the time left.  nil, err when none is.
+local function arm(self, call)
+  local left = call.ends - self.now()
+  if left <= 0 then
+    return nil, { kind = "timeout", message = call.deadline and call.ends >= call.deadline
+      and "the call's retry.deadline passed" or "timed out following redirects" }
+  end
+  call.transfer.timeout = left
+  return true
+end
+
+--- After a response, when redirects are followed: true when the call
+-- goes on to the next hop (call.hop), nil, err when the redirect is refused,
+-- nil when the response is the answer.
+---@package
+---@param call table
+---@param status? integer
+---@param headers table
+---@return true|nil follow
+---@return table? err
+function Client:follow(call, status, headers)
+  if not (self.follow_redirects and status) then return nil end
+  local hop, err = redirect.next(call.req, call.hop, status, headers, call.hops)
+  if not hop then return nil, err end
+  call.hop, call.hops = hop, call.hops + 1
+  return true
+end
+
+-- One attempt: the request and its redirects.  Returns what
+-- transport:perform returns.
+local function exchange(self, call)
+  while true do
+    local ok, err = arm(self, call)
+    if not ok then return nil, err end
+    local status, headers, body, info = self.transport:perform(call.hop, call.transfer)
+    local follow
+    follow, err = self:follow(call, status, headers)
+    if err then return nil, err end
+    if not follow then
+      if info then info.redirects = call.hops end
+      return status, headers, body, info
+    end
+  end
 end
 
 --- What a successful call returns second (a failed one returns `truto.Error`).
@@ -420,20 +476,18 @@ function Client:settle(call, status, rheaders, body, info)
     }, Response)
     if status >= 200 and status < 300 then
       local result
-      result, err = decode_success(rheaders, body, call.transfer.sink ~= nil)
+      result, err = decode_success(status, rheaders, body, call.transfer.sink ~= nil, self.token)
       if result ~= nil then return "done", result, response end
-      err.status, err.headers = status, rheaders
     else
       err = errors.from_response(status, rheaders, decode_failure(rheaders, body), self.token)
     end
   end
   err.method, err.path, err.attempts = call.method, call.path, call.attempt
   err.retryable = retry.retryable(err) and call.repeatable and not call.delivered
+  err.final = nil
   if not err.retryable or call.attempt > call.max_retries then return "fail", err end
   local wait = retry.delay(self.retry, call.attempt, err)
-  if self.retry.deadline and self.now() + wait - call.started > self.retry.deadline then
-    return "fail", err
-  end
+  if call.deadline and self.now() + wait >= call.deadline then return "fail", err end
   return "retry", wait
 end
 
@@ -446,7 +500,7 @@ end
 function Client:run(call)
   while true do
     self:begin_attempt(call)
-    local verdict, a, b = self:settle(call, self.transport:perform(call.req, call.transfer))
+    local verdict, a, b = self:settle(call, exchange(self, call))
     if verdict == "done" then return a, b end
     if verdict == "fail" then return nil, a end
     self.sleep(a)
@@ -827,56 +881,85 @@ end
 
 -- Every call on one libcurl multi handle: at most `concurrency` in flight,
 -- retries scheduled by time rather than slept, so a waiting call never holds
--- up the others.
+-- up the others.  An error raised from finish (on_progress) takes every
+-- transfer off the handle before it propagates, so the next batch starts clean.
 local function run_on_multi(self, calls, concurrency, finish)
   local multi = self.transport:multi()
   local n, next_new, in_flight, count = #calls, 1, {}, 0
   local due = {}   -- retries waiting for their time, soonest first: { at = t, index = i }
   local settled = 0
-  while settled < n do
-    while count < concurrency do
-      local index
-      if due[1] and due[1].at <= self.now() then
-        index = table.remove(due, 1).index
-      elseif next_new <= n then
-        index, next_new = next_new, next_new + 1
-      else
-        break
-      end
-      local call = calls[index]
-      self:begin_attempt(call)
-      local req, t = call.req, call.transfer
-      local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
-                             timeout = t.timeout, connect_timeout = t.connect_timeout,
-                             max_response_bytes = t.max_response_bytes, fresh_connect = not t.repeatable }
-      in_flight[id] = index
-      count = count + 1
-    end
-    local wait = 1
-    if due[1] then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
-    if count == 0 then
-      self.sleep(wait)
+
+  -- The call's outcome: done, failed, or due again later.
+  local function judge(index, ...)
+    local verdict, a, b = self:settle(calls[index], ...)
+    if verdict == "retry" then
+      local at, pos = self.now() + a, #due + 1
+      while pos > 1 and due[pos - 1].at > at do pos = pos - 1 end
+      table.insert(due, pos, { at = at, index = index })
     else
-      for _, f in ipairs(multi:wait(wait)) do
-        local index = in_flight[f.id]
-        in_flight[f.id] = nil
-        count = count - 1
-        local verdict, a, b
-        if f.err then
-          verdict, a, b = self:settle(calls[index], nil, f.err)
+      settled = settled + 1
+      if verdict == "done" then finish(index, a, b) else finish(index, nil, a) end
+    end
+  end
+
+  -- Puts the call's current hop on the handle (or judges it timed out).
+  local function send(index)
+    local call = calls[index]
+    local ok, err = arm(self, call)
+    if not ok then return judge(index, nil, err) end
+    local req, t = call.hop, call.transfer
+    local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
+                           timeout = t.timeout, connect_timeout = t.connect_timeout,
+                           max_response_bytes = t.max_response_bytes, fresh_connect = not t.repeatable }
+    in_flight[id] = index
+    count = count + 1
+  end
+
+  local function loop()
+    while settled < n do
+      while count < concurrency do
+        local index
+        if due[1] and due[1].at <= self.now() then
+          index = table.remove(due, 1).index
+        elseif next_new <= n then
+          index, next_new = next_new, next_new + 1
         else
-          verdict, a, b = self:settle(calls[index], f.status, f.headers, f.body, f.info)
+          break
         end
-        if verdict == "retry" then
-          local at, pos = self.now() + a, #due + 1
-          while pos > 1 and due[pos - 1].at > at do pos = pos - 1 end
-          table.insert(due, pos, { at = at, index = index })
-        else
-          settled = settled + 1
-          if verdict == "done" then finish(index, a, b) else finish(index, nil, a) end
+        self:begin_attempt(calls[index])
+        send(index)
+      end
+      local wait = 1
+      if due[1] then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
+      if count == 0 then
+        if settled < n then self.sleep(wait) end
+      else
+        for _, f in ipairs(multi:wait(wait)) do
+          local index = in_flight[f.id]
+          in_flight[f.id] = nil
+          count = count - 1
+          if f.err then
+            judge(index, nil, f.err)
+          else
+            local follow, err = self:follow(calls[index], f.status, f.headers)
+            if follow then
+              send(index)
+            elseif err then
+              judge(index, nil, err)
+            else
+              f.info.redirects = calls[index].hops
+              judge(index, f.status, f.headers, f.body, f.info)
+            end
+          end
         end
       end
     end
+  end
+
+  local ok, err = pcall(loop)
+  if not ok then
+    multi:abort()
+    error(err, 0)
   end
 end
 
@@ -897,7 +980,11 @@ local function run_on_threads(self, calls, concurrency, finish)
   for t = 1, math.min(concurrency, #calls) do threads[t] = ngx.thread.spawn(worker) end
   for _, thread in ipairs(threads) do
     local ok, err = ngx.thread.wait(thread)
-    if not ok then error(err, 0) end
+    if not ok then
+      -- An error from on_progress: the other threads stop too.
+      for _, other in ipairs(threads) do ngx.thread.kill(other) end
+      error(err, 0)
+    end
   end
 end
 

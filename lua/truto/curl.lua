@@ -7,7 +7,7 @@ local _M = {}
 local mt = { __index = _M }
 
 local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
-  "max_response_bytes", "http2", "follow_redirects" }
+  "max_response_bytes", "http2" }
 
 --- A transport for one client: its libcurl session is made here and kept.
 ---@param options truto.Options the client's, timeouts filled in
@@ -19,17 +19,10 @@ function _M.new(options)
 end
 
 --- The multi handle batches run on, made on first use and kept, so that its
--- connections stay alive from one batch to the next.  follow_redirects is
--- the session's alone: a batch does not follow redirects.
+-- connections stay alive from one batch to the next.
 ---@return userdata multi
 function _M:multi()
-  if not self.multi_handle then
-    local options = {}
-    for name, value in pairs(self.options) do
-      if name ~= "follow_redirects" then options[name] = value end
-    end
-    self.multi_handle = core.multi(options)
-  end
+  if not self.multi_handle then self.multi_handle = core.multi(self.options) end
   return self.multi_handle
 end
 
@@ -44,6 +37,7 @@ end
 ---@return string? body
 ---@return table? info
 function _M:perform(req, call)
+  if not self.session then self.session = core.session(self.options) end   -- after close()
   return self.session:perform {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
     timeout = call.timeout, connect_timeout = call.connect_timeout,
@@ -55,10 +49,12 @@ end
 _M.sleep = core.sleep
 _M.now = core.now
 
---- Closes the session and the multi handle, if any.
+--- Closes the session and the multi handle, if any: their connections
+-- are released.  The transport stays usable: the next call opens new ones.
 function _M:close()
-  self.session:close()
+  if self.session then self.session:close() end
   if self.multi_handle then self.multi_handle:close() end
+  self.session, self.multi_handle = nil, nil
 end
 
 return _M

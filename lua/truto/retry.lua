@@ -19,9 +19,9 @@ _M.DEFAULTS = { base = 0.5, cap = 30, max_retry_after = 60 }
 ---@return boolean
 function _M.retryable(err)
   if err.kind == "http" then return RETRY_STATUS[err.status] == true end
-  -- A redirect refused (https to http, another scheme: CURLE_UNSUPPORTED_PROTOCOL)
-  -- or too many of them (CURLE_TOO_MANY_REDIRECTS) would only happen again.
-  if err.curl_code == 1 or err.curl_code == 47 then return false end
+  -- `final`: the transport knows it would only happen again (a refused
+  -- redirect, a peer that does not speak HTTP/1.x).
+  if err.final then return false end
   return RETRY_KIND[err.kind] == true
 end
 

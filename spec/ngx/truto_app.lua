@@ -234,4 +234,21 @@ function _M.tls_get(options)
   send_json(200, { id = record.id })
 end
 
+-- GET /conformance?case=SLUG&base=URL: a case of the conformance table
+-- through the cosocket transport, answered as the outcome's JSON.
+local conformance_runs = 0
+function _M.conformance()
+  local cases = require "spec.support.hostile.cases"
+  local case = cases.by_slug[ngx.var.arg_case or ""]
+  if not case then return send_json(404, { error = "no such case" }) end
+  conformance_runs = conformance_runs + 1
+  -- A pool per run: no connection is reused from one case to the next.
+  local outcome = cases.run(case, ngx.unescape_uri(ngx.var.arg_base), { pool = "conformance-" .. conformance_runs },
+    function()
+      ngx.update_time()
+      return ngx.now()
+    end)
+  send_json(200, outcome)
+end
+
 return _M

@@ -1,0 +1,154 @@
+-- The transport contract under hostile upstreams: every case of
+-- spec/support/hostile/cases.lua, played by a real nginx
+-- (spec/support/hostile/), against every transport: libcurl in this
+-- process and cosockets inside the app nginx of spec/ngx.  Each case has one
+-- expected outcome (kind and retryable, or status and result) and bounds
+-- on time and peak memory, the same for every transport.
+local core = require "truto.core"
+local truto = require "truto"
+local cases = require "spec.support.hostile.cases"
+local ngx_app = require "spec.support.ngx_app"
+local sh = require "spec.support.shell"
+
+local REPO = ngx_app.REPO
+local DEFAULT_MEMORY_KB = 8 * 1024
+
+-- TLS servers by name: their offset from the plain port and certificate.
+local TLS = { { "ip", 1 }, { "wrong-host", 2 }, { "expired", 3 }, { "untrusted", 4 } }
+
+-- Certificates and payloads, made in the hostile server's temp dir (the CA
+-- comes from truto.emulator.nginx).
+local function prepare(prefix)
+  local q = function(name) return sh.quote(prefix .. "/" .. name) end
+  local key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  local function signed(name, san, days)
+    return table.concat({
+      "echo " .. sh.quote("subjectAltName = " .. san) .. " > " .. q(name .. ".ext"),
+      "openssl req -new -subj /CN=" .. name .. key .. " -keyout " .. q(name .. ".key") .. " -out " .. q(name .. ".csr"),
+      "openssl x509 -req -sha256 -days " .. days .. " -in " .. q(name .. ".csr") .. " -CA " .. q("ca.pem")
+        .. " -CAkey " .. q("ca.key") .. " -set_serial " .. math.random(1, 2 ^ 30) .. " -extfile " .. q(name .. ".ext")
+        .. " -out " .. q(name .. ".pem"),
+    }, " && ")
+  end
+  local commands = {
+    -- Not named 127.0.0.1 in its subject: only the IP address SAN can match.
+    signed("ip", "IP:127.0.0.1", 2),
+    signed("wrong-host", "DNS:wrong.example", 2),
+    signed("expired", "IP:127.0.0.1", -1),
+    "openssl req -x509 -sha256 -days 2 -subj /CN=untrusted -addext 'subjectAltName = IP:127.0.0.1'" .. key
+      .. " -keyout " .. q("untrusted.key") .. " -out " .. q("untrusted.pem"),
+    "head -c 67108864 /dev/zero | gzip -1 > " .. q("bomb.gz"),
+    "seq 1 4000 | gzip -9 > " .. q("text.gz"),
+    "printf '{\"gzipped\":true}' | gzip > " .. q("json.gz"),
+  }
+  for _, command in ipairs(commands) do
+    if not sh.run("(" .. command .. ") >>" .. q("prepare.log") .. " 2>&1") then
+      return nil, "failed: " .. command .. "\n" .. (sh.read_file(prefix .. "/prepare.log") or "")
+    end
+  end
+  return true
+end
+
+local function tls_servers(port, prefix)
+  local blocks = {}
+  for _, server in ipairs(TLS) do
+    local name, offset = server[1], server[2]
+    blocks[#blocks + 1] = table.concat({
+      "    server {",
+      "        listen 127.0.0.1:" .. port + offset .. " ssl;",
+      "        ssl_certificate " .. prefix .. "/" .. name .. ".pem;",
+      "        ssl_certificate_key " .. prefix .. "/" .. name .. ".key;",
+      "        location / { content_by_lua_block { require(\"spec.support.hostile.server\").serve() } }",
+      "    }",
+    }, "\n")
+  end
+  return table.concat(blocks, "\n")
+end
+
+local hostile, app, control
+
+setup(function()
+  local ok, err = pcall(function()
+    hostile = ngx_app.start_server {
+      template = REPO .. "/spec/support/hostile/nginx.conf.in", kind = "truto-hostile",
+      certificates = "IP:127.0.0.1", prepare = prepare,
+      values = function(port, prefix) return { REPO = REPO, TLS_SERVERS = tls_servers(port, prefix) } end,
+    }
+    app = ngx_app.start_app { BASE_URL = "http://127.0.0.1:9", CONFORMANCE_TRUST =
+      "lua_ssl_trusted_certificate " .. hostile.ca_file .. "; lua_ssl_verify_depth 2;" }
+    control = core.session { timeout = 60 }
+  end)
+  if not ok then
+    if hostile then hostile:stop() end
+    if app then app:stop() end
+    error(err, 0)
+  end
+end)
+
+teardown(function()
+  if control then control:close() end
+  if app then app:stop() end
+  if hostile then hostile:stop() end
+end)
+
+local function base_url(case)
+  if not case.tls then return hostile.base_url end
+  for _, server in ipairs(TLS) do
+    if server[1] == case.tls then return ("https://127.0.0.1:%d"):format(hostile.port + server[2]) end
+  end
+  error("no TLS server " .. case.tls)
+end
+
+-- The case's outcome with each transport.
+local TRANSPORTS = {
+  { "curl", function(case)
+    return cases.run(case, base_url(case), { transport = "curl", ca_file = hostile.ca_file }, core.now)
+  end },
+  { "ngx", function(case)
+    local url = ("%s/conformance?case=%s&base=%s"):format(app.base_url, case.slug,
+      base_url(case):gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end))
+    local status, _, body = control:perform { url = url, timeout = 60 }
+    assert(status == 200, "the app failed: " .. tostring(status) .. " " .. tostring(body) .. "\n"
+      .. ngx_app.error_log(app))
+    return truto.decode_json(body)
+  end },
+}
+
+local function describe_outcome(o)
+  local result = o.result
+  if type(result) == "table" then result = truto.encode_json(result) end
+  result = type(result) == "string" and #result > 200 and result:sub(1, 200) .. "..." or result
+  return ("kind=%s retryable=%s status=%s message=%s result=%s seconds=%.2f memory_kb=%s"):format(tostring(o.kind),
+    tostring(o.retryable), tostring(o.status), tostring(o.message), tostring(result), o.seconds or -1,
+    tostring(o.memory_kb))
+end
+
+for _, transport in ipairs(TRANSPORTS) do
+  local name, run = transport[1], transport[2]
+  describe("the transport contract over " .. name, function()
+    for _, case in ipairs(cases.CASES) do
+      it(case.name, function()
+        local o = run(case)
+        local label = case.name .. " over " .. name .. ": " .. describe_outcome(o)
+        local expect = case.differs and case.differs[name] or case.expect
+        if expect.kind then
+          assert.equal(expect.kind, o.kind, label)
+          assert.equal(expect.retryable, o.retryable, label)
+          assert.equal(case.status, o.status ~= truto.null and o.status or nil, label)
+          assert.same({}, o.leaked, label)
+          assert.is_nil(o.text:find(cases.TOKEN, 1, true), label)
+        elseif expect.prefix_of then   -- part of a text, cut anywhere
+          assert.equal(expect.status, o.status, label)
+          assert.is_true(type(o.result) == "string" and #o.result > 0 and #o.result < #expect.prefix_of
+            and expect.prefix_of:sub(1, #o.result) == o.result, label)
+        else
+          assert.equal(expect.status, o.status, label)
+          assert.same(expect.result, o.result, label)
+        end
+        assert.is_true(o.seconds <= case.seconds, ("%s: took longer than %.1f s"):format(label, case.seconds))
+        local memory = case.memory_kb or DEFAULT_MEMORY_KB
+        assert.is_true(o.memory_kb <= memory, ("%s: peak memory grew past %d kB"):format(label, memory))
+      end)
+    end
+  end)
+end

@@ -1,0 +1,43 @@
+-- nginx servers of the specs: the "app" of spec/ngx (handlers that use the
+-- library inside nginx) and any other template, started through
+-- truto.emulator.nginx and waited for on /health.
+local emulator = require "truto.emulator"
+local sh = require "spec.support.shell"
+
+local _M = {}
+
+-- <repo>, from this file's path: <repo>/spec/support/ngx_app.lua.
+_M.REPO = (function()
+  local file = debug.getinfo(1, "S").source:sub(2)
+  return sh.capture("realpath " .. sh.quote(file)):match("^(.*)/spec/support/[^/]+\n?$")
+end)()
+
+--- opts go to truto.emulator.nginx; waits for /health.  Raises on failure.
+function _M.start_server(opts)
+  -- The LuaJIT build of the core that nginx loads.
+  assert(sh.exists(_M.REPO .. "/build/luajit/truto/core.so"),
+    "build/luajit/truto/core.so is missing: run `make luajit`")
+  opts.health = "/health"
+  return assert(emulator.nginx(opts))
+end
+
+--- The whole error log of a server started by start_server.
+function _M.error_log(server)
+  return (sh.read_file(server.prefix .. "/error.log") or "") .. (sh.read_file(server.prefix .. "/logs/error.log") or "")
+end
+
+--- spec/ngx/nginx.conf.in; values: BASE_URL and the TLS_* and
+-- CONFORMANCE_TRUST placeholders (or a function of the port and prefix
+-- returning them), certificates: see truto.emulator.nginx.
+function _M.start_app(values, certificates)
+  return _M.start_server {
+    template = _M.REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", certificates = certificates,
+    values = function(port, prefix)
+      local v = { REPO = _M.REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "", CONFORMANCE_TRUST = "" }
+      for k, x in pairs(type(values) == "function" and values(port, prefix) or values) do v[k] = x end
+      return v
+    end,
+  }
+end
+
+return _M
