@@ -226,24 +226,60 @@ static int next_member(lua_State *L, reader *r, char close, const char *expected
     return fail(L, r, expected);
 }
 
-static void read_array(lua_State *L, reader *r)
+/* Members wait on the Lua stack so that small tables are made at their
+ * exact size; past MAX_WAITING slots they go into the table as they come.
+ * That bounds the stack to about MAX_WAITING per level of nesting, within
+ * LuaJIT's 8000-slot C stack limit at TRUTO_MAX_DEPTH levels. */
+#define MAX_WAITING 64
+_Static_assert(MAX_WAITING * (TRUTO_MAX_DEPTH + 1) < 7600, "decode: MAX_WAITING too large for LuaJIT");
+
+/* The array whose first count items wait at base + 1 ...: made, marked and
+ * filled, at base + 1. */
+static void settle_array(lua_State *L, reader *r, int base, int count)
 {
-    int base = lua_gettop(L), count = 0;
-    skip_space(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-    } else {
-        do {
-            make_room(L, r, count);
-            read_value(L, r);
-            count++;
-        } while (next_member(L, r, ']', "expected ',' or ']'"));
-    }
     lua_createtable(L, count, 0);
     mark(L, r->array_mt);
     lua_insert(L, base + 1);
     for (int i = count; i >= 1; i--)
         lua_rawseti(L, base + 1, i);    /* pops the items, last first */
+}
+
+static void read_array(lua_State *L, reader *r)
+{
+    int base = lua_gettop(L), count = 0, made = 0;
+    skip_space(r);
+    if (r->p < r->end && *r->p == ']') {
+        r->p++;
+    } else {
+        do {
+            make_room(L, r, made ? 0 : count);
+            read_value(L, r);
+            count++;
+            if (made) {
+                lua_rawseti(L, base + 1, count);
+            } else if (count == MAX_WAITING) {
+                settle_array(L, r, base, count);
+                made = 1;
+            }
+        } while (next_member(L, r, ']', "expected ',' or ']'"));
+    }
+    if (!made)
+        settle_array(L, r, base, count);
+}
+
+/* The object whose first count pairs wait at base + 1 ...: made and
+ * filled in document order (of repeated keys the last one wins), at base + 1. */
+static void settle_object(lua_State *L, int base, int count)
+{
+    lua_createtable(L, 0, count);
+    int t = lua_gettop(L);
+    for (int i = 0; i < count; i++) {
+        lua_pushvalue(L, base + 1 + 2 * i);
+        lua_pushvalue(L, base + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
 }
 
 static void read_object(lua_State *L, reader *r)
@@ -256,8 +292,9 @@ static void read_object(lua_State *L, reader *r)
         mark(L, r->object_mt);          /* only the empty one is ambiguous */
         return;
     }
+    int made = 0;
     do {
-        make_room(L, r, count);
+        make_room(L, r, made ? 0 : count);
         skip_space(r);
         if (r->p >= r->end || *r->p != '"')
             fail(L, r, "expected a string key");
@@ -269,17 +306,15 @@ static void read_object(lua_State *L, reader *r)
         r->p++;
         read_value(L, r);
         count++;
+        if (made) {
+            lua_rawset(L, base + 1);    /* in document order: of repeated keys the last wins */
+        } else if (2 * count == MAX_WAITING) {
+            settle_object(L, base, count);
+            made = 1;
+        }
     } while (next_member(L, r, '}', "expected ',' or '}'"));
-    lua_createtable(L, 0, count);
-    int t = lua_gettop(L);
-    /* In document order, so that of repeated keys the last one wins. */
-    for (int i = 0; i < count; i++) {
-        lua_pushvalue(L, base + 1 + 2 * i);
-        lua_pushvalue(L, base + 2 + 2 * i);
-        lua_rawset(L, t);
-    }
-    lua_replace(L, base + 1);
-    lua_settop(L, base + 1);
+    if (!made)
+        settle_object(L, base, count);
 }
 
 static void read_value(lua_State *L, reader *r)

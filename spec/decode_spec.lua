@@ -64,6 +64,37 @@ describe("truto.decode_json", function()
     assert.equal('{"k":null,"o":{"a":"last"},"x":0}', encode(v))
   end)
 
+  it("reads arrays and objects of 200,000 members, nested too, under every Lua (LuaJIT's stack holds 8,000)", function()
+    local n = 200000
+    local items, pairs_ = {}, {}
+    for i = 1, n do
+      items[i] = tostring(i)
+      pairs_[i] = ('"k%d":%d'):format(i, i)
+    end
+    local array = "[" .. table.concat(items, ",") .. "]"
+    local object = "{" .. table.concat(pairs_, ",") .. "}"
+    local value = assert(truto.decode_json('{"a":' .. array .. ',"o":' .. object .. ',"z":[' .. array .. "]}"))
+    assert.equal(n, #value.a)
+    assert.equal(n, value.a[n])
+    assert.equal(12345, value.a[12345])
+    assert.equal(n, value.o["k" .. n])
+    assert.equal(777, value.o.k777)
+    assert.equal(n, #value.z[1])
+    assert.equal(getmetatable(truto.decode_json("[]")), getmetatable(value.a))
+    local count = 0
+    for _ in pairs(value.o) do count = count + 1 end
+    assert.equal(n, count)
+  end)
+
+  it("keeps the last value of a key repeated far apart in a large object", function()
+    local members = { '"dup":"first"' }
+    for i = 1, 100 do members[#members + 1] = ('"k%d":%d'):format(i, i) end
+    members[#members + 1] = '"dup":"last"'
+    local value = truto.decode_json("{" .. table.concat(members, ",") .. "}")
+    assert.equal("last", value.dup)
+    assert.equal(100, value.k100)
+  end)
+
   it("reads scalars at the top level, with whitespace around", function()
     assert.equal(true, decode(" true "))
     assert.equal(false, decode("false"))

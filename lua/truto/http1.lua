@@ -160,29 +160,37 @@ end
 local FIELD = "^([!#$%%&'*+.^_`|~%w-]+):[ \t]*(.-)[ \t]*$"
 
 -- Header lines until the blank one, into headers (names in lower case,
--- repeats joined with ", ", folded lines joined with " ").
+-- repeats joined with ", ", folded lines joined with " ").  Pieces are
+-- joined once at the end, so that many repeats cost linear time.
 local function read_fields(r, headers, got_response)
-  local size, last = 0, nil
+  local size, fields, last = 0, {}, nil   -- fields[name] = { { piece, ... }, ... }
   while true do
     local line, err = r:line(_M.MAX_LINE_BYTES)
     if not line then return read_error(err, got_response) end
-    if line == "" then return true end
+    if line == "" then break end
     size = size + #line + 2
     if size > _M.MAX_HEAD_BYTES then
       return failure("too_large", ("response headers exceed %d bytes"):format(_M.MAX_HEAD_BYTES))
     end
     local first = line:sub(1, 1)
     if (first == " " or first == "\t") and last then
-      headers[last] = headers[last] .. " " .. line:match("^[ \t]*(.-)[ \t]*$")
+      local value = line:match("^[ \t]*(.-)[ \t]*$")
+      if value ~= "" then last[#last + 1] = value end
     else
       local name, value = line:match(FIELD)
       if name then
         name = name:lower()
-        headers[name] = headers[name] and headers[name] .. ", " .. value or value
-        last = name
+        fields[name] = fields[name] or {}
+        last = { value }
+        fields[name][#fields[name] + 1] = last
       end
     end
   end
+  for name, values in pairs(fields) do
+    for i, pieces in ipairs(values) do values[i] = table.concat(pieces, " ") end
+    headers[name] = table.concat(values, ", ")
+  end
+  return true
 end
 
 --- Reads a status line and header block, skipping interim (1xx) responses.
@@ -201,6 +209,9 @@ function _M.read_head(r)
       return nil, { kind = "protocol", message = "malformed status line (not HTTP/1.0 or HTTP/1.1)", final = true }
     end
     local status, headers = tonumber(code), {}
+    if status < 100 then
+      return nil, { kind = "protocol", message = "malformed status line (status " .. code .. ")", final = true }
+    end
     local ok, ferr = read_fields(r, headers, true)
     if not ok then return nil, ferr end
     if status == 101 then
@@ -298,7 +309,9 @@ function _M.decoder(headers, limit)
   if not coding then return false end
   coding = coding:lower():match("^%s*(.-)%s*$")
   if coding == "" or coding == "identity" then return false end
-  if coding == "gzip" or coding == "x-gzip" or coding == "deflate" then return core.inflater(coding, limit) end
+  if coding == "gzip" or coding == "x-gzip" or coding == "deflate" then
+    return core.inflater(coding, math.min(limit, 2 ^ 53))   -- the inflater's largest limit
+  end
   return failure("decode", "unsupported Content-Encoding: " .. coding)
 end
 
@@ -394,8 +407,11 @@ function _M.perform(env, req, call)
     -- An IP address is checked against the certificate's IP SANs below:
     -- the handshake's own check knows DNS names only (and no SNI is sent
     -- for an address, RFC 6066).
-    local session
-    session, err = sock:sslhandshake(nil, (not url.ip) and url.host or nil, not env.insecure)
+    -- Under pcall: lua-resty-core's sslhandshake can fail an assertion
+    -- instead of returning an error when a handshake fails at once.
+    local hok, session
+    hok, session, err = pcall(sock.sslhandshake, sock, nil, (not url.ip) and url.host or nil, not env.insecure)
+    if not hok then session, err = nil, "the handshake failed (" .. tostring(session):match("[^\n]*") .. ")" end
     if session and url.ip and not env.insecure then
       session, err = env.verify_ip(session, url.host)
     end

@@ -80,7 +80,8 @@ function _M.next(first, req, status, headers, hops)
   if not location or location == "" then return nil end
   if hops >= _M.MAX then return refused("more than " .. _M.MAX .. " redirects") end
   local url = _M.resolve(req.url, location)
-  local scheme = url and url:match("^(%a[%w+.-]*):")
+  if not url then return refused("refused a redirect to a malformed URL") end
+  local scheme = url:match("^(%a[%w+.-]*):")
   scheme = scheme and scheme:lower()
   if scheme ~= "http" and scheme ~= "https" then
     return refused("refused a redirect to a scheme other than http or https")

@@ -49,6 +49,8 @@ local function answers(status, result) return { status = status, result = result
 -- Bounds: every call finishes within `seconds` and grows the process's
 -- peak memory by at most `memory_kb`.
 local QUICK, TIMEOUT = 1.5, 1
+-- A first TLS handshake loads the CA store and the TLS library's state.
+local TLS_SECONDS, TLS_MEMORY_KB = 3, 16 * 1024
 
 -- What text.gz holds (`seq 1 4000 | gzip -9`, made by the spec).
 local SEQ = {}
@@ -227,15 +229,18 @@ _M.CASES = {
 
   -- ---- TLS (servers of their own, see server.lua; `tls` names one)
   { name = "TLS: certificate for the IP address", tls = "ip", expect = answers(200, { tls = true }),
-    seconds = QUICK, serve = function(c) json(c, 200, { tls = true }) end },
-  { name = "TLS: certificate for another host", tls = "wrong-host", expect = fails("tls", false), seconds = QUICK,
+    seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB, serve = function(c) json(c, 200, { tls = true }) end },
+  { name = "TLS: certificate for another host", tls = "wrong-host", expect = fails("tls", false),
+    seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
-  { name = "TLS: expired certificate", tls = "expired", expect = fails("tls", false), seconds = QUICK,
+  { name = "TLS: expired certificate", tls = "expired", expect = fails("tls", false),
+    seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
-  { name = "TLS: certificate from an unknown CA", tls = "untrusted", expect = fails("tls", false), seconds = QUICK,
+  { name = "TLS: certificate from an unknown CA", tls = "untrusted", expect = fails("tls", false),
+    seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: redirect from https to http", tls = "ip", call = { follow_redirects = true },
-    expect = fails("protocol", false), seconds = QUICK,
+    expect = fails("protocol", false), seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 302, {}, { "Location: " .. c.plain .. "/custom/case/echo" }) end },
 }
 
