@@ -384,6 +384,7 @@ void truto_reply_start(truto_reply *r, size_t limit)
     r->limit = limit;
     r->received = 0;
     r->too_large = r->head_too_large = r->oom = 0;
+    r->final_status = r->head_done = 0;
     r->body.len = r->head.len = 0;
     r->errbuf[0] = '\0';
 }
@@ -411,10 +412,20 @@ size_t truto_reply_body(truto_reply *r, const char *p, size_t n)
 
 size_t truto_reply_header(truto_reply *r, const char *p, size_t n)
 {
-    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* "HTTP/1.1 1xx": an interim answer, whose block is not the last. */
+        const char *space = (const char *)memchr(p, ' ', n);
+        r->final_status = !(space != NULL && (size_t)(space - p) + 1 < n && space[1] == '1');
         r->head.len = 0;
-    else if (n <= 2 && (n == 0 || p[0] == '\r' || p[0] == '\n'))
+        r->head_done = 0;
+    } else if (n <= 2 && (n == 0 || p[0] == '\r' || p[0] == '\n')) {
+        r->head_done = r->final_status;
         return n;
+    } else if (r->head_done) {
+        /* Chunked trailers, which libcurl hands over as header lines: dropped,
+         * as the other transports drop them (HACKING.md, the contract). */
+        return n;
+    }
     if (n > TRUTO_MAX_HEADER_BYTES - r->head.len) {
         r->too_large = r->head_too_large = 1;
         return 0;

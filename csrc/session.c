@@ -157,6 +157,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         }
         return len;
     }
+    /* With a sink the call's limit is lifted for the streamed body, not
+     * for an error body kept in memory. */
+    if (s->sink_fn != 0 && len > TRUTO_MAX_KEPT_WITH_SINK - s->reply.received) {
+        s->reply.too_large = 1;
+        return 0;
+    }
     return truto_reply_body(&s->reply, p, len);
 }
 

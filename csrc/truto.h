@@ -160,6 +160,9 @@ struct curl_slist;
  * block, and one line (libcurl's own CURL_MAX_HTTP_HEADER). */
 #define TRUTO_MAX_HEADER_BYTES           ((size_t)256 * 1024)
 #define TRUTO_MAX_HEADER_LINE            (100 * 1024)
+/* A non-2xx body kept in memory while a sink takes 2xx bodies (the
+ * contract: a sink lifts the cap only for what it receives). */
+#define TRUTO_MAX_KEPT_WITH_SINK         ((size_t)1024 * 1024)
 #define TRUTO_ERROR_SIZE                 256    /* CURL_ERROR_SIZE (checked) */
 
 /* curl_global_init once; raises "truto: curl_global_init failed". */
@@ -237,18 +240,21 @@ typedef struct {
     truto_bytes head;               /* header lines of the latest response */
     size_t limit, received;         /* max_response_bytes; body bytes so far */
     int too_large, head_too_large, oom;
+    int final_status;               /* the latest status line is not a 1xx */
+    int head_done;                  /* its block has ended: later lines are trailers */
     char errbuf[TRUTO_ERROR_SIZE];  /* CURLOPT_ERRORBUFFER */
 } truto_reply;
 
-/* Empties r for a transfer (or a redirect hop) of at most limit body bytes. */
+/* Empties r for a transfer of at most limit body bytes. */
 void truto_reply_start(truto_reply *r, size_t limit);
 /* Counts n body bytes: 0 (too_large set) past the limit, else 1. */
 int truto_reply_count(truto_reply *r, size_t n);
 /* Counts and keeps n body bytes: n, or 0 (too_large or oom set). */
 size_t truto_reply_body(truto_reply *r, const char *p, size_t n);
 /* Keeps a header line: a status line (an interim 1xx, a proxy's CONNECT
- * reply, a redirect) starts afresh, the blank line ending a block is not
- * kept.  n, or 0 (too_large or oom set). */
+ * reply) starts afresh, the blank line ending a block is not kept, and the
+ * lines after a final block (chunked trailers) are dropped.  n, or 0
+ * (too_large or oom set). */
 size_t truto_reply_header(truto_reply *r, const char *p, size_t n);
 /* Empties both buffers, returning big ones to the system. */
 void truto_reply_reset(truto_reply *r);

@@ -276,31 +276,16 @@ static int find_lua_dir(void)
     return has_engine(lua_dir);
 }
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} chunk;
-
-static chunk engine_code, driver_code;
+/* The compiled chunks, in the core's own growable buffers. */
+static truto_bytes engine_code, driver_code;
 
 static int dump_writer(lua_State *L, const void *p, size_t size, void *ud)
 {
     (void)L;
-    chunk *c = (chunk *)ud;
-    if (c->len + size > c->cap) {
-        size_t cap = (c->len + size) * 2;
-        char *data = realloc(c->data, cap);
-        if (data == NULL)
-            return 1;
-        c->data = data;
-        c->cap = cap;
-    }
-    memcpy(c->data + c->len, p, size);
-    c->len += size;
-    return 0;
+    return truto_buf_append((truto_bytes *)ud, (const char *)p, size, (size_t)-1 / 2) ? 0 : 1;
 }
 
-static void compile(lua_State *L, chunk *c, int status, const char *what)
+static void compile(lua_State *L, truto_bytes *c, int status, const char *what)
 {
     if (status != 0 || lua_dump(L, dump_writer, c, 0) != 0) {
         fprintf(stderr, "fuzz/http1: cannot compile %s: %s\n", what,

@@ -145,14 +145,21 @@ describe("http1 header fields", function()
     assert.same({ ["content-length"] = "0" }, o.headers)
   end)
 
-  it("joins 40,000 repeats of one field in linear time", function()
-    local n = 40000
-    local started = os.clock()
-    local o = parse(OK_HEAD .. ("A: 1\r\n"):rep(n) .. (" x\r\n"):rep(10) .. "Content-Length: 0\r\n\r\n")
-    local cpu = os.clock() - started
-    assert.is_nil(o.err)
-    assert.equal(n * 3 - 2 + 20, #o.headers.a)
-    assert.is_true(cpu < 0.25, ("took %.3f s of CPU"):format(cpu))
+  it("joins repeats of one field in linear time: 4 times the repeats, about 4 times the CPU", function()
+    local function cpu(n)
+      local best = math.huge
+      for _ = 1, 3 do
+        local started = os.clock()
+        local o = parse(OK_HEAD .. ("A: 1\r\n"):rep(n) .. (" x\r\n"):rep(10) .. "Content-Length: 0\r\n\r\n")
+        best = math.min(best, os.clock() - started)
+        assert.is_nil(o.err)
+        assert.equal(n * 3 - 2 + 20, #o.headers.a)
+      end
+      return best
+    end
+    local small, large = cpu(10000), cpu(40000)
+    -- Joining as the lines come would make it 16 times (quadratic).
+    assert.is_true(large < 8 * small + 0.005, ("10,000 repeats: %.4f s, 40,000: %.4f s"):format(small, large))
   end)
 
   it("accepts bare LF line ends", function()

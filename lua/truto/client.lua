@@ -23,7 +23,7 @@ local UNCAPPED = 2 ^ 53
 -- `http(s)://host[:port][/prefix]`, no query or fragment (default
 -- `$TRUTO_BASE_URL`, else `"https://api.truto.one"`).
 ---@field base_url? string
----@field timeout? number seconds for one attempt, the whole body included (default 30)
+---@field timeout? number seconds for one attempt, redirects and the whole body included (default 30)
 ---@field connect_timeout? number seconds to connect, TCP and TLS (default 10)
 ---@field max_retries? integer retries after the first attempt, 0 to 10, of failures safe to retry (default 2)
 ---@field retry? truto.RetryOptions the back-off between attempts
@@ -45,8 +45,8 @@ local UNCAPPED = 2 ^ 53
 ---@field proxy? string an HTTP(S) proxy URL (default: libcurl's, from `$https_proxy` and the like)
 ---@field max_response_bytes? integer cap on a decoded body kept in memory, in bytes (default 64 MiB)
 ---@field http2? boolean negotiate HTTP/2 over TLS when the server offers it (default `true`)
--- Follow up to 5 redirects (default `false`); never from https to http, and
--- `Authorization` never goes to another host.
+-- Follow up to 5 redirects (default `false`), with every transport and in
+-- batches; never from https to http, and `Authorization` never goes to another host.
 ---@field follow_redirects? boolean
 ---@field pool? string inside nginx, the name of the keep-alive pool (default `"truto"`)
 ---@field rate_limit? truto.RateLimit client-side pacing per integrated account (default: off)
@@ -57,7 +57,9 @@ local UNCAPPED = 2 ^ 53
 ---@field base? number seconds (default 0.5)
 ---@field cap? number seconds (default 30)
 ---@field max_retry_after? number cap on a server's `Retry-After` or `ratelimit-reset`, seconds (default 60)
----@field deadline? number seconds a call may take in all, retries included (default: none)
+-- Seconds a call may take in all, retries and waits included; an attempt
+-- still running then is cut (default: none).
+---@field deadline? number
 
 --- `truto.Options.rate_limit`: at most `requests` calls per `per` seconds for
 -- each integrated account (a sliding window, retries included).
@@ -420,8 +422,9 @@ end
 --- What went wrong: `"http"` (a non-2xx answer), `"timeout"`, `"connect"`
 -- (refused, DNS), `"network"` (reset, empty reply), `"tls"`, `"protocol"`
 -- (truncated or malformed HTTP, a refused redirect), `"decode"` (a 2xx body that
--- is not valid JSON), `"too_large"`, `"phase"` (inside nginx, a phase without
--- cosockets).
+-- is not valid JSON, corrupt compression), `"too_large"` (a body over
+-- `max_response_bytes`, headers over 256 KiB or a header line over 100 KiB),
+-- `"phase"` (inside nginx, a phase without cosockets).
 ---@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"
 
 --- What a failed call returns second, after nil: a table whose `tostring` reads

@@ -14,6 +14,7 @@ local _M = {}
 --- The contract's limits (the libcurl transport holds the same ones).
 _M.MAX_LINE_BYTES = 100 * 1024     -- one status, header, chunk-size or trailer line
 _M.MAX_HEAD_BYTES = 256 * 1024     -- one header block, or the trailers
+_M.MAX_KEPT_WITH_SINK = 1024 * 1024 -- a non-2xx body kept while a sink takes 2xx ones
 local READ_SIZE = 65536
 local SEND_SIZE = 65536
 local MAX_CHUNK_HEX = 14           -- 2^56: more is not a size any body reaches
@@ -443,6 +444,8 @@ function _M.perform(env, req, call)
 
   local limit = call.max_response_bytes
   local sink = (status >= 200 and status < 300) and call.sink or nil
+  -- A sink lifts the cap for what it receives, not for an error body kept.
+  if call.sink and not sink then limit = math.min(limit, _M.MAX_KEPT_WITH_SINK) end
   local decoder, derr = _M.decoder(headers, limit)
   if decoder == nil then
     sock:close()

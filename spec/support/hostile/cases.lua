@@ -118,6 +118,14 @@ _M.CASES = {
       local piece = ("b"):rep(MiB)
       for _ = 1, 8 do if not c:send(piece) then return end end
     end },
+  -- A sink lifts the cap on the body it takes, not on an error body.
+  { name = "endless error body with a sink", call = { sink = true }, expect = fails("too_large", false),
+    seconds = 5, memory_kb = 24 * 1024,
+    serve = function(c)
+      c:send(head(500, { "Content-Type: text/plain", "Transfer-Encoding: chunked" }))
+      local piece = ("%x\r\n%s\r\n"):format(MiB, ("e"):rep(MiB))
+      for _ = 1, 256 do if not c:send(piece) then return end end
+    end },
   { name = "gzip bomb", call = { max_response_bytes = MiB }, expect = fails("too_large", false), seconds = 5,
     memory_kb = 24 * 1024,
     serve = function(c)
@@ -171,9 +179,11 @@ _M.CASES = {
     end },
   { name = "closed without a response", expect = fails("network", true), seconds = QUICK,
     serve = function() end },
+  -- Trailers are read and dropped: they are not among the headers.
   { name = "chunked body", expect = answers(200, "hello world"), seconds = QUICK,
+    header_names = { "content-type", "transfer-encoding", "x-before" },
     serve = function(c)
-      c:send(head(200, { "Content-Type: text/plain", "Transfer-Encoding: chunked" })
+      c:send(head(200, { "Content-Type: text/plain", "Transfer-Encoding: chunked", "X-Before: b" })
         .. "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
     end },
   { name = "interim responses, then the answer", expect = answers(200, { ok = true }), seconds = QUICK,
@@ -271,6 +281,7 @@ function _M.run(case, base_url, options, now)
   local call = case.call or {}
   local opts = { token = _M.TOKEN, base_url = base_url, max_retries = 0, timeout = call.timeout or 10,
                  follow_redirects = call.follow_redirects, max_response_bytes = call.max_response_bytes }
+  local per_call = call.sink and { sink = function() end } or nil
   for k, v in pairs(options) do opts[k] = v end
   local client = truto.new(opts)
   collectgarbage()
@@ -283,14 +294,17 @@ function _M.run(case, base_url, options, now)
   local started = now()
   local result, second
   if call.method == "post" then
-    result, second = client.custom_api:post("case/" .. case.slug, call.body or { x = 1 })
+    result, second = client.custom_api:post("case/" .. case.slug, call.body or { x = 1 }, nil, per_call)
   else
-    result, second = client.custom_api:get("case/" .. case.slug)
+    result, second = client.custom_api:get("case/" .. case.slug, nil, per_call)
   end
   local outcome = { seconds = now() - started, memory_kb = proc_kb("VmHWM") - before }
   if client.close then client:close() end
   if result ~= nil then
     outcome.status, outcome.result = second.status, result
+    outcome.header_names = {}
+    for name in pairs(second.headers) do outcome.header_names[#outcome.header_names + 1] = name end
+    table.sort(outcome.header_names)
     return outcome
   end
   outcome.kind, outcome.retryable, outcome.status = second.kind, second.retryable, second.status

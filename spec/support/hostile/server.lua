@@ -6,22 +6,23 @@ local cases = require "spec.support.hostile.cases"
 
 local _M = {}
 
-local settings = {}   -- prefix, base, other, plain: set by init()
+local settings = {}   -- base, other, plain: set by init()
 local files = {}
 
---- From init_by_lua: where the prepared files are and the server's URLs.
----@param values table
+--- From init_by_lua: the server's URLs, and the payloads the spec prepared,
+-- read once in the master so that every worker has them in memory.
+---@param values table { prefix, base, other, plain, files = { name, ... } }
 function _M.init(values)
   settings = values
-end
-
-local function file(name)
-  if not files[name] then
-    local f = assert(io.open(settings.prefix .. "/" .. name, "rb"))
+  for _, name in ipairs(values.files) do
+    local f = assert(io.open(values.prefix .. "/" .. name, "rb"))
     files[name] = f:read("*a")
     f:close()
   end
-  return files[name]
+end
+
+local function file(name)
+  return assert(files[name], "no prepared file " .. name)
 end
 
 --- The content handler.
