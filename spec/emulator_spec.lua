@@ -356,6 +356,26 @@ describe("truto.emulator handle", function()
     assert.equal("the emulator is stopped", err)
   end)
 
+  it("keeps a server's temp dir when an attempt on a busy port came first, whatever the collector does", function()
+    local attempts = 0
+    local other = assert(emulator.nginx {
+      kind = "truto-spec-busy", health = "/health", health_status = 200,
+      text = "@USER@\n@LOAD_MODULES@\npid @PREFIX@/nginx.pid;\nevents {}\nhttp {\n  access_log off;\n"
+        .. "  server { listen 127.0.0.1:@PORT@; location = /health { return 200 'ok'; } }\n}\n",
+      -- The first attempt asks for the running emulator's port: Address already in use.
+      values = function(port)
+        attempts = attempts + 1
+        return { PORT = tostring(attempts == 1 and server.port or port) }
+      end,
+    })
+    assert.equal(2, attempts)
+    for _ = 1, 3 do collectgarbage() end
+    assert.is_true(sh.exists(other.prefix .. "/nginx.conf"), "the failed attempt's handle removed the temp dir")
+    assert.equal("200", sh.capture("curl -s -o /dev/null -w '%{http_code}' " .. shell_quote(other.base_url .. "/health")))
+    assert.is_true(other:stop())
+    assert.is_false(sh.exists(other.prefix))
+  end)
+
   it("reports a missing fixtures file before starting anything", function()
     local none, err = emulator.start { fixtures = "/nonexistent/fixtures.json" }
     assert.is_nil(none)

@@ -336,11 +336,14 @@ function _M.nginx(opts)
       if pid then break end
       sleep(0.05)
     end
-    local server = setmetatable({
+    local server = {
       base_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port,
       port = port, prefix = prefix, pid = pid, kind = kind,
-    }, Server)
+    }
     if started and pid then
+      -- Only a started server is a handle: its __gc stops nginx and removes
+      -- the temp dir, which a failed attempt shares with the next one.
+      setmetatable(server, Server)
       for k, v in pairs(fields) do server[k] = v end
       if not opts.health or wait_ready(server.base_url .. opts.health, pid, server.ca_file, opts.health_status)
       then
@@ -350,7 +353,7 @@ function _M.nginx(opts)
       _M.stop(server, { keep_prefix = true })
       break
     end
-    last_error = server:log()
+    last_error = Server.log(server)
     if not last_error:find("Address already in use", 1, true) then break end
   end
   return fail(last_error)
