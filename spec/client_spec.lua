@@ -44,9 +44,9 @@ describe("truto.new", function()
   it("refuses unknown options and wrong types, naming them", function()
     assert.has_error(function() truto.new { token = "t", timout = 3 } end, "truto.new: unknown option 'timout'")
     assert.has_error(function() truto.new { token = "t", timeout = -1 } end,
-      "truto.new: option 'timeout' must be a number of seconds > 0")
+      "truto.new: option 'timeout' must be a number of seconds > 0, at most 2147483")
     assert.has_error(function() truto.new { token = "t", timeout = 0 / 0 } end,
-      "truto.new: option 'timeout' must be a number of seconds > 0")
+      "truto.new: option 'timeout' must be a number of seconds > 0, at most 2147483")
     assert.has_error(function() truto.new { token = "t", max_retries = 1.5 } end,
       "truto.new: option 'max_retries' must be an integer from 0 to 10")
     assert.has_error(function() truto.new "t" end, "truto.new must be a table, got string")
@@ -144,7 +144,7 @@ describe("a call", function()
     assert.has_error(function() u:list("crm", "x", "a=1") end,
       "bad argument #3 to 'list' (query must be a table, got string)")
     assert.has_error(function() u:get("crm", "x", "1", nil, { timeout = "5" }) end,
-      "opts: option 'timeout' must be a number of seconds > 0")
+      "opts: option 'timeout' must be a number of seconds > 0, at most 2147483")
     assert.has_error(function() u:get("crm", "x", "1", nil, { retries = 5 }) end, "opts: unknown option 'retries'")
     assert.has_error(function() u:get("crm", "x", "") end, "truto: id must not be empty")
     assert.has_error(function() client.custom_api:get("a//b") end,
@@ -438,5 +438,80 @@ describe("on_request", function()
       1,
     } }, seen)
     assert.equal("Bearer " .. TOKEN, header(t.requests[1], "Authorization"))
+  end)
+end)
+
+describe("the client under hostile answers (issue 10's review)", function()
+  local Q = { integrated_account_id = "acc" }
+
+  it("scrubs the whole text before cutting it: a token across the cut never shows in part", function()
+    for _, reply in ipairs {
+      { 400, { ["content-type"] = "text/plain" }, ("x"):rep(196) .. TOKEN .. ("y"):rep(900) },   -- across 200
+      { 400, { ["content-type"] = "text/plain" }, ("x"):rep(1020) .. TOKEN },                     -- across 1024
+      { 200, JSON, "{" .. ("x"):rep(996) .. TOKEN .. ("y"):rep(10) },                             -- across 1000
+    } do
+      local client = new_client { reply }
+      local _, err = client.unified_api:get("crm", "contacts", "1", Q)
+      local part = TOKEN:sub(1, 4)
+      for _, text in ipairs { err.message, tostring(err), type(err.body) == "string" and err.body or "" } do
+        assert.is_nil(text:find(part, 1, true), text:sub(-60))
+      end
+    end
+  end)
+
+  it("reads an answer whose Content-Type is empty or only parameters", function()
+    for _, ctype in ipairs { "", "; charset=utf-8", "   " } do
+      local client = new_client { { 200, { ["content-type"] = ctype }, '{"id":"1"}' },
+                                  { 404, { ["content-type"] = ctype }, '{"message":"gone"}' } }
+      assert.equal("1", (client.unified_api:get("crm", "contacts", "1", Q)).id)
+      local _, err = client.unified_api:get("crm", "contacts", "2", Q)
+      assert.equal(404, err.status)
+      assert.equal("gone", err.message)
+    end
+  end)
+
+  it("refuses a timeout libcurl cannot take, before anything is sent", function()
+    assert.has_error(function() truto.new { token = "t", timeout = 2147484 } end,
+      "truto.new: option 'timeout' must be a number of seconds > 0, at most 2147483")
+    local client, transport = new_client {}
+    assert.has_error(function() client.unified_api:get("crm", "contacts", "1", Q, { connect_timeout = 1e9 }) end)
+    assert.equal(0, #transport.requests)
+  end)
+
+  it("does not wait for the rate limit past retry.deadline, and sends nothing then", function()
+    local clock = 0
+    local transport = scripted {}
+    transport.now = function() return clock end
+    transport.sleep = function(s) clock = clock + s end
+    local seen = 0
+    local client = truto.new { token = TOKEN, base_url = "http://127.0.0.1:9", transport = transport,
+                               rate_limit = { requests = 1, per = 60 }, retry = { deadline = 2 },
+                               on_request = function() seen = seen + 1 end }
+    assert.is_table((client.unified_api:get("crm", "contacts", "1", Q)))
+    local _, err = client.unified_api:get("crm", "contacts", "1", Q)
+    assert.equal("timeout", err.kind)
+    assert.equal("the call's retry.deadline passed", err.message)
+    assert.equal(0, clock)              -- no 60 s wait
+    assert.equal(1, #transport.requests)
+    assert.equal(1, seen)
+  end)
+
+  it("counts retry.deadline from a batch call's first attempt, not from the batch's start", function()
+    local clock = 0
+    local transport = scripted {}
+    local perform = transport.perform
+    transport.perform = function(self, req, call)
+      clock = clock + 1                 -- each call takes 1 s
+      return perform(self, req, call)
+    end
+    transport.now = function() return clock end
+    transport.sleep = function(s) clock = clock + s end
+    local client = truto.new { token = TOKEN, base_url = "http://127.0.0.1:9", transport = transport,
+                               retry = { deadline = 1.5 } }
+    local requests = {}
+    for i = 1, 3 do requests[i] = { api = "unified", method = "get", model = "crm", resource = "contacts", id = "1",
+                                    query = Q } end
+    for i, r in ipairs(client:batch(requests)) do assert.is_table(r[1], i .. ": " .. tostring(r[2])) end
+    assert.equal(1.5, transport.calls[3].timeout)
   end)
 end)

@@ -65,6 +65,7 @@ describe("http1 status line", function()
       { "HTTP/1.1 503 Service Temporarily Unavailable\r\nContent-Length: 0\r\n\r\n", 503, "1.1" },
       { "HTTP/1.1 299 x\n\n", 299, "1.1" },
       { "HTTP/1.1 999 Custom\r\nContent-Length: 0\r\n\r\n", 999, "1.1" },
+      { "HTTP/1.1 200\tOK\r\nContent-Length: 0\r\n\r\n", 200, "1.1" },   -- a tab, as libcurl reads it
     }
     for _, c in ipairs(cases) do
       local o = parse(c[1])
@@ -80,7 +81,7 @@ describe("http1 status line", function()
       "HTTP/2 200\r\n\r\n", "HTTP/2.0 200 OK\r\n\r\n", "HTTP/1.2 200 OK\r\n\r\n", "HTTP/0.9 200 OK\r\n\r\n",
       "<html><body>hello</body></html>\n", "\r\n", "http/1.1 200 OK\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n",
       "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1  200 OK\r\n\r\n", "HTTP/1.1\t200 OK\r\n\r\n",
-      "HTTP/1.1 200\tOK\r\n\r\n", " HTTP/1.1 200 OK\r\n\r\n", "SSH-2.0-OpenSSH_9.6\r\n",
+      " HTTP/1.1 200 OK\r\n\r\n", "SSH-2.0-OpenSSH_9.6\r\n",
     } do
       assert.same(expect, parse(line), line)
     end
@@ -293,7 +294,7 @@ describe("http1 body framing", function()
   it("refuses a malformed chunk size or a chunk without CRLF after its data", function()
     local head = OK_HEAD .. "Transfer-Encoding: chunked\r\n\r\n"
     local bad_size = { kind = "protocol", message = "malformed chunk size" }
-    for _, line in ipairs { "zz", "-2", "+2", "0x2", " 2", "", "000000000000002", "ffffffffffffffff", "2 x" } do
+    for _, line in ipairs { "zz", "-2", "+2", "0x2", " 2", "", "ffffffffffffffff", "2 x" } do
       assert.same(bad_size, parse(head .. line .. "\r\nab\r\n0\r\n\r\n").err, line)
     end
     local no_crlf = { kind = "protocol", message = "malformed chunk (no CRLF after its data)" }
@@ -306,11 +307,22 @@ describe("http1 body framing", function()
     assert.same(SHORT, parse(head .. "2\r\na").err)
   end)
 
-  it("refuses any Transfer-Encoding but a lone chunked", function()
-    for _, te in ipairs { "gzip", "gzip, chunked", "chunked, chunked", "identity", "chunked, gzip", "" } do
+  it("reads leading zeros in a chunk size, as libcurl does", function()
+    local head = OK_HEAD .. "Transfer-Encoding: chunked\r\n\r\n"
+    assert.equal("ab", parse(head .. "000000000000002\r\nab\r\n00\r\n\r\n").body)
+  end)
+
+  it("refuses any Transfer-Encoding but a lone chunked (identity is none)", function()
+    for _, te in ipairs { "gzip", "chunked, gzip", "" } do
       assert.same({ kind = "protocol", message = "unsupported Transfer-Encoding: " .. te },
         parse(OK_HEAD .. "Transfer-Encoding: " .. te .. "\r\n\r\n0\r\n\r\n").err, te)
     end
+    -- A coding under the chunks: kind decode, not retried, as libcurl.
+    for _, te in ipairs { "gzip, chunked", "chunked, chunked" } do
+      assert.same({ kind = "decode", message = "unsupported Transfer-Encoding: " .. te, final = true },
+        parse(OK_HEAD .. "Transfer-Encoding: " .. te .. "\r\n\r\n0\r\n\r\n").err, te)
+    end
+    assert.equal("hello", parse(OK_HEAD .. "Transfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello").body)
     assert.same({ kind = "protocol", message = "unsupported Transfer-Encoding: chunked, gzip" },
       parse(OK_HEAD .. "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n").err)
   end)
@@ -473,8 +485,16 @@ describe("http1.decoder", function()
     assert.is_false(http1.decoder({ ["content-encoding"] = "" }, 1000))
   end)
 
+  it("skips identity in a list of codings", function()
+    for _, coding in ipairs { "gzip, identity", "identity, gzip", "identity", "identity, identity" } do
+      local inflater = http1.decoder({ ["content-encoding"] = coding }, 1000)
+      assert.equal(coding:find("gzip") and "userdata" or "boolean", type(inflater), coding)
+      if inflater then inflater:close() end
+    end
+  end)
+
   it("refuses a coding it does not decode with kind decode", function()
-    for _, coding in ipairs { "br", "compress", "zstd", "gzip, br", "gzip, identity" } do
+    for _, coding in ipairs { "br", "compress", "zstd", "gzip, br", "gzip, gzip" } do
       local inflater, err = http1.decoder({ ["content-encoding"] = coding }, 1000)
       assert.is_nil(inflater)
       assert.same({ kind = "decode", message = "unsupported Content-Encoding: " .. coding }, err)
@@ -818,7 +838,8 @@ describe("http1.perform", function()
 
   it("refuses a URL it cannot use", function()
     local env, sock = fake(RESPONSE)
-    assert.same({ kind = "protocol", message = "unsupported URL" }, select(2, http1.perform(env, get("ftp://h/"), call())))
+    assert.same({ kind = "protocol", message = "unsupported URL", final = true },
+      select(2, http1.perform(env, get("ftp://h/"), call())))
     assert.same({}, sock.log)
   end)
 
@@ -879,5 +900,61 @@ describe("http1.perform", function()
     env, sock = fake(RESPONSE)
     ok, err = pcall(http1.perform, env, get(), call { sink = function() return false end })
     assert.same({ false, "truto: sink returned false", true }, { ok, err, sock.closed })
+  end)
+  it("sends a request that is not repeatable on a new connection, and closes it after", function()
+    local env, sock = fake(RESPONSE)
+    local status = http1.perform(env, { method = "POST", url = "http://h/x", headers = {}, body = "{}" },
+      call { repeatable = false })
+    assert.equal(200, status)
+    assert.truthy(sock.connected.pool:find(":fresh:", 1, true), sock.connected.pool)
+    assert.is_true(sock.closed)
+    assert.is_nil(sock.kept)
+  end)
+
+  it("sends a repeatable request once more on a new connection when the pooled one is dead", function()
+    local sockets = {}
+    local function socket(reused, script)
+      local env, sock = fake(script, { reused = reused })
+      sockets[#sockets + 1] = sock
+      return env, sock
+    end
+    local env = socket(1, {})                     -- pooled, closed before any answer
+    local _, second = socket(0, RESPONSE)
+    local n = 0
+    env.tcp = function()
+      n = n + 1
+      return sockets[n]
+    end
+    local status, _, body = http1.perform(env, get(), call())
+    assert.equal(200, status)
+    assert.equal("hello", body)
+    assert.equal(2, n)
+    assert.truthy(second.connected.pool:find(":fresh:", 1, true))
+    -- Not repeatable: the dead connection's error is the answer.
+    sockets, n = {}, 0
+    env = socket(1, {})
+    socket(0, RESPONSE)
+    env.tcp = function()
+      n = n + 1
+      return sockets[n]
+    end
+    local failed, err = http1.perform(env, get(), call { repeatable = false })
+    assert.is_nil(failed)
+    assert.equal("network", err.kind)
+    assert.equal(1, n)
+  end)
+
+  it("decodes a gzip body for a sink in pieces of at most about 1 MiB, whatever one read holds", function()
+    local zeros = assert(io.popen("head -c 33554432 /dev/zero | gzip -9 -c", "r"))
+    local gz = zeros:read("*a")
+    zeros:close()
+    local largest, total = 0, 0
+    local env = fake(OK_HEAD .. "Content-Encoding: gzip\r\nContent-Length: " .. #gz .. "\r\n\r\n" .. gz)
+    local status = http1.perform(env, get(), call { max_response_bytes = 2 ^ 53, sink = function(piece)
+      largest, total = math.max(largest, #piece), total + #piece
+    end })
+    assert.equal(200, status)
+    assert.equal(33554432, total)
+    assert.is_true(largest <= 1100 * 1024, "a piece of " .. largest .. " bytes")
   end)
 end)

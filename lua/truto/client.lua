@@ -70,6 +70,8 @@ local UNCAPPED = 2 ^ 53
 -- Options of truto.new, each with its check.  A name not listed is an error.
 -- (truto.Options above documents them: keep the two in step.)
 local function positive_number(v) return type(v) == "number" and v > 0 and v < math.huge end
+-- Seconds libcurl can be given (in milliseconds, as a C long on every platform).
+local function seconds(v) return positive_number(v) and v <= 2147483 end
 -- An integral number, in Lua 5.4 (integer subtype) and in LuaJIT (doubles) alike.
 local function integer(v) return type(v) == "number" and v % 1 == 0 and v > -2 ^ 63 and v < 2 ^ 63 end
 local function boolean(v) return type(v) == "boolean" end
@@ -81,8 +83,8 @@ local function function_(v) return type(v) == "function" end
 local CLIENT_OPTIONS = {
   token = { string_, "a string" },
   base_url = { string_, "a string" },
-  timeout = { positive_number, "a number of seconds > 0" },
-  connect_timeout = { positive_number, "a number of seconds > 0" },
+  timeout = { seconds, "a number of seconds > 0, at most 2147483" },
+  connect_timeout = { seconds, "a number of seconds > 0, at most 2147483" },
   max_retries = { function(v) return integer(v) and v >= 0 and v <= 10 end,
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
@@ -133,8 +135,8 @@ local RETRY_OPTIONS = {
 
 local CALL_OPTIONS = {
   headers = { table_, "a table" },
-  timeout = { positive_number, "a number of seconds > 0" },
-  connect_timeout = { positive_number, "a number of seconds > 0" },
+  timeout = CLIENT_OPTIONS.timeout,
+  connect_timeout = CLIENT_OPTIONS.connect_timeout,
   idempotency_key = { function(v) return type(v) == "string" and v ~= "" and #v <= 255 end,
                       "a non-empty string of at most 255 bytes" },
   sink = { function_, "a function" },
@@ -241,9 +243,9 @@ end
 -- application/json and the +json types; not application/x-ndjson, whose
 -- lines are separate documents.
 local function is_json(headers, body)
-  local ctype = headers["content-type"]
-  if ctype then
-    local mime = ctype:match("^%s*([^;%s]+)"):lower()
+  local mime = headers["content-type"] and headers["content-type"]:match("^%s*([^;%s]+)")
+  if mime then
+    mime = mime:lower()
     return mime == "application/json" or mime:sub(-5) == "+json"
   end
   return body:match("^%s*[%[{]") ~= nil
@@ -256,9 +258,10 @@ local function decode_success(status, headers, body, streamed, secret)
   if not is_json(headers, body) then return body end
   local value, err = core.decode_json(body)
   if value == nil then
-    return nil, errors.new({ kind = "decode", message = "response is not valid JSON: " .. err,
-                             body = #body > 1000 and body:sub(1, 1000) or body, status = status,
-                             headers = headers }, secret)
+    local e = errors.new({ kind = "decode", message = "response is not valid JSON: " .. err, body = body,
+                           status = status, headers = headers }, secret)
+    if #e.body > 1000 then e.body = e.body:sub(1, 1000) end   -- cut once the token is out
+    return nil, e
   end
   return value
 end
@@ -318,7 +321,6 @@ function Client:prepare(spec, opts, level)
     account = spec.query and type(spec.query.integrated_account_id) == "string" and spec.query.integrated_account_id
       or "",
     max_retries = opts.max_retries or self.max_retries,
-    started = self.now(),
     timeout = opts.timeout or self.timeout,
     attempt = 0,
     delivered = false,
@@ -330,7 +332,6 @@ function Client:prepare(spec, opts, level)
       return opts.sink(chunk)
     end
   end
-  if self.retry.deadline then call.deadline = call.started + self.retry.deadline end
   call.transfer = {
     timeout = call.timeout,   -- set again before each send (see arm)
     connect_timeout = opts.connect_timeout or self.connect_timeout,
@@ -349,12 +350,20 @@ end
 ---@package
 ---@param call table
 function Client:begin_attempt(call)
+  if call.attempt == 0 and self.retry.deadline then
+    -- From the first attempt: time a batch call spends queued is not its own.
+    call.deadline = self.now() + self.retry.deadline
+  end
   call.attempt = call.attempt + 1
-  if self.pacer then self.pacer:acquire(call.account) end
+  call.hop, call.hops = call.req, 0
+  if self.pacer and not self.pacer:acquire(call.account, call.deadline) then
+    call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
+    return
+  end
   if self.on_request then self.on_request(redacted(call.req), call.attempt) end
   local ends = self.now() + call.timeout
   if call.deadline and call.deadline < ends then ends = call.deadline end
-  call.ends, call.hop, call.hops = ends, call.req, 0
+  call.ends = ends
 end
 
 -- Before each send of an attempt (its redirects included): the transfer
@@ -362,8 +371,11 @@ end
 local function arm(self, call)
   local left = call.ends - self.now()
   if left <= 0 then
-    return nil, { kind = "timeout", message = call.deadline and call.ends >= call.deadline
-      and "the call's retry.deadline passed" or "timed out following redirects" }
+    if call.deadline and (call.ends >= call.deadline or call.ends == -math.huge) then
+      -- final: another attempt would be past the deadline too
+      return nil, { kind = "timeout", message = "the call's retry.deadline passed", final = true }
+    end
+    return nil, { kind = "timeout", message = "timed out following redirects" }
   end
   call.transfer.timeout = left
   return true
@@ -933,7 +945,8 @@ local function run_on_multi(self, calls, concurrency, finish)
         send(index)
       end
       local wait = 1
-      if due[1] then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
+      -- A due retry shortens the wait only when it could be started.
+      if due[1] and count < concurrency then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
       if count == 0 then
         if settled < n then self.sleep(wait) end
       else

@@ -253,7 +253,7 @@ function _M.from_response(status, headers, body, secret)
     end
     message = message or (type(body.error) == "string" and body.error) or nil
   elseif type(body) == "string" and body ~= "" then
-    message = #body > 200 and body:sub(1, 200) .. "..." or body
+    message = body   -- scrubbed whole, then cut, by _M.new
   end
   return _M.new({
     kind = "http",

@@ -33,7 +33,7 @@ function _M.parse_url(url)
   local authority, target = rest:match("^([^/?#]*)([^#]*)")
   local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")   -- [IPv6]:port
   local ip = host ~= nil
-  if not host then host, port = authority:match("^([%w.-]+):?(%d*)$") end
+  if not host then host, port = authority:match("^([%w._-]+):?(%d*)$") end
   if not host or host == "" then return nil end
   ip = ip or host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
   local default_port = scheme == "https" and 443 or 80
@@ -205,7 +205,7 @@ function _M.read_head(r)
     if not line then return read_error(err, false) end
     local version, code = line:match("^HTTP/(1%.[01]) (%d%d%d)")
     local after = version and line:sub(13, 13)
-    if not version or (after ~= "" and after ~= " ") then
+    if not version or (after ~= "" and after ~= " " and after ~= "\t") then
       -- The peer does not speak HTTP/1.x: sending again would not help.
       return nil, { kind = "protocol", message = "malformed status line (not HTTP/1.0 or HTTP/1.1)", final = true }
     end
@@ -227,10 +227,14 @@ end
 local function framing(method, status, headers)
   if method == "HEAD" or status == 204 or status == 304 then return "none" end
   local te = headers["transfer-encoding"]
+  if te and te:lower():match("^%s*identity%s*$") then te = nil end   -- RFC 2616's no-op
   if te then
     local last = te:lower():match("([^,%s]+)%s*$")
     if last ~= "chunked" then return failure("protocol", "unsupported Transfer-Encoding: " .. te) end
-    if te:lower():find(",", 1, true) then return failure("protocol", "unsupported Transfer-Encoding: " .. te) end
+    if te:lower():find(",", 1, true) then
+      -- A coding under the chunks (gzip, chunked): libcurl refuses it too.
+      return nil, { kind = "decode", message = "unsupported Transfer-Encoding: " .. te, final = true }
+    end
     return "chunked"
   end
   local length = headers["content-length"]
@@ -238,6 +242,7 @@ local function framing(method, status, headers)
     -- Repeats of one value ("5, 5") are one length; anything else is not.
     local value
     for item in (length .. ","):gmatch("%s*([^,]-)%s*,") do
+      item = item:gsub("^0+(%d)", "%1")   -- leading zeros
       if not item:match("^%d+$") or #item > 15 or (value and value ~= item) then
         return failure("protocol", "malformed Content-Length")
       end
@@ -253,7 +258,7 @@ local function read_chunked(r, deliver)
   while true do
     local line, err = r:line(_M.MAX_LINE_BYTES)
     if not line then return read_error(err, true) end
-    local hex = line:match("^(%x+)[ \t]*;") or line:match("^(%x+)[ \t]*$")
+    local hex = line:match("^0*(%x+)[ \t]*;") or line:match("^0*(%x+)[ \t]*$")
     if not hex or #hex > MAX_CHUNK_HEX then return failure("protocol", "malformed chunk size") end
     local size = tonumber(hex, 16)
     if size == 0 then
@@ -306,14 +311,19 @@ end
 ---@return userdata|false|nil inflater
 ---@return table? err
 function _M.decoder(headers, limit)
-  local coding = headers["content-encoding"]
-  if not coding then return false end
-  coding = coding:lower():match("^%s*(.-)%s*$")
-  if coding == "" or coding == "identity" then return false end
-  if coding == "gzip" or coding == "x-gzip" or coding == "deflate" then
+  local given = headers["content-encoding"]
+  if not given then return false end
+  local codings = {}
+  for coding in given:lower():gmatch("[^,%s]+") do
+    if coding ~= "identity" then codings[#codings + 1] = coding end
+  end
+  if #codings == 0 then return false end
+  local coding = codings[1]
+  if #codings == 1 and (coding == "gzip" or coding == "x-gzip" or coding == "deflate") then
     return core.inflater(coding, math.min(limit, 2 ^ 53))   -- the inflater's largest limit
   end
-  return failure("decode", "unsupported Content-Encoding: " .. coding)
+  -- Several codings, or one this transport does not announce (br, zstd).
+  return failure("decode", "unsupported Content-Encoding: " .. given)
 end
 
 -- ---- writing ----------------------------------------------------------
@@ -371,30 +381,22 @@ local function send_all(sock, req, url, deadline, now)
   return true
 end
 
---- Sends req and reads the answer: the transport contract's perform.
--- env: { tcp = fun(): socket, now = fun(): seconds, pool = string,
--- insecure = boolean, verify_ip = fun(session, ip): session | nil, err,
--- tls_hint, resolve_hint = strings added to those errors }.
--- call: { timeout, connect_timeout, sink, max_response_bytes }.
----@param env table
----@param req table { method, url, headers, body }
----@param call table
----@return integer|nil status
----@return table headers_or_err
----@return string? body
----@return table? info
-function _M.perform(env, req, call)
-  local url = _M.parse_url(req.url)
-  if not url then return failure("protocol", "unsupported URL") end
+-- A connection for url: from the pool, or a new one when fresh (then it is
+-- closed after use, never pooled).  Returns sock, reused, or nil, err.
+local fresh_pools = 0
+local function open(env, url, call, deadline, fresh)
   local now = env.now
-  local started = now()
-  local deadline = started + call.timeout
-
   local sock = env.tcp()
-  sock:settimeout(math.max(1, math.floor(math.min(call.connect_timeout, call.timeout) * 1000)))
+  sock:settimeout(math.max(1, math.floor(math.min(call.connect_timeout, deadline - now()) * 1000)))
   local pool = ("%s:%s:%s:%d:%s"):format(env.pool, url.scheme, url.host, url.port,
     env.insecure and "insecure" or "verify")
-  local ok, err = sock:connect(url.host, url.port, { pool = pool })
+  if fresh then
+    fresh_pools = fresh_pools + 1
+    pool = pool .. ":fresh:" .. fresh_pools   -- a name no pooled connection has
+  end
+  -- nginx parses an IPv6 address only in brackets.
+  local host = url.host:find(":", 1, true) and "[" .. url.host .. "]" or url.host
+  local ok, err = sock:connect(host, url.port, { pool = pool })
   if not ok then
     if err == "timeout" then return failure("timeout", "timed out connecting to " .. url.host) end
     if tostring(err):find("resolve", 1, true) then
@@ -423,23 +425,61 @@ function _M.perform(env, req, call)
         .. (env.tls_hint or ""))
     end
   end
+  return sock, reused
+end
 
-  ok, err = send_all(sock, req, url, deadline, now)
-  if not ok then
-    sock:close()
-    if err == "timeout" then return failure("timeout", "timed out sending the request") end
-    return failure("network", "sending the request failed: " .. tostring(err))
-  end
+-- Decoders take compressed input in slices this small, so that one read
+-- of a bomb never becomes one huge string (deflate expands at most ~1032x).
+local DECODE_SLICE = 1024
 
-  local reader = _M.reader(function()
-    if now() >= deadline then return nil, "timeout" end
-    sock:settimeout(ms_left(deadline, now))
-    return sock:receiveany(READ_SIZE)
-  end)
-  local status, headers, version = _M.read_head(reader)
-  if not status then
+--- Sends req and reads the answer: the transport contract's perform.
+-- env: { tcp = fun(): socket, now = fun(): seconds, pool = string,
+-- insecure = boolean, verify_ip = fun(session, ip): session | nil, err,
+-- tls_hint, resolve_hint = strings added to those errors }.
+-- call: { timeout, connect_timeout, sink, max_response_bytes, repeatable }.
+-- A request that is not repeatable goes on a new connection; a repeatable
+-- one whose kept-alive connection turns out dead before any answer is sent
+-- once more on a new one (as libcurl does).
+---@param env table
+---@param req table { method, url, headers, body }
+---@param call table
+---@return integer|nil status
+---@return table headers_or_err
+---@return string? body
+---@return table? info
+function _M.perform(env, req, call)
+  local url = _M.parse_url(req.url)
+  if not url then return nil, { kind = "protocol", message = "unsupported URL", final = true } end
+  local now = env.now
+  local started = now()
+  local deadline = started + call.timeout
+
+  local fresh = call.repeatable == false
+  local sock, reused, reader, status, headers, version
+  while true do
+    sock, reused = open(env, url, call, deadline, fresh)
+    if not sock then return nil, reused end
+    local ok, err = send_all(sock, req, url, deadline, now)
+    local any = false
+    if ok then
+      reader = _M.reader(function()
+        if now() >= deadline then return nil, "timeout" end
+        sock:settimeout(ms_left(deadline, now))
+        local data, rerr = sock:receiveany(READ_SIZE)
+        any = any or data ~= nil
+        return data, rerr
+      end)
+      status, headers, version = _M.read_head(reader)
+    end
+    if status then break end
     sock:close()
-    return nil, headers
+    local dead = reused and not any and ((not ok and err ~= "timeout") or (ok and headers.kind == "network"))
+    if not dead or fresh then
+      if ok then return nil, headers end
+      if err == "timeout" then return failure("timeout", "timed out sending the request") end
+      return failure("network", "sending the request failed: " .. tostring(err))
+    end
+    fresh = true   -- the pooled connection had died: once more, on a new one
   end
 
   local limit = call.max_response_bytes
@@ -453,12 +493,7 @@ function _M.perform(env, req, call)
   end
   local parts, received = {}, 0
   local sink_error
-  local function deliver(data)
-    if decoder then
-      local kind, message
-      data, kind, message = decoder:update(data)
-      if not data then return failure(kind, message) end
-    end
+  local function take(data)
     received = received + #data
     if received > limit then return failure("too_large", ("response larger than %d bytes"):format(limit)) end
     if data == "" then return true end
@@ -470,6 +505,16 @@ function _M.perform(env, req, call)
       end
     else
       parts[#parts + 1] = data
+    end
+    return true
+  end
+  local function deliver(data)
+    if not decoder then return take(data) end
+    for first = 1, #data, DECODE_SLICE do
+      local out, kind, message = decoder:update(data:sub(first, first + DECODE_SLICE - 1))
+      if not out then return failure(kind, message) end
+      local ok, err = take(out)
+      if not ok then return nil, err end
     end
     return true
   end
@@ -485,7 +530,7 @@ function _M.perform(env, req, call)
     return nil, berr
   end
   local connection = headers["connection"]
-  if reusable and version == "1.1" and not (connection and connection:lower():find("close", 1, true)) then
+  if reusable and not fresh and version == "1.1" and not (connection and connection:lower():find("close", 1, true)) then
     sock:setkeepalive(env.keepalive_ms or 60000, env.pool_size or 64)
   else
     sock:close()

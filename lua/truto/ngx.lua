@@ -114,6 +114,7 @@ function _M:perform(req, call)
     connect_timeout = call.connect_timeout or self.connect_timeout,
     sink = call.sink,
     max_response_bytes = call.max_response_bytes or self.max_response_bytes,
+    repeatable = call.repeatable,
   })
 end
 

@@ -15,10 +15,12 @@ function _M.new(limit, now, sleep)
 end
 
 --- Waits until one more call for key fits in the window, then records it.
--- Returns the seconds waited.
+-- Returns the seconds waited, or nil when the wait would end past
+-- deadline (then nothing is recorded).
 ---@param key string the integrated account ("" when none)
----@return number waited
-function _M:acquire(key)
+---@param deadline? number the clock time the call must end by
+---@return number? waited
+function _M:acquire(key, deadline)
   local ring = self.rings[key]
   if not ring then
     ring = { next = 1 }
@@ -29,6 +31,7 @@ function _M:acquire(key)
   local oldest = ring[ring.next]
   if oldest then
     local wait = oldest + self.per - self.now()
+    if deadline and wait > 0 and self.now() + wait >= deadline then return nil end
     if wait > 0 then
       self.sleep(wait)
       waited = wait
