@@ -246,7 +246,8 @@ describe("client:batch", function()
   it("raises on a malformed request before sending anything", function()
     assert.has_error(function() client:batch("x") end, "bad argument #1 to 'batch' (requests must be a table, got string)")
     assert.has_error(function() client:batch({ update("1", 1), { api = "graphql", method = "get" } }) end,
-      "batch request #2: api must be \"unified\", \"proxy\" or \"custom\", got graphql")
+      "batch request #2: api must be \"unified\", \"proxy\", \"custom\" or a platform resource such as "
+      .. "\"integrated_accounts\", got graphql")
     assert.has_error(function() client:batch({ { api = "unified", method = "upsert" } }) end,
       "batch request #1: unified API has no method upsert")
     assert.has_error(function() client:batch({ update("", 1) }) end, "batch request #1: truto: id must not be empty")

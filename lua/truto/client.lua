@@ -231,6 +231,7 @@ function _M.new(given)
   self.unified_api = setmetatable({ client = self }, _M.Unified)
   self.proxy_api = setmetatable({ client = self }, _M.Proxy)
   self.custom_api = setmetatable({ client = self }, _M.Custom)
+  for name, methods in pairs(_M.Platform) do self[name] = setmetatable({ client = self }, methods) end
   return self
 end
 
@@ -529,8 +530,85 @@ end
 ---@param level integer
 ---@return any result
 ---@return truto.Response|truto.Error response_or_err
-function Client:request(spec, opts, level)
+function Client:call(spec, opts, level)
   return self:run(self:prepare(spec, opts, level + 1))
+end
+
+--- `client:request{...}`: any request to Truto, for a path no API method
+-- covers.  `path` is written decoded (`"/integrated-account/abc"`); each of its
+-- segments is percent-encoded on its own.
+---@class truto.RequestSpec
+---@field method string the HTTP method, in upper case: `"GET"`, `"POST"`, ...
+---@field path string from the base URL, starting with `/`; no query, fragment, empty, `.` or `..` segment
+---@field query? truto.Query the query parameters, encoded as for every API method
+---@field body? table sent as JSON
+---@field headers? table<string, string|number|false> extra headers (over `opts.headers`)
+---@field opts? truto.CallOpts the per-call options
+
+local REQUEST_FIELDS = { method = true, path = true, query = true, body = true, headers = true, opts = true }
+
+-- The call spec and the options of client:request{...}; raises at the
+-- caller of client:request.
+local function request_spec(given)
+  local function bad(message, ...) error("client:request: " .. message:format(...), 4) end
+  if type(given) ~= "table" then bad("takes a table { method =, path =, ... }, got %s", type(given)) end
+  for name in pairs(given) do
+    if not REQUEST_FIELDS[name] then bad("unknown field '%s'", tostring(name)) end
+  end
+  local method, path = given.method, given.path
+  if type(method) ~= "string" or not method:match("^[A-Z]+$") then
+    bad("method must be an HTTP method in upper case, such as \"GET\", got %s", tostring(method))
+  end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+    bad("path must be a string starting with '/', got %s", type(path) == "string" and ("'%s'"):format(path)
+      or type(path))
+  end
+  if path:find("[?#]") then bad("path must not hold '?' or '#': put the query in query") end
+  if path:find("%c") then bad("path must not hold a control character") end
+  local segments = {}
+  if path ~= "/" then
+    for segment in (path:sub(2) .. "/"):gmatch("([^/]*)/") do
+      if segment == "" then bad("path has an empty segment: '%s'", path) end
+      if segment == "." or segment == ".." then bad("path must not have a '.' or '..' segment") end
+      segments[#segments + 1] = segment
+    end
+  end
+  for _, field in ipairs { "query", "body", "headers", "opts" } do
+    if given[field] ~= nil and type(given[field]) ~= "table" then
+      bad("%s must be a table, got %s", field, type(given[field]))
+    end
+  end
+  local opts = {}
+  for name, value in pairs(given.opts or {}) do opts[name] = value end
+  if given.headers then
+    local headers = {}
+    for name, value in pairs(opts.headers or {}) do headers[name] = value end
+    for name, value in pairs(given.headers) do headers[name] = value end
+    opts.headers = headers
+  end
+  return { method = method, path = segments, query = given.query, body = given.body }, opts
+end
+
+--- Sends any request to Truto: the escape hatch for a path that no API
+-- method covers, with the same retries, idempotency, rate limiting, errors and
+-- sinks.  Raises on a malformed table, at the caller's line.
+---@param spec truto.RequestSpec
+---@return truto.Result? result as an API method's
+---@return truto.Response|truto.Error response_or_err
+function Client:request(spec)
+  local call, opts = request_spec(spec)
+  local result, response = self:call(call, opts, 2)
+  return result, response
+end
+
+--- Checks that Truto answers and accepts the token: `GET /ping`, as Truto's
+-- Python SDK calls it (Truto documents no such path).
+---@param opts? truto.CallOpts
+---@return truto.Result? result
+---@return truto.Response|truto.Error response_or_err
+function Client:ping(opts)
+  local result, response = self:call({ method = "GET", path = { "ping" } }, opts, 2)
+  return result, response
 end
 
 -- The operations of the three APIs.  Each names its parameters (for
@@ -757,6 +835,108 @@ for _, verb in ipairs { "get", "delete", "post", "put", "patch" } do
   }
 end
 
+-- ---- the platform API ---------------------------------------------------
+
+-- Truto's platform (admin) resources: client.NAME, with Truto's path, the
+-- standard methods Truto offers for it (list = GET /path, get = GET /path/{id},
+-- create = POST /path, update = PATCH /path/{id}, delete = DELETE /path/{id}) and
+-- its extra methods.  An extra is { HTTP method, segments after the path (":x"
+-- takes the argument x), parameters, body = a function of the arguments }.
+-- Facts and sources: reference/truto-platform.md.  Adding a resource is one
+-- entry here (and one line in README.md's list, which spec/platform_spec.lua
+-- checks against this table).
+local function body_argument(a) return a.body end
+
+local PLATFORM = {
+  integrated_accounts = { path = "integrated-account", methods = "list get create update delete", extras = {
+    refresh_credentials = { "POST", { "refresh-credentials" }, { "id", "query" },
+                            body = function(a) return { id = a.id } end },
+    create_token = { "POST", { "token" }, { "id", "query" },
+                     body = function(a) return { integrated_account_id = a.id } end },
+    tools = { "GET", { ":id", "tools" }, { "id", "query" } },
+  } },
+  integrations = { path = "integration", methods = "list get create update delete" },
+  environments = { path = "environment", methods = "list get update" },
+  environment_integrations = { path = "environment-integration", methods = "list get create update delete" },
+  unified_models = { path = "unified-model", methods = "list get create update delete" },
+  environment_unified_models = { path = "environment-unified-model", methods = "list get create update delete" },
+  teams = { path = "team", methods = "list get update" },
+  users = { path = "user", methods = "list get" },
+  api_tokens = { path = "api-token", methods = "list get" },
+  categories = { path = "category", methods = "list" },
+  link_tokens = { path = "link-token", methods = "create" },
+  sync_jobs = { path = "sync-job", methods = "list get create update delete" },
+  sync_job_runs = { path = "sync-job-run", methods = "list get create update delete" },
+  sync_job_cron_triggers = { path = "sync-job-cron-trigger", methods = "list get create update delete", extras = {
+    schedule = { "POST", { ":id", "schedule" }, { "id", "query" } },
+  } },
+  daemons = { path = "daemon", methods = "list get create update delete" },
+  daemon_jobs = { path = "daemon-job", methods = "list get create update delete" },
+  daemon_job_runs = { path = "daemon-job-run", methods = "list get create update delete" },
+  daemon_job_cron_triggers = { path = "daemon-job-cron-trigger", methods = "list get create update delete", extras = {
+    schedule = { "POST", { ":id", "schedule" }, { "id", "query" } },
+  } },
+  datastores = { path = "datastore", methods = "list get create update delete", extras = {
+    test = { "POST", { ":id", "test", ":method" }, { "id", "method", "optional_body", "query" },
+             body = function(a) return a.optional_body end },
+  } },
+  documentation = { path = "documentation", methods = "list get create update delete" },
+  logs = { path = "log", methods = "list" },
+  webhooks = { path = "webhook", methods = "list get create update delete", extras = {
+    test = { "POST", { "test" }, { "id", "query" }, body = function(a) return { id = a.id } end },
+  } },
+  workflows = { path = "workflow", methods = "list get create update delete" },
+  -- Truto's skills offer no create or update on runs (its SDK does): the docs first.
+  workflow_runs = { path = "workflow-run", methods = "list get delete" },
+  alarms = { path = "alarm", methods = "list get create update delete" },
+  static_gates = { path = "static-gate", methods = "list get create update delete" },
+  sandbox_integrated_accounts = { path = "sandbox-integrated-account", methods = "list get create delete" },
+  integrated_account_webhooks = { path = "integrated-account-webhook", methods = "", extras = {
+    process = { "POST", { ":id" }, { "id", "body", "query" }, body = body_argument },
+  } },
+  environment_integration_webhooks = { path = "environment-integration-webhook", methods = "", extras = {
+    process = { "POST", { ":id" }, { "id", "body", "query" }, body = body_argument },
+  } },
+}
+
+-- The standard methods: HTTP method, whether the id is the last segment,
+-- the parameters and the body.
+local PLATFORM_METHODS = {
+  list = { "GET", false, { "query" } },
+  get = { "GET", true, { "id", "query" } },
+  create = { "POST", false, { "body", "query" }, body = body_argument },
+  update = { "PATCH", true, { "id", "body", "query" }, body = body_argument },
+  delete = { "DELETE", true, { "id", "query" } },
+}
+
+-- An operation on a platform resource: segments after its path, each
+-- ":x" replaced by the argument x (named x in errors, the others "path").
+local function platform_operation(path, verb, after, params, body)
+  local names = { "path" }
+  for i, segment in ipairs(after) do names[i + 1] = segment:match("^:(.+)$") or "path" end
+  return { params = params, build = function(a)
+    local segments = { path }
+    for i, segment in ipairs(after) do
+      local param = segment:match("^:(.+)$")
+      segments[i + 1] = param and a[param] or segment
+    end
+    return { method = verb, path = segments, path_names = names, query = a.query, body = body and body(a) }
+  end }
+end
+
+for name, resource in pairs(PLATFORM) do
+  local ops = {}
+  for method in resource.methods:gmatch("%S+") do
+    local standard = PLATFORM_METHODS[method]
+    ops[method] = platform_operation(resource.path, standard[1], standard[2] and { ":id" } or {}, standard[3],
+                                     standard.body)
+  end
+  for method, extra in pairs(resource.extras or {}) do
+    ops[method] = platform_operation(resource.path, extra[1], extra[2], extra[3], extra.body)
+  end
+  OPERATIONS[name] = ops
+end
+
 -- Named arguments of an operation from a positional call; opts follows them.
 local function named_args(op, ...)
   local a = {}
@@ -814,7 +994,7 @@ local function api_methods(api)
       local a, opts = named_args(op, ...)
       check_args(op, name, a)
       -- Not a tail call: error levels count this frame.
-      local result, response = self.client:request(op.build(a, name), opts, 2)
+      local result, response = self.client:call(op.build(a, name), opts, 2)
       return result, response
     end
   end
@@ -825,7 +1005,7 @@ local function api_methods(api)
       check_args(list, "each", a)
       return each_record(function(q, o)
         a.query = q
-        return self.client:request(list.build(a, "each"), o, 2)
+        return self.client:call(list.build(a, "each"), o, 2)
       end, a.query, opts)
     end
   end
@@ -875,7 +1055,8 @@ local function batch_call(self, r, i)
   end
   local ops = OPERATIONS[r.api]
   if not ops then
-    error(("batch request #%d: api must be \"unified\", \"proxy\" or \"custom\", got %s"):format(i, tostring(r.api)), 0)
+    error(("batch request #%d: api must be \"unified\", \"proxy\", \"custom\" or a platform resource such as "
+           .. "\"integrated_accounts\", got %s"):format(i, tostring(r.api)), 0)
   end
   local op = ops[r.method]
   if not op then
@@ -1043,4 +1224,9 @@ end
 _M.Unified = api_methods("unified")
 _M.Proxy = api_methods("proxy")
 _M.Custom = api_methods("custom")
+-- The methods of each platform resource, by its name on the client.
+_M.Platform = {}
+for name in pairs(PLATFORM) do _M.Platform[name] = api_methods(name) end
+-- The platform resources, for the specs that check README.md against them.
+_M.PLATFORM = PLATFORM
 return _M
