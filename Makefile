@@ -53,7 +53,8 @@ LUAJIT_OBJECTS := $(SOURCES:csrc/%.c=$(LUAJIT_DIR)/obj/%.o)
 # The specs that need no server: they run under LuaJIT as well as Lua 5.4.
 LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
-                  client_spec.lua bad_input_spec.lua inflate_spec.lua http1_spec.lua redirect_spec.lua number_spec.lua)
+                  client_spec.lua bad_input_spec.lua inflate_spec.lua http1_spec.lua redirect_spec.lua number_spec.lua \
+                  platform_spec.lua)
 
 .PHONY: all deps run-deps demo test lint unit clean install install-lib install-bin uninstall rock-install \
         install-luajit uninstall-luajit check-install-paths asan asan-run valgrind valgrind-run \

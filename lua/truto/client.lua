@@ -182,6 +182,36 @@ end
 ---@field unified_api truto.UnifiedApi Truto's Unified API: `client.unified_api:update(...)`
 ---@field proxy_api truto.ProxyApi Truto's Proxy API
 ---@field custom_api truto.CustomApi Truto's Custom API
+-- Truto's platform resources (README.md, "Platform API"):
+---@field integrated_accounts truto.IntegratedAccounts Truto's `/integrated-account`
+---@field integrations truto.PlatformResource Truto's `/integration`
+---@field environments truto.PlatformResource Truto's `/environment`
+---@field environment_integrations truto.PlatformResource Truto's `/environment-integration`
+---@field unified_models truto.PlatformResource Truto's `/unified-model`
+---@field environment_unified_models truto.PlatformResource Truto's `/environment-unified-model`
+---@field teams truto.PlatformResource Truto's `/team`
+---@field users truto.PlatformResource Truto's `/user`
+---@field api_tokens truto.PlatformResource Truto's `/api-token`
+---@field categories truto.PlatformResource Truto's `/category`
+---@field link_tokens truto.PlatformResource Truto's `/link-token`
+---@field sync_jobs truto.PlatformResource Truto's `/sync-job`
+---@field sync_job_runs truto.PlatformResource Truto's `/sync-job-run`
+---@field sync_job_cron_triggers truto.CronTriggers Truto's `/sync-job-cron-trigger`
+---@field daemons truto.PlatformResource Truto's `/daemon`
+---@field daemon_jobs truto.PlatformResource Truto's `/daemon-job`
+---@field daemon_job_runs truto.PlatformResource Truto's `/daemon-job-run`
+---@field daemon_job_cron_triggers truto.CronTriggers Truto's `/daemon-job-cron-trigger`
+---@field datastores truto.Datastores Truto's `/datastore`
+---@field documentation truto.PlatformResource Truto's `/documentation`
+---@field logs truto.PlatformResource Truto's `/log`
+---@field webhooks truto.Webhooks Truto's `/webhook`
+---@field workflows truto.PlatformResource Truto's `/workflow`
+---@field workflow_runs truto.PlatformResource Truto's `/workflow-run`
+---@field alarms truto.PlatformResource Truto's `/alarm`
+---@field static_gates truto.PlatformResource Truto's `/static-gate`
+---@field sandbox_integrated_accounts truto.PlatformResource Truto's `/sandbox-integrated-account`
+---@field integrated_account_webhooks truto.InboundWebhooks Truto's `/integrated-account-webhook`
+---@field environment_integration_webhooks truto.InboundWebhooks Truto's `/environment-integration-webhook`
 local Client = {}
 Client.__index = Client
 
@@ -762,6 +792,57 @@ local PROXY_METHOD_NAMES = { "api", "resource", "method" }
 ---@field patch fun(self, path: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 -- `DELETE /custom/{path}`.
 ---@field delete fun(self, path: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- A platform resource, `client.integrated_accounts` and the others (the
+-- list in README.md, "Platform API"): the standard methods Truto offers for it,
+-- on its path.  `id` is one path segment, percent-encoded; `query` and `opts`
+-- and the returns are as in `truto.UnifiedApi`.  A resource has only the
+-- methods Truto offers (`client.users` has no `create`).
+---@class truto.PlatformResource
+-- One page, `GET /{path}`: `{ result = {...}, next_cursor = ..., limit = ... }`.
+---@field list fun(self, query?: truto.Query, opts?: truto.CallOpts): truto.Page|truto.Result|nil, truto.Response|truto.Error
+-- One object, `GET /{path}/{id}`.
+---@field get fun(self, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Creates one, `POST /{path}`: the created object.
+---@field create fun(self, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Updates one, `PATCH /{path}/{id}`: the updated object.
+---@field update fun(self, id: string|integer, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Deletes one, `DELETE /{path}/{id}`: `{ id = ... }`.
+---@field delete fun(self, id: string|integer, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Every object of every page, as `truto.UnifiedApi`'s `each`.
+---@field each fun(self, query?: truto.Query, opts?: truto.CallOpts): (fun(): table|false|nil, truto.Error?)
+
+--- `client.integrated_accounts`, `/integrated-account`: a platform resource
+-- with three extra methods.
+---@class truto.IntegratedAccounts: truto.PlatformResource
+-- `POST /integrated-account/refresh-credentials` with `{ id }`: Truto refreshes the account's credentials.
+---@field refresh_credentials fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `POST /integrated-account/token` with `{ integrated_account_id }`: an integrated-account token (15 minutes).
+---@field create_token fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `GET /integrated-account/{id}/tools`: the account's tools (`query.methods`, `query.tags` comma-separated).
+---@field tools fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.sync_job_cron_triggers` and `client.daemon_job_cron_triggers`: a
+-- trigger runs only once scheduled.
+---@class truto.CronTriggers: truto.PlatformResource
+-- `POST /{path}/{id}/schedule`: schedules the trigger (again after a change).
+---@field schedule fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.datastores`, `/datastore`.
+---@class truto.Datastores: truto.PlatformResource
+-- `POST /datastore/{id}/test/{method}`: tries a datastore method, `body` its optional input.
+---@field test fun(self, id: string, method: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.webhooks`, `/webhook`.
+---@class truto.Webhooks: truto.PlatformResource
+-- `POST /webhook/test` with `{ id }`: Truto sends the webhook a test event.
+---@field test fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.integrated_account_webhooks` and
+-- `client.environment_integration_webhooks`: a provider's events handed to Truto.
+---@class truto.InboundWebhooks
+-- `POST /{path}/{id}` with the provider's event as the body.
+---@field process fun(self, id: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 
 -- luacheck: pop
 
