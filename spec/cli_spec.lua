@@ -20,12 +20,7 @@ local function lines(text)
   return t
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("spec.support.scripted").sorted_keys
 
 -- The uri the client sends for path + the account (+ more query).
 local function uri(path, query)

@@ -2,43 +2,9 @@
 -- integration specs run the same client over HTTP against the emulator).
 local truto = require "truto"
 
-local TOKEN = "tok_SECRET_123"
-
--- A transport that records requests and answers from a script of replies:
--- { status, headers, body } or { nil, { kind = ..., message = ... } }.
-local function scripted(replies)
-  local t = { requests = {}, calls = {} }
-  function t.perform(_, req, call)
-    t.requests[#t.requests + 1] = req
-    t.calls[#t.calls + 1] = call
-    local reply = table.remove(replies, 1) or { 200, { ["content-type"] = "application/json" }, "{}" }
-    if reply[1] == nil then return nil, reply[2] end
-    if call.sink and reply[1] < 300 then
-      call.sink(reply[3])
-      return reply[1], reply[2], nil, {}
-    end
-    return reply[1], reply[2], reply[3], {}
-  end
-  return t
-end
-
-local JSON = { ["content-type"] = "application/json" }
-
-local function new_client(replies, options)
-  local transport = scripted(replies)
-  local slept = {}
-  local o = { token = TOKEN, base_url = "http://127.0.0.1:9", transport = transport,
-              sleep = function(s) slept[#slept + 1] = s end }
-  for k, v in pairs(options or {}) do o[k] = v end
-  return truto.new(o), transport, slept
-end
-
-local function header(req, name)
-  for _, line in ipairs(req.headers) do
-    local n, v = line:match("^([^:]+): (.*)$")
-    if n:lower() == name:lower() then return v end
-  end
-end
+local support = require "spec.support.scripted"
+local TOKEN, JSON = support.TOKEN, support.JSON
+local scripted, new_client, header = support.scripted, support.new_client, support.header
 
 describe("truto.new", function()
   it("refuses unknown options and wrong types, naming them", function()

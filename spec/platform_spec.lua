@@ -1,38 +1,11 @@
 -- The platform API (client.integrated_accounts, ...), client:request{...}
 -- and client:ping() with a scripted transport: the exact request each
 -- method sends.
-local truto = require "truto"
 local client_module = require "truto.client"
 
-
-local TOKEN = "tok_SECRET_123"
-local JSON = { ["content-type"] = "application/json" }
-
--- A transport that records requests and answers from a script of replies
--- { status, headers, body } (then `{}` with 200).
-local function scripted(replies)
-  local t = { requests = {} }
-  function t.perform(_, req)
-    t.requests[#t.requests + 1] = req
-    local reply = table.remove(replies, 1) or { 200, JSON, "{}" }
-    return reply[1], reply[2], reply[3], {}
-  end
-  return t
-end
-
-local function new_client(replies, options)
-  local transport = scripted(replies or {})
-  local o = { token = TOKEN, base_url = "http://127.0.0.1:9", transport = transport, sleep = function() end }
-  for k, v in pairs(options or {}) do o[k] = v end
-  return truto.new(o), transport
-end
-
-local function header(req, name)
-  for _, line in ipairs(req.headers) do
-    local n, v = line:match("^([^:]+): (.*)$")
-    if n:lower() == name:lower() then return v end
-  end
-end
+local support = require "spec.support.scripted"
+local TOKEN, new_client, header, sorted_keys = support.TOKEN, support.new_client, support.header, support.sorted_keys
+local JSON = support.JSON
 
 local BASE = "http://127.0.0.1:9"
 
@@ -79,13 +52,6 @@ local EXTRAS = {
   integrated_account_webhooks = { "process" },
   environment_integration_webhooks = { "process" },
 }
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
 
 local function words(s)
   local list = {}
@@ -331,13 +297,6 @@ describe("client:request", function()
   it("hands a body to a sink and returns an HTTP error as every method does", function()
     local client = new_client { { 200, JSON, '{"a":1}' }, { 404, JSON, '{"message":"Not found"}' } }
     local chunks = {}
-    client.transport.perform = (function(perform)
-      return function(self, req, call)
-        local status, headers, body, info = perform(self, req, call)
-        if call.sink and status < 300 then call.sink(body) return status, headers, nil, info end
-        return status, headers, body, info
-      end
-    end)(client.transport.perform)
     assert.is_true(client:request { method = "GET", path = "/log", opts = { sink = function(c)
       chunks[#chunks + 1] = c
       return true
