@@ -1098,12 +1098,14 @@ end
 --- One call of `client:batch`: the API, the method, and the method's
 -- arguments by name.
 ---@class truto.BatchRequest
----@field api "unified"|"proxy"|"custom"
----@field method string the API's method: `"update"`, `"custom_method"`, `"post"`, ...
+-- `"unified"`, `"proxy"`, `"custom"`, or a platform resource as the client
+-- names it: `{ api = "webhooks", method = "test", id = "..." }`.
+---@field api "unified"|"proxy"|"custom"|string
+---@field method string the API's method: `"update"`, `"custom_method"`, `"post"`, `"refresh_credentials"`, ...
 ---@field model? string unified API only
 ---@field resource? string unified and proxy APIs
----@field id? string|integer for get, update and delete
----@field name? string the method of custom_method, or meta
+---@field id? string|integer for get, update, delete and a platform extra's id
+---@field name? string the method of custom_method, meta, or a datastore's test
 ---@field path? string custom API only, instead of model, resource and id
 ---@field body? table
 ---@field query? truto.Query
