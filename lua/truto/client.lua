@@ -928,49 +928,49 @@ end
 -- checks against this table).
 local function body_argument(a) return a.body end
 
+-- Every standard method; a cron trigger runs only once scheduled.
+local CRUD = "list get create update delete"
+local CRON_EXTRAS = { schedule = { "POST", { ":id", "schedule" }, { "id", "query" } } }
+
 local PLATFORM = {
-  integrated_accounts = { path = "integrated-account", methods = "list get create update delete", extras = {
+  integrated_accounts = { path = "integrated-account", methods = CRUD, extras = {
     refresh_credentials = { "POST", { "refresh-credentials" }, { "id", "query" },
                             body = function(a) return { id = a.id } end },
     create_token = { "POST", { "token" }, { "id", "query" },
                      body = function(a) return { integrated_account_id = a.id } end },
     tools = { "GET", { ":id", "tools" }, { "id", "query" } },
   } },
-  integrations = { path = "integration", methods = "list get create update delete" },
+  integrations = { path = "integration", methods = CRUD },
   environments = { path = "environment", methods = "list get update" },
-  environment_integrations = { path = "environment-integration", methods = "list get create update delete" },
-  unified_models = { path = "unified-model", methods = "list get create update delete" },
-  environment_unified_models = { path = "environment-unified-model", methods = "list get create update delete" },
+  environment_integrations = { path = "environment-integration", methods = CRUD },
+  unified_models = { path = "unified-model", methods = CRUD },
+  environment_unified_models = { path = "environment-unified-model", methods = CRUD },
   teams = { path = "team", methods = "list get update" },
   users = { path = "user", methods = "list get" },
   api_tokens = { path = "api-token", methods = "list get" },
   categories = { path = "category", methods = "list" },
   link_tokens = { path = "link-token", methods = "create" },
-  sync_jobs = { path = "sync-job", methods = "list get create update delete" },
-  sync_job_runs = { path = "sync-job-run", methods = "list get create update delete" },
-  sync_job_cron_triggers = { path = "sync-job-cron-trigger", methods = "list get create update delete", extras = {
-    schedule = { "POST", { ":id", "schedule" }, { "id", "query" } },
-  } },
-  daemons = { path = "daemon", methods = "list get create update delete" },
-  daemon_jobs = { path = "daemon-job", methods = "list get create update delete" },
-  daemon_job_runs = { path = "daemon-job-run", methods = "list get create update delete" },
-  daemon_job_cron_triggers = { path = "daemon-job-cron-trigger", methods = "list get create update delete", extras = {
-    schedule = { "POST", { ":id", "schedule" }, { "id", "query" } },
-  } },
-  datastores = { path = "datastore", methods = "list get create update delete", extras = {
+  sync_jobs = { path = "sync-job", methods = CRUD },
+  sync_job_runs = { path = "sync-job-run", methods = CRUD },
+  sync_job_cron_triggers = { path = "sync-job-cron-trigger", methods = CRUD, extras = CRON_EXTRAS },
+  daemons = { path = "daemon", methods = CRUD },
+  daemon_jobs = { path = "daemon-job", methods = CRUD },
+  daemon_job_runs = { path = "daemon-job-run", methods = CRUD },
+  daemon_job_cron_triggers = { path = "daemon-job-cron-trigger", methods = CRUD, extras = CRON_EXTRAS },
+  datastores = { path = "datastore", methods = CRUD, extras = {
     test = { "POST", { ":id", "test", ":method" }, { "id", "method", "optional_body", "query" },
              body = function(a) return a.optional_body end },
   } },
-  documentation = { path = "documentation", methods = "list get create update delete" },
+  documentation = { path = "documentation", methods = CRUD },
   logs = { path = "log", methods = "list" },
-  webhooks = { path = "webhook", methods = "list get create update delete", extras = {
+  webhooks = { path = "webhook", methods = CRUD, extras = {
     test = { "POST", { "test" }, { "id", "query" }, body = function(a) return { id = a.id } end },
   } },
-  workflows = { path = "workflow", methods = "list get create update delete" },
+  workflows = { path = "workflow", methods = CRUD },
   -- Truto's skills offer no create or update on runs (its SDK does): the docs first.
   workflow_runs = { path = "workflow-run", methods = "list get delete" },
-  alarms = { path = "alarm", methods = "list get create update delete" },
-  static_gates = { path = "static-gate", methods = "list get create update delete" },
+  alarms = { path = "alarm", methods = CRUD },
+  static_gates = { path = "static-gate", methods = CRUD },
   sandbox_integrated_accounts = { path = "sandbox-integrated-account", methods = "list get create delete" },
   integrated_account_webhooks = { path = "integrated-account-webhook", methods = "", extras = {
     process = { "POST", { ":id" }, { "id", "body", "query" }, body = body_argument },
