@@ -19,7 +19,8 @@
  * with its own error table.  Properties: no Lua error escapes; the outcome
  * is a status 200..999 with version "1.0" or "1.1" and lower-case token
  * header names without LF, or an error table of kind protocol, network,
- * too_large, timeout or decode with a message (`final` only on protocol),
+ * too_large, timeout or decode with a message (`final` only on protocol and
+ * decode, as the contract in HACKING.md says),
  * or deliver's own table unchanged; no body after HEAD, 204 or 304; a
  * Content-Length body of that length; a body read to the close never
  * reusable; no line longer than the reader was asked for; the same status,
@@ -131,7 +132,7 @@ static const char driver[] =
     "    if e ~= LIMIT then\n"
     "      if not KINDS[e.kind] then return what .. ': kind ' .. tostring(e.kind) end\n"
     "      if type(e.message) ~= 'string' or e.message == '' then return what .. ': no message' end\n"
-    "      if e.final ~= nil and (e.final ~= true or e.kind ~= 'protocol') then\n"
+    "      if e.final ~= nil and (e.final ~= true or (e.kind ~= 'protocol' and e.kind ~= 'decode')) then\n"
     "        return what .. ': final on ' .. e.kind\n"
     "      end\n"
     "    elseif o.body ~= nil and #o.body ~= limit then\n"
