@@ -203,7 +203,7 @@ valgrind-run: all
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
-FUZZERS      := query json request decode headers inflate http1
+FUZZERS      := query json request decode headers inflate http1 webhook
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
 # clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.

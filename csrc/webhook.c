@@ -1,7 +1,11 @@
 /*
  * truto.verify_webhook(secret, raw_body, header): Truto signs each outbound
- * webhook with X-Truto-Signature: format=sha256,v=<hex HMAC-SHA256 of the
- * raw body keyed by the webhook secret>.
+ * webhook with X-Truto-Signature: format=sha256,v=<HMAC-SHA256 of the raw
+ * body keyed by the webhook secret>.  Truto's reference says the digest is
+ * hex; third-party verifiers read it as base64, so both are accepted: 64 hex
+ * digits (either case), or the 44-character base64 of the 32 bytes (43
+ * without its "=", the URL-safe alphabet too), decoded strictly (the unused
+ * low bits must be zero, so one digest has one spelling per alphabet).
  */
 #include <string.h>
 
@@ -18,6 +22,50 @@ static int hex_value(char c)
     if (c >= '0' && c <= '9') return c - '0';
     if ((c | 32) >= 'a' && (c | 32) <= 'f') return (c | 32) - 'a' + 10;
     return -1;
+}
+
+static int base64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+/* The 32-byte digest from 64 hex digits or its base64; 0 when malformed. */
+static int read_digest(const char *value, size_t len, unsigned char out[DIGEST_LEN])
+{
+    if (len == 2 * DIGEST_LEN) {
+        for (size_t i = 0; i < DIGEST_LEN; i++) {
+            int hi = hex_value(value[2 * i]), lo = hex_value(value[2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                return 0;
+            out[i] = (unsigned char)(hi << 4 | lo);
+        }
+        return 1;
+    }
+    if (len == 44 && value[43] == '=')
+        len = 43;
+    if (len != 43)
+        return 0;
+    /* 43 sextets = 258 bits: 256 of digest and 2 that must be zero. */
+    unsigned int acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < 43; i++) {
+        int v = base64_value(value[i]);
+        if (v < 0)
+            return 0;
+        acc = (acc << 6 | (unsigned int)v) & 0xfff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return n == DIGEST_LEN && (acc & ((1u << bits) - 1)) == 0;
 }
 
 static int reject(lua_State *L, const char *reason)
@@ -65,14 +113,8 @@ static int l_verify_webhook(lua_State *L)
             format_ok = 1;
         } else if (keylen == 1 && p[0] == 'v') {
             unsigned char given[DIGEST_LEN];
-            if (valuelen != 2 * DIGEST_LEN)
-                return reject(L, "malformed signature: expected 64 hex digits");
-            for (size_t i = 0; i < DIGEST_LEN; i++) {
-                int hi = hex_value(value[2 * i]), lo = hex_value(value[2 * i + 1]);
-                if (hi < 0 || lo < 0)
-                    return reject(L, "malformed signature: expected 64 hex digits");
-                given[i] = (unsigned char)(hi << 4 | lo);
-            }
+            if (!read_digest(value, valuelen, given))
+                return reject(L, "malformed signature: expected 64 hex digits or 44 base64 characters");
             signatures++;
             matched |= CRYPTO_memcmp(given, expected, DIGEST_LEN) == 0;
         }

@@ -70,9 +70,9 @@ _M.encode_json = core.encode_json
 ---@type fun(text: string): any, string?
 _M.decode_json = core.decode_json
 
---- Checks Truto's `X-Truto-Signature` header (`format=sha256,v=<hex>`, several
--- `v=` accepted) against the raw request body, in constant time.  Returns true,
--- or false and the reason (`"missing signature header"`, `"signature mismatch"`, ...).
+--- Checks Truto's `X-Truto-Signature` header (`format=sha256,v=<digest>`, the
+-- digest in hex or base64, several `v=` accepted) against the raw request
+-- body, in constant time.  Returns true, or false and the reason (`"missing signature header"`, `"signature mismatch"`, ...).
 ---@type fun(secret: string, raw_body: string, signature_header?: string): boolean, string?
 _M.verify_webhook = core.verify_webhook
 
