@@ -72,7 +72,8 @@ _M.decode_json = core.decode_json
 
 --- Checks Truto's `X-Truto-Signature` header (`format=sha256,v=<digest>`, the
 -- digest in hex or base64, several `v=` accepted) against the raw request
--- body, in constant time.  Returns true, or false and the reason (`"missing signature header"`, `"signature mismatch"`, ...).
+-- body, in constant time.  Returns true, or false and the reason
+-- (`"missing signature header"`, `"signature mismatch"`, ...).
 ---@type fun(secret: string, raw_body: string, signature_header?: string): boolean, string?
 _M.verify_webhook = core.verify_webhook
 
