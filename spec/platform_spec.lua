@@ -39,12 +39,17 @@ local RESOURCES = {
   alarms = { "/alarm", "list get create update delete" },
   static_gates = { "/static-gate", "list get create update delete" },
   sandbox_integrated_accounts = { "/sandbox-integrated-account", "list get create delete" },
+  batch_requests = { "/batch-request", "create" },
   integrated_account_webhooks = { "/integrated-account-webhook", "" },
   environment_integration_webhooks = { "/environment-integration-webhook", "" },
 }
 
 local EXTRAS = {
-  integrated_accounts = { "create_token", "refresh_credentials", "tools" },
+  integrated_accounts = { "create_mcp_server", "create_token", "delete_mcp_server", "get_mcp_server",
+                          "list_mcp_servers", "refresh_credentials", "run_post_install_actions", "tools",
+                          "update_credentials", "update_mcp_server" },
+  integrations = { "install", "uninstall" },
+  unified_models = { "install", "uninstall" },
   sync_job_cron_triggers = { "schedule" },
   daemon_job_cron_triggers = { "schedule" },
   datastores = { "test" },
@@ -103,7 +108,7 @@ describe("the platform resources", function()
       end
       assert.equal(expected[2]:find("list", 1, true) ~= nil, resource.each ~= nil, name .. ":each")
     end
-    assert.equal(110, count)
+    assert.equal(111, count)
   end)
 
   it("send exactly these requests (a representative set)", function()
@@ -157,6 +162,34 @@ describe("the platform resources", function()
         "POST http://127.0.0.1:9/integrated-account-webhook/ia1?a=1", '{"event":"x"}' },
       { function() return client.environment_integration_webhooks:process("ei1", { event = "y" }) end,
         "POST http://127.0.0.1:9/environment-integration-webhook/ei1", '{"event":"y"}' },
+      { function() return client.integrated_accounts:run_post_install_actions("ia1") end,
+        "POST http://127.0.0.1:9/integrated-account/run-post-install-actions", '{"id":"ia1"}' },
+      { function() return client.integrated_accounts:update_credentials("ia1", { api_key = "k" }) end,
+        "PATCH http://127.0.0.1:9/integrated-account/ia1/credentials", '{"api_key":"k"}' },
+      { function() return client.integrated_accounts:list_mcp_servers("ia1") end,
+        "GET http://127.0.0.1:9/integrated-account/ia1/mcp" },
+      { function() return client.integrated_accounts:create_mcp_server("ia1", { name = "n" }) end,
+        "POST http://127.0.0.1:9/integrated-account/ia1/mcp", '{"name":"n"}' },
+      { function() return client.integrated_accounts:get_mcp_server("ia1", "m 1") end,
+        "GET http://127.0.0.1:9/integrated-account/ia1/mcp/m%201" },
+      { function() return client.integrated_accounts:update_mcp_server("ia1", 7, { name = "o" }) end,
+        "PATCH http://127.0.0.1:9/integrated-account/ia1/mcp/7", '{"name":"o"}' },
+      { function() return client.integrated_accounts:delete_mcp_server("ia1", "m1") end,
+        "DELETE http://127.0.0.1:9/integrated-account/ia1/mcp/m1" },
+      { function() return client.integrations:install("hubspot-id") end,
+        "POST http://127.0.0.1:9/environment-integration", '{"integration_id":"hubspot-id","is_enabled":true}' },
+      { function() return client.integrations:install("i2", { is_enabled = false, integration_id = "not this" }) end,
+        "POST http://127.0.0.1:9/environment-integration", '{"integration_id":"i2","is_enabled":false}' },
+      { function() return client.integrations:uninstall("ei1") end,
+        "DELETE http://127.0.0.1:9/environment-integration/ei1" },
+      { function() return client.unified_models:install("um1") end,
+        "POST http://127.0.0.1:9/environment-unified-model", '{"unified_model_id":"um1"}' },
+      { function() return client.unified_models:uninstall("eum1") end,
+        "DELETE http://127.0.0.1:9/environment-unified-model/eum1" },
+      { function() return client.batch_requests:create({ integrated_account_id = "ia1", resources = {
+          { resource = "crm/contacts", method = "list" } } }, { a = 1 }) end,
+        "POST http://127.0.0.1:9/batch-request?a=1",
+        '{"integrated_account_id":"ia1","resources":[{"method":"list","resource":"crm/contacts"}]}' },
     }
     for i, case in ipairs(cases) do
       local result, response = case[1]()
@@ -165,7 +198,7 @@ describe("the platform resources", function()
       local req = t.requests[i]
       assert.equal(case[2], req.method .. " " .. req.url)
       assert.equal(case[3], req.body)
-      assert.equal(req.method == "POST", header(req, "Idempotency-Key") ~= nil, case[2])
+      assert.equal(req.method == "POST" or req.method == "PATCH", header(req, "Idempotency-Key") ~= nil, case[2])
     end
     assert.equal(#cases, #t.requests)
   end)
@@ -371,3 +404,132 @@ end)
 
 
 
+
+describe("client.mcp", function()
+  local truto = require "truto"
+  local MCP_TOKEN = "mcp_tok_SECRET_9"
+
+  -- The JSON-RPC request a call sent, decoded, with its id checked and taken out.
+  local function rpc_sent(req)
+    local body = truto.decode_json(req.body)
+    assert.equal("number", type(body.id))
+    body.id = nil
+    return body
+  end
+
+  it("sends initialize, tools/list and tools/call as JSON-RPC 2.0 to /mcp/{token}", function()
+    local client, t = new_client {
+      { 200, JSON, '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2024-11-05","serverInfo":{"name":"t"}}}' },
+      { 200, JSON, '{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"list_all_hubspot_contacts"}]}}' },
+      { 200, JSON, '{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"[]"}],"isError":false}}' },
+    }
+    local result, response = client.mcp:initialize(MCP_TOKEN, "my-app", "1.0")
+    assert.same({ protocolVersion = "2024-11-05", serverInfo = { name = "t" } }, result)
+    assert.equal(200, response.status)
+    assert.same({ tools = { { name = "list_all_hubspot_contacts" } } }, (client.mcp:list_tools(MCP_TOKEN)))
+    assert.same({ content = { { type = "text", text = "[]" } }, isError = false },
+                (client.mcp:call_tool(MCP_TOKEN, "list_all_hubspot_contacts", { limit = 1 }, { x = "y" })))
+    local urls, sent = {}, {}
+    for i, req in ipairs(t.requests) do
+      urls[i] = req.method .. " " .. req.url
+      sent[i] = rpc_sent(req)
+      assert.equal("application/json", header(req, "Content-Type"))
+    end
+    assert.same({
+      "POST http://127.0.0.1:9/mcp/" .. MCP_TOKEN,
+      "POST http://127.0.0.1:9/mcp/" .. MCP_TOKEN,
+      "POST http://127.0.0.1:9/mcp/" .. MCP_TOKEN .. "?x=y",
+    }, urls)
+    assert.equal('{"capabilities":{},"clientInfo":{"name":"my-app","version":"1.0"},"protocolVersion":"2024-11-05"}',
+                 truto.encode_json(sent[1].params))
+    assert.same({ jsonrpc = "2.0", method = "initialize" }, { jsonrpc = sent[1].jsonrpc, method = sent[1].method })
+    assert.equal('{"jsonrpc":"2.0","method":"tools/list","params":{}}', truto.encode_json(sent[2]))
+    assert.equal('{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"limit":1},'
+                 .. '"name":"list_all_hubspot_contacts"}}', truto.encode_json(sent[3]))
+    -- every request has its own id
+    local a, b = truto.decode_json(t.requests[1].body).id, truto.decode_json(t.requests[2].body).id
+    assert.are_not.equal(a, b)
+  end)
+
+  it("sends empty tool arguments as an object", function()
+    local client, t = new_client()
+    client.mcp:call_tool(MCP_TOKEN, "ping_tool")
+    assert.equal('{"arguments":{},"name":"ping_tool"}', truto.encode_json(rpc_sent(t.requests[1]).params))
+  end)
+
+  it("sends call's payload as given, adding jsonrpc, without changing the caller's table", function()
+    local client, t = new_client { { 200, JSON, '{"jsonrpc":"2.0","id":"a","result":{}}' } }
+    local payload = { id = "a", method = "ping" }
+    local result = client.mcp:call(MCP_TOKEN, payload)
+    assert.same({}, result)
+    assert.equal('{"id":"a","jsonrpc":"2.0","method":"ping"}', t.requests[1].body)
+    assert.same({ id = "a", method = "ping" }, payload)
+  end)
+
+  it("returns a JSON-RPC error as kind rpc with its code, once, and never names the token", function()
+    local client, t = new_client {
+      { 200, JSON, '{"jsonrpc":"2.0","id":5,"error":{"code":-32601,"message":"Method not found","data":{"m":"x"}}}' },
+    }
+    local result, err = client.mcp:call(MCP_TOKEN, { id = 5, method = "x" })
+    assert.is_nil(result)
+    assert.equal("rpc", err.kind)
+    assert.equal(-32601, err.code)
+    assert.equal("Method not found", err.rpc_message)
+    assert.equal("JSON-RPC error -32601: Method not found", err.message)
+    assert.same({ m = "x" }, err.data)
+    assert.equal(-32601, err.body.error.code)
+    assert.is_false(err.retryable)
+    assert.equal(1, #t.requests)
+    assert.equal("POST", err.method)
+    assert.equal("/mcp/{token}", err.path)
+    assert.equal("truto: POST /mcp/{token}: rpc: JSON-RPC error -32601: Method not found", tostring(err))
+  end)
+
+  it("says so when the error member is malformed", function()
+    for _, body in ipairs { '{"error":"boom"}', '{"error":{"code":"x"}}', '{"error":null}' } do
+      local client = new_client { { 200, JSON, body } }
+      local result, err = client.mcp:list_tools(MCP_TOKEN)
+      assert.is_nil(result, body)
+      assert.equal("rpc", err.kind)
+      assert.equal("malformed JSON-RPC error (no code or message)", err.message)
+    end
+  end)
+
+  it("fails an HTTP error as every call does, and retries it when it may", function()
+    local client, t = new_client {
+      { 502, JSON, "{}" },
+      { 404, JSON, '{"statusCode":404,"error":"Not Found","message":"No such MCP server"}' },
+    }
+    local result, err = client.mcp:list_tools(MCP_TOKEN)
+    assert.is_nil(result)
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
+    assert.equal(2, #t.requests)   -- the POST has an Idempotency-Key: retried once
+    assert.equal("truto: POST /mcp/{token}: 404 Not Found: No such MCP server (after 2 attempts)", tostring(err))
+  end)
+
+  it("raises on a wrong argument type", function()
+    local client = new_client()
+    assert.has_error(function() client.mcp:call_tool(MCP_TOKEN, 5) end,
+      "bad argument #2 to 'call_tool' (name must be a string, got number)")
+    assert.has_error(function() client.mcp:call(nil, {}) end,
+      "bad argument #1 to 'call' (token must be a string, got nil)")
+    assert.has_error(function() client.mcp:call("t", "x") end,
+      "bad argument #2 to 'call' (body must be a table, got string)")
+  end)
+
+  it("runs in client:batch", function()
+    local client, t = new_client {
+      { 200, JSON, '{"result":{"content":[]}}' },
+      { 200, JSON, '{"error":{"code":-32602,"message":"bad"}}' },
+    }
+    local results = client:batch({
+      { api = "mcp", method = "call_tool", token = MCP_TOKEN, name = "a", arguments = { q = 1 } },
+      { api = "mcp", method = "list_tools", token = MCP_TOKEN },
+    }, { concurrency = 1 })
+    assert.same({ content = {} }, results[1][1])
+    assert.is_nil(results[2][1])
+    assert.equal(-32602, results[2][2].code)
+    assert.equal('{"arguments":{"q":1},"name":"a"}', truto.encode_json(rpc_sent(t.requests[1]).params))
+  end)
+end)

@@ -12,6 +12,26 @@ describe("truto", function()
     assert.equal(truto.null, cjson.decode('{"a":null}').a)
   end)
 
+  describe("connect_url", function()
+    it("builds Truto's link URL from a link token, the token percent-encoded", function()
+      assert.equal("https://app.truto.one/connect-account?link_token=e73c7b9b-2e4d",
+                   truto.connect_url("e73c7b9b-2e4d"))
+      assert.equal("https://app.truto.one/connect-account?link_token=a%20b%26c%3Dd%2F%C3%A9",
+                   truto.connect_url("a b&c=d/\u{e9}"))
+      assert.equal("http://127.0.0.1:3000/x/connect-account?link_token=t",
+                   truto.connect_url("t", "http://127.0.0.1:3000/x//"))
+    end)
+
+    it("raises on a token that is not a non-empty string, or a bad app_url", function()
+      assert.has_error(function() truto.connect_url() end,
+        "bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got nil)")
+      assert.has_error(function() truto.connect_url("") end,
+        "bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got an empty string)")
+      assert.has_error(function() truto.connect_url("t", "app.truto.one") end,
+        "bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL)")
+    end)
+  end)
+
   describe("array and object", function()
     it("return a new marked table when called without one", function()
       local a, o = truto.array(), truto.object()

@@ -262,6 +262,7 @@ function _M.new(given)
   self.proxy_api = setmetatable({ client = self }, _M.Proxy)
   self.custom_api = setmetatable({ client = self }, _M.Custom)
   for name, methods in pairs(_M.Platform) do self[name] = setmetatable({ client = self }, methods) end
+  self.mcp = setmetatable({ client = self }, _M.Mcp)
   return self
 end
 
@@ -348,9 +349,10 @@ function Client:prepare(spec, opts, level)
     req = req,
     method = method,
     repeatable = retry.repeatable(method, key ~= nil),
-    path = req.url:match("^https?://[^/]*(/[^?]*)") or "/",
+    path = spec.shown_path or req.url:match("^https?://[^/]*(/[^?]*)") or "/",
     account = spec.query and type(spec.query.integrated_account_id) == "string" and spec.query.integrated_account_id
       or "",
+    answer = spec.answer,   -- turns a decoded 2xx body into the result, or nil, err (JSON-RPC)
     max_retries = opts.max_retries or self.max_retries,
     timeout = opts.timeout or self.timeout,
     attempt = 0,
@@ -523,6 +525,7 @@ function Client:settle(call, status, rheaders, body, info)
     if status >= 200 and status < 300 then
       local result
       result, err = decode_success(status, rheaders, body, call.transfer.sink ~= nil, self.token)
+      if result ~= nil and call.answer then result, err = call.answer(result, status, rheaders, self.token) end
       if result ~= nil then return "done", result, response end
     else
       err = errors.from_response(status, rheaders, decode_failure(rheaders, body), self.token)
@@ -644,7 +647,7 @@ end
 -- The operations of the three APIs.  Each names its parameters (for
 -- positional calls and for batch requests) and builds the request spec.
 local function check_name(value, position, fname, what)
-  if type(value) ~= "string" and not (what == "id" and type(value) == "number") then
+  if type(value) ~= "string" and not ((what == "id" or what == "mcp_id") and type(value) == "number") then
     error(("bad argument #%d to '%s' (%s must be a string, got %s)"):format(position, fname, what, type(value)), 4)
   end
 end
@@ -659,6 +662,7 @@ end
 local CHECKS = {
   model = "name", resource = "name", id = "name", method = "name", path = "path",
   body = "body", optional_body = "optional_body", query = "query",
+  mcp_id = "name", token = "name", name = "name", version = "name", payload = "body", arguments = "optional_body",
 }
 
 local function custom_segments(path, fname)
@@ -922,11 +926,24 @@ end
 -- standard methods Truto offers for it (list = GET /path, get = GET /path/{id},
 -- create = POST /path, update = PATCH /path/{id}, delete = DELETE /path/{id}) and
 -- its extra methods.  An extra is { HTTP method, segments after the path (":x"
--- takes the argument x), parameters, body = a function of the arguments }.
+-- takes the argument x), parameters, body = a function of the arguments,
+-- path = another resource's path when the SDKs put the method here }.
 -- Facts and sources: reference/truto-platform.md.  Adding a resource is one
 -- entry here (and one line in README.md's list, which spec/platform_spec.lua
 -- checks against this table).
 local function body_argument(a) return a.body end
+local function id_body(a) return { id = a.id } end
+
+-- install(id, { is_enabled = ... }): the SDKs' body, the caller's fields over it.
+local function install_body(field, defaults)
+  return function(a)
+    local body = {}
+    for k, v in pairs(defaults) do body[k] = v end
+    for k, v in pairs(a.optional_body or {}) do body[k] = v end
+    body[field] = a.id
+    return body
+  end
+end
 
 -- Every standard method; a cron trigger runs only once scheduled.
 local CRUD = "list get create update delete"
@@ -934,16 +951,32 @@ local CRON_EXTRAS = { schedule = { "POST", { ":id", "schedule" }, { "id", "query
 
 local PLATFORM = {
   integrated_accounts = { path = "integrated-account", methods = CRUD, extras = {
-    refresh_credentials = { "POST", { "refresh-credentials" }, { "id", "query" },
-                            body = function(a) return { id = a.id } end },
+    refresh_credentials = { "POST", { "refresh-credentials" }, { "id", "query" }, body = id_body },
+    run_post_install_actions = { "POST", { "run-post-install-actions" }, { "id", "query" }, body = id_body },
+    update_credentials = { "PATCH", { ":id", "credentials" }, { "id", "body", "query" }, body = body_argument },
     create_token = { "POST", { "token" }, { "id", "query" },
                      body = function(a) return { integrated_account_id = a.id } end },
     tools = { "GET", { ":id", "tools" }, { "id", "query" } },
+    -- The account's MCP servers: creating one gives the token client.mcp takes.
+    list_mcp_servers = { "GET", { ":id", "mcp" }, { "id", "query" } },
+    create_mcp_server = { "POST", { ":id", "mcp" }, { "id", "body", "query" }, body = body_argument },
+    get_mcp_server = { "GET", { ":id", "mcp", ":mcp_id" }, { "id", "mcp_id", "query" } },
+    update_mcp_server = { "PATCH", { ":id", "mcp", ":mcp_id" }, { "id", "mcp_id", "body", "query" },
+                          body = body_argument },
+    delete_mcp_server = { "DELETE", { ":id", "mcp", ":mcp_id" }, { "id", "mcp_id", "query" } },
   } },
-  integrations = { path = "integration", methods = CRUD },
+  integrations = { path = "integration", methods = CRUD, extras = {
+    install = { "POST", {}, { "id", "optional_body", "query" }, path = "environment-integration",
+                body = install_body("integration_id", { is_enabled = true }) },
+    uninstall = { "DELETE", { ":id" }, { "id", "query" }, path = "environment-integration" },
+  } },
   environments = { path = "environment", methods = "list get update" },
   environment_integrations = { path = "environment-integration", methods = CRUD },
-  unified_models = { path = "unified-model", methods = CRUD },
+  unified_models = { path = "unified-model", methods = CRUD, extras = {
+    install = { "POST", {}, { "id", "query" }, path = "environment-unified-model",
+                body = install_body("unified_model_id", {}) },
+    uninstall = { "DELETE", { ":id" }, { "id", "query" }, path = "environment-unified-model" },
+  } },
   environment_unified_models = { path = "environment-unified-model", methods = CRUD },
   teams = { path = "team", methods = "list get update" },
   users = { path = "user", methods = "list get" },
@@ -972,6 +1005,8 @@ local PLATFORM = {
   alarms = { path = "alarm", methods = CRUD },
   static_gates = { path = "static-gate", methods = CRUD },
   sandbox_integrated_accounts = { path = "sandbox-integrated-account", methods = "list get create delete" },
+  -- Truto's server-side batch: many calls for one account in one request.
+  batch_requests = { path = "batch-request", methods = "create" },
   integrated_account_webhooks = { path = "integrated-account-webhook", methods = "", extras = {
     process = { "POST", { ":id" }, { "id", "body", "query" }, body = body_argument },
   } },
@@ -1013,10 +1048,70 @@ for name, resource in pairs(PLATFORM) do
                                      standard.body)
   end
   for method, extra in pairs(resource.extras or {}) do
-    ops[method] = platform_operation(resource.path, extra[1], extra[2], extra[3], extra.body)
+    ops[method] = platform_operation(extra.path or resource.path, extra[1], extra[2], extra[3], extra.body)
   end
   OPERATIONS[name] = ops
 end
+
+-- ---- MCP ------------------------------------------------------------
+
+-- Truto's MCP servers: JSON-RPC 2.0 over POST /mcp/{token}, the token from
+-- client.integrated_accounts:create_mcp_server.  A JSON-RPC error comes back
+-- as an error of kind "rpc" (not retried: the server answered); otherwise
+-- the call's result is the response's `result` member.
+local MCP_PROTOCOL_VERSION = "2024-11-05"   -- what Truto's TypeScript SDK sends
+local rpc_ids = 0
+
+local function rpc_answer(envelope, _, headers, secret)
+  if type(envelope) ~= "table" or getmetatable(envelope) == core.array_mt then return envelope end
+  local e = envelope.error
+  if e == nil then
+    if envelope.result ~= nil then return envelope.result end
+    return envelope
+  end
+  local code = type(e) == "table" and type(e.code) == "number" and e.code % 1 == 0 and e.code or nil
+  local message = type(e) == "table" and type(e.message) == "string" and e.message or nil
+  return nil, errors.new({
+    kind = "rpc", code = code, data = type(e) == "table" and e.data or nil, body = envelope,
+    message = message and ("JSON-RPC error %s: %s"):format(tostring(code), message)
+      or "malformed JSON-RPC error (no code or message)",
+    rpc_message = message, headers = headers,
+  }, secret)
+end
+
+-- A JSON-RPC request: the next id, "jsonrpc" and the method's params.
+local function rpc_request(method, params)
+  rpc_ids = rpc_ids + 1
+  return { jsonrpc = "2.0", id = rpc_ids, method = method, params = params }
+end
+
+local function mcp_operation(params, payload)
+  return { params = params, build = function(a)
+    -- The token is a credential: errors name the path without it.
+    return { method = "POST", path = { "mcp", a.token }, path_names = { "path", "token" }, query = a.query,
+             body = payload(a), answer = rpc_answer, shown_path = "/mcp/{token}" }
+  end }
+end
+
+OPERATIONS.mcp = {
+  -- The caller's own payload, "jsonrpc" added when absent (a copy is sent).
+  call = mcp_operation({ "token", "payload", "query" }, function(a)
+    local body = {}
+    for k, v in pairs(a.payload) do body[k] = v end
+    if body.jsonrpc == nil then body.jsonrpc = "2.0" end
+    return body
+  end),
+  initialize = mcp_operation({ "token", "name", "version", "query" }, function(a)
+    return rpc_request("initialize", { protocolVersion = MCP_PROTOCOL_VERSION,
+      capabilities = setmetatable({}, core.object_mt), clientInfo = { name = a.name, version = a.version } })
+  end),
+  list_tools = mcp_operation({ "token", "query" }, function()
+    return rpc_request("tools/list", setmetatable({}, core.object_mt))
+  end),
+  call_tool = mcp_operation({ "token", "name", "arguments", "query" }, function(a)
+    return rpc_request("tools/call", { name = a.name, arguments = a.arguments or setmetatable({}, core.object_mt) })
+  end),
+}
 
 -- Named arguments of an operation from a positional call; opts follows them.
 local function named_args(op, ...)
@@ -1310,6 +1405,7 @@ _M.Custom = api_methods("custom")
 -- The methods of each platform resource, by its name on the client.
 _M.Platform = {}
 for name in pairs(PLATFORM) do _M.Platform[name] = api_methods(name) end
+_M.Mcp = api_methods("mcp")
 -- The platform resources, for the specs that check README.md against them.
 _M.PLATFORM = PLATFORM
 return _M

@@ -77,6 +77,26 @@ _M.decode_json = core.decode_json
 ---@type fun(secret: string, raw_body: string, signature_header?: string): boolean, string?
 _M.verify_webhook = core.verify_webhook
 
+--- The page a customer opens to connect an account, from the `link_token`
+-- that `client.link_tokens:create` returns: Truto's link URL,
+-- `https://app.truto.one/connect-account?link_token=...` (Truto's API sends
+-- only the token).  `app_url` replaces `https://app.truto.one`.  Raises on a
+-- token that is not a non-empty string.
+---@param link_token string
+---@param app_url? string default `"https://app.truto.one"`
+---@return string url
+function _M.connect_url(link_token, app_url)
+  if type(link_token) ~= "string" or link_token == "" then
+    error(("bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got %s)")
+      :format(link_token == "" and "an empty string" or type(link_token)), 2)
+  end
+  if app_url ~= nil and (type(app_url) ~= "string" or not app_url:match("^https?://[^/?#]+")) then
+    error("bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL)", 2)
+  end
+  return (app_url or "https://app.truto.one"):gsub("/+$", "") .. "/connect-account?"
+    .. core.encode_query { link_token = link_token }
+end
+
 --- Makes a client: `truto.client.new`, whose options are `truto.Options`.
 _M.new = client.new
 
