@@ -184,10 +184,10 @@ end
 ---@field custom_api truto.CustomApi Truto's Custom API
 -- Truto's platform resources (README.md, "Platform API"):
 ---@field integrated_accounts truto.IntegratedAccounts Truto's `/integrated-account`
----@field integrations truto.PlatformResource Truto's `/integration`
+---@field integrations truto.Installable Truto's `/integration`
 ---@field environments truto.PlatformResource Truto's `/environment`
 ---@field environment_integrations truto.PlatformResource Truto's `/environment-integration`
----@field unified_models truto.PlatformResource Truto's `/unified-model`
+---@field unified_models truto.Installable Truto's `/unified-model`
 ---@field environment_unified_models truto.PlatformResource Truto's `/environment-unified-model`
 ---@field teams truto.PlatformResource Truto's `/team`
 ---@field users truto.PlatformResource Truto's `/user`
@@ -212,6 +212,8 @@ end
 ---@field sandbox_integrated_accounts truto.PlatformResource Truto's `/sandbox-integrated-account`
 ---@field integrated_account_webhooks truto.InboundWebhooks Truto's `/integrated-account-webhook`
 ---@field environment_integration_webhooks truto.InboundWebhooks Truto's `/environment-integration-webhook`
+---@field batch_requests truto.BatchRequests Truto's server-side batch, `POST /batch-request`
+---@field mcp truto.Mcp Truto's MCP servers, JSON-RPC 2.0 on `POST /mcp/{token}`
 local Client = {}
 Client.__index = Client
 
@@ -817,8 +819,22 @@ local PROXY_METHOD_NAMES = { "api", "resource", "method" }
 ---@field each fun(self, query?: truto.Query, opts?: truto.CallOpts): (fun(): table|false|nil, truto.Error?)
 
 --- `client.integrated_accounts`, `/integrated-account`: a platform resource
--- with three extra methods.
+-- with extra methods.
 ---@class truto.IntegratedAccounts: truto.PlatformResource
+-- `POST /integrated-account/run-post-install-actions` with `{ id }`: Truto runs the account's post-install actions again.
+---@field run_post_install_actions fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `PATCH /integrated-account/{id}/credentials`: changes only the credential fields.
+---@field update_credentials fun(self, id: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `GET /integrated-account/{id}/mcp`: the account's MCP servers (one page).
+---@field list_mcp_servers fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `POST /integrated-account/{id}/mcp`: a new MCP server, with the `token` and `url` `client.mcp` takes.
+---@field create_mcp_server fun(self, id: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `GET /integrated-account/{id}/mcp/{mcp_id}`.
+---@field get_mcp_server fun(self, id: string, mcp_id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `PATCH /integrated-account/{id}/mcp/{mcp_id}`.
+---@field update_mcp_server fun(self, id: string, mcp_id: string, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `DELETE /integrated-account/{id}/mcp/{mcp_id}`.
+---@field delete_mcp_server fun(self, id: string, mcp_id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 -- `POST /integrated-account/refresh-credentials` with `{ id }`: Truto refreshes the account's credentials.
 ---@field refresh_credentials fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 -- `POST /integrated-account/token` with `{ integrated_account_id }`: an integrated-account token (15 minutes).
@@ -831,6 +847,33 @@ local PROXY_METHOD_NAMES = { "api", "resource", "method" }
 ---@class truto.CronTriggers: truto.PlatformResource
 -- `POST /{path}/{id}/schedule`: schedules the trigger (again after a change).
 ---@field schedule fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.integrations` and `client.unified_models`: installed into the
+-- token's environment as an environment integration or unified model.
+---@class truto.Installable: truto.PlatformResource
+-- `POST /environment-integration` with `{ integration_id = id, is_enabled = true }` (fields of `options` over
+-- these), or `POST /environment-unified-model` with `{ unified_model_id = id }`.
+---@field install fun(self, id: string, options?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `DELETE /environment-integration/{id}` or `DELETE /environment-unified-model/{id}`.
+---@field uninstall fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.batch_requests`: Truto's server-side batch.
+---@class truto.BatchRequests
+-- `POST /batch-request` with `{ integrated_account_id, args, resources = {...} }`: `{ result = {...}, errors = {...} }`.
+---@field create fun(self, body: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+
+--- `client.mcp`: an MCP server's tools, over JSON-RPC 2.0.  Each method
+-- returns the JSON-RPC `result`, or `nil, err` with `err.kind == "rpc"`,
+-- `err.code` and `err.rpc_message` for a JSON-RPC error.
+---@class truto.Mcp
+-- `initialize`, protocol version 2024-11-05, with the client's name and version.
+---@field initialize fun(self, token: string, name: string, version: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `tools/list`: `{ tools = {...} }`.
+---@field list_tools fun(self, token: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `tools/call`: `{ content = {...}, isError = ... }`.
+---@field call_tool fun(self, token: string, name: string, arguments?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- Any JSON-RPC message, sent as given (`jsonrpc = "2.0"` added when absent).
+---@field call fun(self, token: string, payload: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 
 --- `client.datastores`, `/datastore`.
 ---@class truto.Datastores: truto.PlatformResource
