@@ -670,6 +670,8 @@ describe("truto command", function()
       { { "frobs", "list" }, "unknown command 'frobs'" },
       { { "pign" }, "unknown command 'pign' (did you mean 'ping'?)" },
       { { "webhooks" }, "'webhooks' needs a verb (expected create, delete, get, list, test or update)" },
+      { { "link-tokens" }, "'link-tokens' needs a verb (expected create)" },
+      { { "categories", "get", "c1" }, "unknown verb 'get' (expected list)" },
       { { "webhooks", "frobnicate" }, "unknown verb 'frobnicate' (expected create, delete, get, list, test or update)" },
       { { "integrated-accounts", "refresh_credentials", "a1" },
         "unknown verb 'refresh_credentials' (did you mean 'refresh-credentials'?)" },
@@ -1332,6 +1334,7 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
       end
 
       it("sends a file part and a text part", function()
+        assert.equal("function", type(truto.file), "truto.file (lua/truto/init.lua) is missing")
         local path = os.tmpname()
         -- text: the request log is JSON, which holds no bytes that are not UTF-8
         local content = "line 1\r\nline 2: ünïcode\r\n--not-the-boundary\r\n"

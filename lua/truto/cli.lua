@@ -250,8 +250,9 @@ local function closest(name, candidates)
   return best
 end
 
--- "a, b or c" (names has two or more)
+-- "a, b or c"; "a" alone (a resource may have one verb)
 local function one_of(names)
+  if #names == 1 then return names[1] end
   return table.concat(names, ", ", 1, #names - 1) .. " or " .. names[#names]
 end
 
