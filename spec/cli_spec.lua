@@ -581,9 +581,10 @@ describe("truto command", function()
     local USAGE_CASES = {
       { { "unified", "list", "crm", "opportunities", "--bogus" }, "unknown option '--bogus'" },
       { { "unified", "list", "crm", "opportunities", "-z" }, "unknown option '-z'" },
-      { { "unified", "get", "crm", "opportunities" }, "'unified get' takes 3 name(s), got 2" },
-      { { "unified", "list", "crm" }, "'unified list' takes 2 name(s), got 1" },
-      { { "proxy", "get", "deals", "1", "2" }, "'proxy get' takes 2 name(s), got 3" },
+      { { "unified", "get", "crm", "opportunities" },
+        "'unified get' is missing ID (usage: truto unified get MODEL RESOURCE ID)" },
+      { { "unified", "list", "crm" }, "'unified list' is missing RESOURCE (usage: truto unified list MODEL RESOURCE [--all])" },
+      { { "proxy", "get", "deals", "1", "2" }, "'proxy get' got an extra word '2' (usage: truto proxy get RESOURCE ID)" },
       { { "unified", "get", "crm", "opportunities", "1", "--data", "{}" }, "'unified get' takes no --data" },
       { { "custom", "get", "reports/weekly", "-d", "{}" }, "'custom get' takes no --data" },
       { { "unified", "update", "crm", "opportunities", "1", "--data", "{not json" },
@@ -592,13 +593,13 @@ describe("truto command", function()
         "--data must be a JSON object or array" },
       { { "unified", "update", "crm", "opportunities", "1", "--data", "@/nonexistent/body.json" },
         "cannot read --data file: /nonexistent/body.json: No such file or directory" },
-      { { "unified", "update", "crm", "opportunities", "1" }, "--data is required" },
+      { { "unified", "update", "crm", "opportunities", "1" }, "--data or --form is required" },
       { { "unified", "list", "crm", "opportunities", "--format", "bogus" },
         "--format must be unified, raw, normalized or stream" },
       { { "unified", "get", "crm", "opportunities", "1", "--all" }, "--all works with list only" },
       { { "unified", "list", "crm", "opportunities", "--all", "-f", "stream" },
         "--all cannot be combined with --format stream (a stream list already has every record)" },
-      { { "rest", "list" }, "unknown API 'rest' (expected custom, proxy or unified)" },
+      { { "rest", "list" }, "unknown command 'rest'" },
       { { "unified", "frobnicate", "crm", "x" },
         "unknown verb 'frobnicate' (expected call, create, delete, get, list, meta or update)" },
       { { "custom", "options", "x" }, "unknown verb 'options' (expected delete, get, patch, post or put)" },
@@ -617,7 +618,7 @@ describe("truto command", function()
         "--header needs 'NAME: VALUE', got 'NoColon'" },
       { { "unified", "list", "crm", "opportunities", "-a" }, "-a needs a value" },
 
-      -- "did you mean": the one closest verb, API or long option.
+      -- "did you mean": the one closest verb, command or long option.
       { { "unified", "updte", "crm", "opportunities", "1" }, "unknown verb 'updte' (did you mean 'update'?)" },
       { { "unified", "lsit", "crm", "opportunities" }, "unknown verb 'lsit' (did you mean 'list'?)" },   -- a swap is one edit
       { { "unified", "lis", "crm", "opportunities" }, "unknown verb 'lis' (did you mean 'list'?)" },   -- a prefix is not taken
@@ -628,9 +629,9 @@ describe("truto command", function()
       { { "custom", "p", "x" }, "unknown verb 'p' (expected delete, get, patch, post or put)" },
       -- a verb of another API is no verb here, and "meta" is two edits from "get": too far for 4 letters
       { { "proxy", "meta", "deals", "x" }, "unknown verb 'meta' (expected call, create, delete, get, list or update)" },
-      { { "unifed", "list", "crm", "opportunities" }, "unknown API 'unifed' (did you mean 'unified'?)" },
-      { { "porxy", "list", "deals" }, "unknown API 'porxy' (did you mean 'proxy'?)" },
-      { { "custm", "get", "x" }, "unknown API 'custm' (did you mean 'custom'?)" },
+      { { "unifed", "list", "crm", "opportunities" }, "unknown command 'unifed' (did you mean 'unified'?)" },
+      { { "porxy", "list", "deals" }, "unknown command 'porxy' (did you mean 'proxy'?)" },
+      { { "custm", "get", "x" }, "unknown command 'custm' (did you mean 'custom'?)" },
       { { "unified" }, "'unified' needs a verb (expected call, create, delete, get, list, meta or update)" },
       { { "unified", "list", "crm", "opportunities", "--integrated-acount-id", ACCOUNT },
         "unknown option '--integrated-acount-id' (did you mean '--integrated-account-id'?)" },
@@ -660,6 +661,50 @@ describe("truto command", function()
       { { "unified", "list", "crm", "opportunities", "--integrated-account-id=" },
         "--integrated-account-id needs a non-empty value" },
       { { "custom", "get", "reports/weekly", "-a", "" }, "-a needs a non-empty value" },
+
+      -- platform resources and ping
+      { { "webhook", "list" }, "unknown command 'webhook' (did you mean 'webhooks'?)" },
+      { { "integrated_accounts", "list" }, "unknown command 'integrated_accounts' (did you mean 'integrated-accounts'?)" },
+      { { "integrated_account_webhooks", "process", "1" },
+        "unknown command 'integrated_account_webhooks' (did you mean 'integrated-account-webhooks'?)" },
+      { { "frobs", "list" }, "unknown command 'frobs'" },
+      { { "pign" }, "unknown command 'pign' (did you mean 'ping'?)" },
+      { { "webhooks" }, "'webhooks' needs a verb (expected create, delete, get, list, test or update)" },
+      { { "link-tokens" }, "'link-tokens' needs a verb (expected create)" },
+      { { "categories", "get", "c1" }, "unknown verb 'get' (expected list)" },
+      { { "webhooks", "frobnicate" }, "unknown verb 'frobnicate' (expected create, delete, get, list, test or update)" },
+      { { "integrated-accounts", "refresh_credentials", "a1" },
+        "unknown verb 'refresh_credentials' (did you mean 'refresh-credentials'?)" },
+      { { "users", "create", "--data", "{}" }, "unknown verb 'create' (expected get or list)" },
+      { { "webhooks", "get" }, "'webhooks get' is missing ID (usage: truto webhooks get ID)" },
+      { { "webhooks", "test" }, "'webhooks test' is missing ID (usage: truto webhooks test ID)" },
+      { { "sync-job-cron-triggers", "schedule" },
+        "'sync-job-cron-triggers schedule' is missing ID (usage: truto sync-job-cron-triggers schedule ID)" },
+      { { "datastores", "test", "d1" },
+        "'datastores test' is missing METHOD (usage: truto datastores test ID METHOD [--data BODY])" },
+      { { "webhooks", "list", "w1" }, "'webhooks list' got an extra word 'w1' (usage: truto webhooks list [--all])" },
+      { { "webhooks", "update", "w1", "w2", "--data", "{}" },
+        "'webhooks update' got an extra word 'w2' (usage: truto webhooks update ID --data BODY)" },
+      { { "link-tokens", "create" }, "--data or --form is required" },
+      { { "webhooks", "test", "w1", "--data", "{}" }, "'webhooks test' takes no --data" },
+      { { "webhooks", "get", "w1", "--all" }, "--all works with list only" },
+      { { "ping", "now" }, "'ping' got an extra word 'now' (usage: truto ping)" },
+      { { "ping", "-q", "a=b" }, "'ping' takes no query parameters" },
+      { { "ping", "-a", ACCOUNT }, "'ping' takes no query parameters" },
+      { { "ping", "--all" }, "--all works with list only" },
+
+      -- --form
+      { { "custom", "post", "files", "-F", "file=@/nonexistent/a.txt" },
+        "cannot read --form file: /nonexistent/a.txt: No such file or directory" },
+      { { "custom", "post", "files", "--form", "file=@/nonexistent;type=text/plain;filename=a.txt" },
+        "cannot read --form file: /nonexistent: No such file or directory" },
+      { { "custom", "post", "files", "-F", "novalue" }, "--form needs KEY=VALUE, got 'novalue'" },
+      { { "custom", "post", "files", "-F", "=x" }, "--form needs KEY=VALUE, got '=x'" },
+      { { "custom", "post", "files", "-F", "a=1", "--form", "a=2" }, "--form field 'a' is given twice" },
+      { { "custom", "post", "files", "-F", "a=1", "-d", "{}" }, "--data and --form cannot be combined" },
+      { { "custom", "get", "files", "-F", "a=1" }, "'custom get' takes no --form" },
+      { { "webhooks", "test", "w1", "-F", "a=1" }, "'webhooks test' takes no --form" },
+      { { "custom", "post", "files", "-F", "" }, "-F needs a non-empty value" },
     }
     for _, case in ipairs(USAGE_CASES) do
       it("usage: " .. table.concat(case[1], " ") .. " -> exit 2", function()
@@ -745,7 +790,7 @@ describe("truto command", function()
         count = count + 1
         assert.is_true(documented[name], name .. " is not in --help")
       end
-      assert.equal(28, count)
+      assert.equal(30, count)
       assert.matches("\n  %-%-%s+the end of the options", out)
       -- and every documented option is accepted (an unknown one would exit 2)
       for name in pairs(documented) do
@@ -1015,6 +1060,296 @@ describe("truto command", function()
         assert.equal(0, rc)
         local stream = http("GET", uri(OPPS, "truto_response_format=stream"), nil, true)
         assert.equal((stream:gsub("\n", "\r\n")), shown)
+      end)
+    end)
+  end)
+
+  describe("platform resources", function()
+    local PLATFORM = require("truto.client").PLATFORM
+    -- Truto's standard methods: HTTP method, whether the id is the path's
+    -- last segment, whether the body is the caller's.
+    local STANDARD = {
+      list = { "GET", false }, get = { "GET", true }, create = { "POST", false, true },
+      update = { "PATCH", true, true }, delete = { "DELETE", true },
+    }
+    local WORD_VALUES = { id = "rec/1", method = "read" }   -- "rec/1" is one path segment
+    local DATA, BODY = '{"b":[1,2],"a":"x"}', { a = "x", b = { 1, 2 } }
+
+    local function percent_encode(segment)
+      return (segment:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+    end
+
+    -- One case per verb of every resource in the client's table: the
+    -- command line, the request it must send, the words --help shows.
+    local function cases()
+      local list = {}
+      for _, name in ipairs(sorted_keys(PLATFORM)) do
+        local resource = PLATFORM[name]
+        local first = name:gsub("_", "-")
+        local function add(method, http_method, segments, params, body_of)
+          local verb = method:gsub("_", "-")
+          local case = { resource = first, verb = verb, args = { first, verb }, words = { "truto", first, verb },
+                         method = http_method, body = "" }
+          local named, query = {}, nil
+          for _, param in ipairs(params) do
+            if param == "body" or param == "optional_body" then
+              table.insert(case.args, "--data")
+              table.insert(case.args, DATA)
+              named[param] = BODY
+            elseif param == "query" then
+              table.insert(case.args, "-q")
+              table.insert(case.args, "filter[x]=1")
+              query = "filter%5Bx%5D=1"
+            else
+              named[param] = WORD_VALUES[param] or param .. "-1"
+              table.insert(case.args, named[param])
+              table.insert(case.words, param:upper())
+            end
+          end
+          case.path = "/" .. resource.path
+          for _, segment in ipairs(segments) do
+            local param = segment:match("^:(.+)$")
+            case.path = case.path .. "/" .. (param and percent_encode(named[param]) or segment)
+          end
+          case.uri = case.path .. (query and "?" .. query or "")
+          local body = body_of and body_of(named)
+          if body ~= nil then case.body = truto.encode_json(body) end
+          list[#list + 1] = case
+        end
+        for method in resource.methods:gmatch("%S+") do
+          local http_method, has_id, has_body = table.unpack(STANDARD[method])
+          local params = { "query" }
+          if has_body then table.insert(params, 1, "body") end
+          if has_id then table.insert(params, 1, "id") end
+          add(method, http_method, has_id and { ":id" } or {}, params, has_body and function(a) return a.body end)
+        end
+        for _, method in ipairs(sorted_keys(resource.extras or {})) do
+          local extra = resource.extras[method]
+          add(method, extra[1], extra[2], extra[3], extra.body)
+        end
+      end
+      return list
+    end
+
+    -- The command's outcome matches the emulator's answer to its one request
+    -- (its status counters say which): on a 2xx exit 0 and the body on
+    -- standard output; otherwise exit 1, nothing on standard output, and the
+    -- error line and the envelope on standard error.
+    local function assert_answered(method, path, out, err, rc)
+      local statuses = stats().statuses
+      local answered = sorted_keys(statuses)
+      assert.equal(1, #answered)
+      assert.equal(1, statuses[answered[1]])
+      local status = tonumber(answered[1])
+      if status < 300 then
+        assert.equal("", err)
+        assert.equal(0, rc)
+        assert.equal("table", type(decode(out)))
+      else
+        assert.equal(1, rc)
+        assert.equal("", out)
+        local l = lines(err)
+        assert.equal(2, #l)
+        local envelope = assert(decode(l[2]))
+        assert.equal(status, envelope.statusCode)
+        assert.equal(("truto: %s %s: %d %s: %s"):format(method, path, status, envelope.error, envelope.message), l[1])
+      end
+    end
+
+    local CASES = cases()
+
+    it("covers every verb of every resource", function()
+      local verbs = 0
+      for _, resource in pairs(PLATFORM) do
+        for _ in resource.methods:gmatch("%S+") do verbs = verbs + 1 end
+        for _ in pairs(resource.extras or {}) do verbs = verbs + 1 end
+      end
+      assert.equal(verbs, #CASES)
+      assert.is_true(#CASES >= 119, "the client declares fewer platform methods than it did")
+    end)
+
+    for _, case in ipairs(CASES) do
+      it(table.concat(case.args, " "), function()
+        local out, err, rc = run(case.args)
+        local req = only_request()
+        assert.equal(case.method, req.method)
+        assert.equal(case.uri, req.uri)
+        assert.equal(case.body, req.body)
+        assert.equal(case.body ~= "" and "application/json" or nil, req.headers["content-type"])
+        assert.equal("Bearer " .. TOKEN, req.headers.authorization)
+        assert_answered(case.method, case.path, out, err, rc)
+      end)
+    end
+
+    it("send the integrated account only when given, never from the environment", function()
+      local env = { env = { TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT } }
+      run({ "integrated-accounts", "get", "a1" }, env)
+      run({ "integrated-accounts", "get", "a1", "-a", ACCOUNT }, env)
+      run({ "sync-job-runs", "list", "-q", "integrated_account_id=acc-2" }, env)
+      local log = requests()
+      assert.equal(3, #log)
+      assert.equal("/integrated-account/a1", log[1].uri)
+      assert.equal("/integrated-account/a1?integrated_account_id=" .. ACCOUNT, log[2].uri)
+      assert.equal("/sync-job-run?integrated_account_id=acc-2", log[3].uri)
+    end)
+
+    it("write the body as received on success", function()
+      assert.equal(1, control("POST", "faults", '{"faults":[{"path_prefix":"/link-token","status":201,'
+        .. '"body":{"link_token":"lt-1"}}]}').queued)
+      local out, err, rc = run { "link-tokens", "create", "--data", '{"tenant_id":"acme-1"}' }
+      assert.equal(0, rc)
+      assert.equal("", err)
+      assert.equal('{"link_token":"lt-1"}\n', out)
+      only_request_is("POST", "/link-token", '{"tenant_id":"acme-1"}')
+    end)
+
+    describe("--all", function()
+      -- Queues the pages of GET /sync-job as the emulator's answers.
+      local function queue_pages(pages)
+        local faults = {}
+        for i, page in ipairs(pages) do
+          faults[i] = { method = "GET", path_prefix = "/sync-job", status = page.status or 200, body = page.body }
+        end
+        assert.equal(#pages, control("POST", "faults", truto.encode_json { faults = faults }).queued)
+      end
+
+      it("writes every record of every page, one per line", function()
+        queue_pages {
+          { body = { result = { { id = "j1" }, { id = "j2" } }, next_cursor = "c2", limit = 2 } },
+          { body = { result = { { id = "j3" }, { id = "j4" } }, next_cursor = "c/3", limit = 2 } },
+          { body = { result = { { id = "j5", name = "last" } }, next_cursor = truto.null, limit = 2 } },
+        }
+        local out, err, rc = run { "sync-jobs", "list", "--all", "--limit", "2", "-v" }
+        assert.equal(0, rc)
+        assert.equal('{"id":"j1"}\n{"id":"j2"}\n{"id":"j3"}\n{"id":"j4"}\n{"id":"j5","name":"last"}\n', out)
+        local log = requests()
+        assert.equal(3, #log)
+        assert.equal("/sync-job?limit=2", log[1].uri)
+        assert.equal("/sync-job?limit=2&next_cursor=c2", log[2].uri)
+        assert.equal("/sync-job?limit=2&next_cursor=c%2F3", log[3].uri)
+        local want = {}
+        for i, req in ipairs(log) do want[i] = "> GET " .. h.base_url .. req.uri .. "\n" end
+        assert.equal(table.concat(want) .. "< 5 records\n", err)
+      end)
+
+      it("stops at a failed page with exit 1, the records before it written", function()
+        queue_pages {
+          { body = { result = { { id = "j1" } }, next_cursor = "c2" } },
+          { status = 403, body = { statusCode = 403, error = "Forbidden", message = "No access" } },
+        }
+        local out, err, rc = run { "sync-jobs", "list", "--all" }
+        assert.equal(1, rc)
+        assert.equal('{"id":"j1"}\n', out)
+        assert.equal("truto: GET /sync-job: 403 Forbidden: No access\n", err)
+        assert.equal(2, #requests())
+      end)
+    end)
+
+    describe("ping", function()
+      it("sends GET /ping, without the environment's account", function()
+        local out, err, rc = run({ "ping" }, { env = { TRUTO_INTEGRATED_ACCOUNT_ID = ACCOUNT } })
+        only_request_is("GET", "/ping", "")
+        assert_answered("GET", "/ping", out, err, rc)
+      end)
+
+      it("exit 0 and the answer when Truto answers", function()
+        control("POST", "faults", '{"faults":[{"path_prefix":"/ping","status":200,"body":{"ok":true}}]}')
+        local out, err, rc = run { "ping" }
+        assert.equal(0, rc)
+        assert.equal("", err)
+        assert.equal('{"ok":true}\n', out)
+      end)
+
+      it("exit 1 with the 401 for a token Truto refuses", function()
+        local out, err, rc = run({ "ping" }, { env = { TRUTO_API_TOKEN = "wrong-secret" } })
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.matches("^truto: GET /ping: 401 Unauthorized: Invalid API token\n", err)
+      end)
+    end)
+
+    describe("--help", function()
+      it("lists every resource with its verbs", function()
+        local out, err, rc = run { "--help" }
+        assert.equal(0, rc)
+        assert.equal("", err)
+        local section = assert(out:match("\nPlatform resources and their verbs %(the client's names, with "
+          .. '"%-" for "_"%):\n(.*)$'))
+        local listed, want = {}, {}
+        for first, verbs in section:gmatch("  (%S+) +([^\n]+)\n") do listed[first] = verbs end
+        for _, case in ipairs(CASES) do
+          want[case.resource] = (want[case.resource] and want[case.resource] .. " " or "") .. case.verb
+        end
+        assert.same(want, listed)
+        assert.equal(#sorted_keys(PLATFORM), #lines(section))
+      end)
+
+      it("RESOURCE --help lists its verbs, each with its words", function()
+        local out, err, rc = run { "datastores", "--help" }
+        assert.equal(0, rc)
+        assert.equal("", err)
+        assert.equal([[
+Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /datastore)
+
+  truto datastores list           [--all]
+  truto datastores get ID
+  truto datastores create         --data BODY
+  truto datastores update ID      --data BODY
+  truto datastores delete ID
+  truto datastores test ID METHOD [--data BODY]
+
+--form NAME=@FILE or NAME=VALUE can stand for --data BODY; the options: truto --help
+]], out)
+        assert.equal(out, (run { "datastores", "test", "d1", "-h" }))
+        -- every resource's, in process
+        local shown = {}
+        for _, case in ipairs(CASES) do
+          shown[case.resource] = shown[case.resource] or run_in_process({ case.resource, "--help" }, {})
+          local words = table.concat(case.words, " ")
+          assert.truthy(shown[case.resource]:find("\n  " .. words:gsub("%p", "%%%0") .. "[ \n]"), words)
+        end
+        assert.same({}, requests())
+      end)
+    end)
+
+    describe("--form", function()
+      -- The parts of a multipart/form-data body, by name: { filename,
+      -- content_type, data }.
+      local function parts_of(content_type, body)
+        local boundary = assert(content_type:match("^multipart/form%-data; boundary=(.+)$"), content_type)
+        local parts = {}
+        local delimiter = "--" .. boundary
+        local at = assert(body:find(delimiter, 1, true)) + #delimiter
+        while body:sub(at, at + 1) == "\r\n" do
+          local next_at = assert(body:find("\r\n" .. delimiter, at, true))
+          local part = body:sub(at + 2, next_at - 1)
+          local head, data = part:match("^(.-)\r\n\r\n(.*)$")
+          local disposition = head:match("[Cc]ontent%-[Dd]isposition: ([^\r\n]+)")
+          parts[disposition:match('; name="([^"]*)"')] = { filename = disposition:match('; filename="([^"]*)"'),
+            content_type = head:match("[Cc]ontent%-[Tt]ype: ([^\r\n]+)"), data = data }
+          at = next_at + 2 + #delimiter
+        end
+        assert.equal("--", body:sub(at, at + 1))
+        return parts
+      end
+
+      it("sends a file part and a text part", function()
+        assert.equal("function", type(truto.file), "truto.file (lua/truto/init.lua) is missing")
+        local path = os.tmpname()
+        -- text: the request log is JSON, which holds no bytes that are not UTF-8
+        local content = "line 1\r\nline 2: ünïcode\r\n--not-the-boundary\r\n"
+        assert(sh.write_file(path, content))
+        local out, err, rc = run { "proxy", "create", "attachments", "-a", ACCOUNT, "-q", "truto_body_passthrough=true",
+          "-F", "file=@" .. path .. ";type=text/plain;filename=notes.txt", "--form", "note=hello, world" }
+        os.remove(path)
+        local req = only_request()
+        assert.equal("POST", req.method)
+        assert.equal(uri("/proxy/attachments", "truto_body_passthrough=true"), req.uri)
+        assert.same({
+          file = { filename = "notes.txt", content_type = "text/plain", data = content },
+          note = { data = "hello, world" },
+        }, parts_of(req.headers["content-type"], req.body))
+        assert_answered("POST", "/proxy/attachments", out, err, rc)
       end)
     end)
   end)

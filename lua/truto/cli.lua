@@ -1,10 +1,155 @@
---- The `truto` command: every Unified, Proxy and Custom API call from a
--- shell.  main() takes its arguments, environment, output streams and
--- terminal check as parameters so that the spec can run it in-process.
+--- The `truto` command: every Unified, Proxy and Custom API call and every
+-- platform resource's method from a shell.  main() takes its arguments,
+-- environment, output streams and terminal check as parameters so that the
+-- spec can run it in-process.
 local truto = require "truto"
 local core = require "truto.core"   -- curl_version and isatty, which truto does not export
+local PLATFORM = require("truto.client").PLATFORM
 
 local _M = {}
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- ---- the commands -------------------------------------------------------
+
+-- The first word of a command: an API of the data plane or a platform
+-- resource (its client name with "_" written "-").  Each verb names the
+-- client method and its parameters as client.lua's operations do: body and
+-- optional_body come from --data or --form, query from the query options,
+-- every other parameter is a word on the command line.
+local DATA_PLANE = {
+  unified = { target = "unified_api", verbs = {
+    list = { "list", { "model", "resource", "query" } },
+    get = { "get", { "model", "resource", "id", "query" } },
+    create = { "create", { "model", "resource", "body", "query" } },
+    update = { "update", { "model", "resource", "id", "body", "query" } },
+    delete = { "delete", { "model", "resource", "id", "query" } },
+    call = { "custom_method", { "model", "resource", "method", "optional_body", "query" } },
+    meta = { "meta", { "model", "resource", "method", "query" } },
+  } },
+  proxy = { target = "proxy_api", verbs = {
+    list = { "list", { "resource", "query" } },
+    get = { "get", { "resource", "id", "query" } },
+    create = { "create", { "resource", "body", "query" } },
+    update = { "update", { "resource", "id", "body", "query" } },
+    delete = { "delete", { "resource", "id", "query" } },
+    call = { "custom_method", { "resource", "method", "optional_body", "query" } },
+  } },
+  custom = { target = "custom_api", verbs = {
+    get = { "get", { "path", "query" } },
+    delete = { "delete", { "path", "query" } },
+    post = { "post", { "path", "optional_body", "query" } },
+    put = { "put", { "path", "optional_body", "query" } },
+    patch = { "patch", { "path", "optional_body", "query" } },
+  } },
+}
+
+-- The parameters of a platform resource's standard methods (client.lua
+-- declares an extra's with it, in PLATFORM; these it keeps to itself).
+local PLATFORM_STANDARD_PARAMS = {
+  list = { "query" }, get = { "id", "query" }, create = { "body", "query" },
+  update = { "id", "body", "query" }, delete = { "id", "query" },
+}
+
+local BODY_PARAMS = { body = "required", optional_body = "optional" }
+
+-- Unified and Proxy calls act on one integrated account; Truto's Custom API
+-- can go without; a platform call sends one only when given (-a, -q).
+local NEEDS_ACCOUNT = { unified = true, proxy = true }
+local ENV_ACCOUNT = { unified = true, proxy = true, custom = true }
+
+-- A command: what the client is called with and what the command line must
+-- hold for it.  first: the API or resource as typed; target: the client's
+-- field (nil: the client itself).
+local function new_command(first, verb, target, method, params)
+  local command = {
+    label = verb and first .. " " .. verb or first, target = target, method = method, params = params,
+    words = {}, needs_account = NEEDS_ACCOUNT[first], env_account = ENV_ACCOUNT[first],
+  }
+  for _, param in ipairs(params) do
+    if BODY_PARAMS[param] then
+      command.body = BODY_PARAMS[param]
+    elseif param == "query" then
+      command.query = true
+    else
+      command.words[#command.words + 1] = param:upper()
+    end
+  end
+  return command
+end
+
+-- first word -> { verbs = { verb -> command }, names = its verbs sorted,
+-- order = its verbs as listed in help, path = a platform resource's path }
+local COMMANDS = {}
+for api, entry in pairs(DATA_PLANE) do
+  local verbs = {}
+  for verb, spec in pairs(entry.verbs) do verbs[verb] = new_command(api, verb, entry.target, spec[1], spec[2]) end
+  COMMANDS[api] = { verbs = verbs, names = sorted_keys(verbs) }
+end
+for name, resource in pairs(PLATFORM) do
+  local first = name:gsub("_", "-")
+  local verbs, order = {}, {}
+  local function add(method, params)
+    local verb = method:gsub("_", "-")
+    verbs[verb] = new_command(first, verb, name, method, params)
+    order[#order + 1] = verb
+  end
+  for method in resource.methods:gmatch("%S+") do add(method, PLATFORM_STANDARD_PARAMS[method]) end
+  for _, method in ipairs(sorted_keys(resource.extras or {})) do add(method, resource.extras[method][3]) end
+  COMMANDS[first] = { verbs = verbs, names = sorted_keys(verbs), order = order, path = resource.path }
+end
+local PING = new_command("ping", nil, nil, "ping", {})
+local RESOURCES = {}   -- the platform resources' first words, sorted
+for first, entry in pairs(COMMANDS) do
+  if entry.path then RESOURCES[#RESOURCES + 1] = first end
+end
+table.sort(RESOURCES)
+local FIRST_WORDS = sorted_keys(COMMANDS)
+FIRST_WORDS[#FIRST_WORDS + 1] = "ping"
+table.sort(FIRST_WORDS)
+
+-- "truto datastores test ID METHOD": a command and its words.
+local function command_words(command)
+  return table.concat({ "truto", command.label, table.unpack(command.words) }, " ")
+end
+
+-- "truto datastores test ID METHOD [--data BODY]": a command with its
+-- words, then its body and --all; width pads the words to a column.
+local function synopsis(command, width)
+  local words = command_words(command)
+  local rest = ({ required = "--data BODY", optional = "[--data BODY]" })[command.body]
+    or command.method == "list" and "[--all]"
+  if not rest then return words end
+  return ("%-" .. (width or #words) .. "s %s"):format(words, rest)
+end
+
+-- The lines of --help's list of platform resources: each with its verbs.
+local function resource_lines()
+  local width = 0
+  for _, first in ipairs(RESOURCES) do width = math.max(width, #first) end
+  local lines = {}
+  for i, first in ipairs(RESOURCES) do
+    lines[i] = ("  %-" .. width .. "s  %s\n"):format(first, table.concat(COMMANDS[first].order, " "))
+  end
+  return table.concat(lines)
+end
+
+-- `truto RESOURCE --help`: the resource's verbs, each with its words.
+local function resource_help(first)
+  local entry = COMMANDS[first]
+  local lines = { ("Usage: truto %s VERB ... [options]   (the client's %s, Truto's /%s)\n\n"):format(first,
+    (first:gsub("-", "_")), entry.path) }
+  local width = 0
+  for _, command in pairs(entry.verbs) do width = math.max(width, #command_words(command)) end
+  for _, verb in ipairs(entry.order) do lines[#lines + 1] = "  " .. synopsis(entry.verbs[verb], width) .. "\n" end
+  lines[#lines + 1] = "\n--form NAME=@FILE or NAME=VALUE can stand for --data BODY; the options: truto --help\n"
+  return table.concat(lines)
+end
 
 _M.USAGE = [[
 Usage:
@@ -17,20 +162,28 @@ Usage:
   truto unified meta   MODEL RESOURCE METHOD     [options]
   truto proxy   list|get|create|update|delete|call RESOURCE [ID|METHOD] [options]
   truto custom  get|post|put|patch|delete PATH   [--data BODY] [options]
+  truto RESOURCE VERB [ID|METHOD ...]            [--data BODY] [options]   (a platform resource, below)
+  truto RESOURCE --help                          the resource's verbs and the words each takes
+  truto ping                                     checks that Truto answers and accepts the token
   truto --version
 
 Calls Truto's API (https://api.truto.one) and writes the response body, exactly as
 received, to standard output.  Errors go to standard error with exit status 1;
 usage mistakes exit with status 2, among them an empty option value (-a "", as
-an unset shell variable gives) and a mistyped API, verb or long option, which is
+an unset shell variable gives) and a mistyped command, verb or long option, which is
 answered with the closest one ("did you mean 'update'?").
 
 Options:
   -a, --integrated-account-id ID  the integrated account (default: $TRUTO_INTEGRATED_ACCOUNT_ID);
                            unified and proxy calls need one, from -a, from
                            -q integrated_account_id=ID or from the environment;
-                           custom calls can go without
+                           custom calls can go without; platform calls send one
+                           only from -a or -q (a filter), never from the environment
   -d, --data BODY          JSON request body: inline text, @FILE, or @- for standard input
+  -F, --form NAME=VALUE    a field of a multipart/form-data body, as curl's -F (repeatable;
+                           not with --data): NAME=VALUE a text field, NAME=@FILE the file,
+                           streamed from disk; NAME=@FILE;type=TYPE;filename=NAME sets the
+                           file's content type and name
   -q, --query KEY=VALUE    a query parameter; brackets nest: -q 'created_at[gt]=2026-01-01'
                            (repeatable; KEY[]=VALUE appends to a list)
   -x, --exclude FIELD      adds FIELD to truto_exclude_fields[] (repeatable)
@@ -39,11 +192,11 @@ Options:
       --ignore-remote-data sets truto_ignore_remote_data=true
       --limit N            page size of a list
       --cursor CURSOR      next_cursor of the page to fetch
-      --all                list only: follow next_cursor through every page and write one
-                           record per line (JSON Lines); not with --format stream, which
-                           already sends every record, one per line.  While standard error
-                           is a terminal and standard output is not, it shows the pages and
-                           records so far there (not with -v)
+      --all                list only (unified, proxy and platform lists): follow next_cursor
+                           through every page and write one record per line (JSON Lines);
+                           not with --format stream, which already sends every record, one
+                           per line.  While standard error is a terminal and standard output
+                           is not, it shows the pages and records so far there (not with -v)
   -H, --header 'NAME: VALUE'  an extra request header (repeatable)
       --idempotency-key KEY   makes a POST or PATCH safe to retry
       --timeout SECONDS    total time allowed for each attempt (default 30)
@@ -63,7 +216,9 @@ Example (the "Update Opportunities" call):
   truto unified update crm opportunities 23423523 -a 62f44730-dd91-461e-bd6a-aedd9e0ad79d \
     --data '{"name":"Renewal 2027","amount":125000,"contact":[]}' \
     --exclude id --exclude name --remote-query foo=bar --format raw
-]]
+
+Platform resources and their verbs (the client's names, with "-" for "_"):
+]] .. resource_lines()
 
 local function usage_error(message)
   error({ usage = message }, 0)
@@ -95,30 +250,25 @@ local function closest(name, candidates)
   return best
 end
 
--- "a, b or c" (names has two or more)
+-- "a, b or c"; "a" alone (a resource may have one verb)
 local function one_of(names)
+  if #names == 1 then return names[1] end
   return table.concat(names, ", ", 1, #names - 1) .. " or " .. names[#names]
 end
 
 -- The usage error for a word that is none of the names (a sorted list)
--- expected where it stands.  It suggests the closest name; failing that,
--- with list_them, it lists them all.
+-- expected where it stands.  It suggests the closest name, "_" read as "-"
+-- (the client's integrated_accounts is integrated-accounts here); failing
+-- that, with list_them, it lists them all.
 local function unknown(kind, word, names, list_them)
   local message = ("unknown %s '%s'"):format(kind, word)
-  local hint = closest(word, names)
+  local hint = closest((word:gsub("_", "-")), names)
   if hint then
     message = message .. (" (did you mean '%s'?)"):format(hint)
   elseif list_them then
     message = message .. " (expected " .. one_of(names) .. ")"
   end
   usage_error(message)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
 end
 
 -- Sets q[a][b]... = value for a key such as "a[b][]" (Truto's bracket form).
@@ -167,8 +317,38 @@ local function read_body(arg, stdin)
   return value
 end
 
+-- The body of --form fields, as curl's -F: NAME=@FILE[;type=TYPE][;filename=NAME]
+-- a file part (streamed by the client; checked readable here, so that a
+-- typo stops the command before anything is sent), NAME=VALUE a text part.
+local function form_body(fields)
+  local body = {}
+  for _, field in ipairs(fields) do
+    local name, value = split_pair(field, "--form")
+    if body[name] ~= nil then usage_error("--form field '" .. name .. "' is given twice") end
+    if value:sub(1, 1) == "@" then
+      local path, file_opts = value:sub(2), {}
+      -- The attributes are read from the end: a path may hold ';' itself.
+      while true do
+        local rest, key, attribute = path:match("^(.*);(%a+)=([^;]+)$")
+        local option = ({ type = "content_type", filename = "filename" })[key]
+        if not option then break end
+        file_opts[option] = file_opts[option] or attribute   -- the last one given wins
+        path = rest
+      end
+      local file, err = io.open(path, "rb")
+      if not file then usage_error("cannot read --form file: " .. err) end
+      file:close()
+      body[name] = truto.file(path, file_opts)
+    else
+      body[name] = value
+    end
+  end
+  return body
+end
+
 local VALUE_OPTIONS = {
   ["-a"] = "account", ["--integrated-account-id"] = "account", ["-d"] = "data", ["--data"] = "data",
+  ["-F"] = "form", ["--form"] = "form",
   ["-q"] = "query", ["--query"] = "query", ["-x"] = "exclude", ["--exclude"] = "exclude",
   ["-r"] = "remote_query", ["--remote-query"] = "remote_query", ["-f"] = "format", ["--format"] = "format",
   ["--limit"] = "limit", ["--cursor"] = "cursor", ["-H"] = "header", ["--header"] = "header",
@@ -178,7 +358,7 @@ local VALUE_OPTIONS = {
 local FLAG_OPTIONS = { ["--ignore-remote-data"] = "ignore_remote_data", ["--all"] = "all",
   ["-v"] = "verbose", ["--verbose"] = "verbose", ["-h"] = "help", ["--help"] = "help",
   ["-V"] = "version", ["--version"] = "version" }
-local REPEATED = { query = true, exclude = true, remote_query = true, header = true }
+local REPEATED = { query = true, exclude = true, remote_query = true, header = true, form = true }
 
 -- The names a mistyped long option is matched against.  Short options are
 -- not: every letter is one edit away from every other.
@@ -191,7 +371,7 @@ end
 table.sort(LONG_OPTIONS)
 
 local function parse_args(argv)
-  local o = { positional = {}, query = {}, exclude = {}, remote_query = {}, header = {} }
+  local o = { positional = {}, query = {}, exclude = {}, remote_query = {}, header = {}, form = {} }
   local i, options_ended = 1, false
   while i <= #argv do
     local arg = argv[i]
@@ -234,14 +414,16 @@ local function number_option(value, name, integer)
   return n
 end
 
-local function build_query(o, env)
+-- The query of the options; env_account: whether $TRUTO_INTEGRATED_ACCOUNT_ID
+-- is the default account.
+local function build_query(o, env, env_account)
   local q = {}
   for _, pair in ipairs(o.query) do set_query(q, split_pair(pair, "--query")) end
   -- -a wins over -q integrated_account_id=..., and either over the
   -- environment's default.
   if o.account then
     q.integrated_account_id = o.account
-  elseif q.integrated_account_id == nil and env.TRUTO_INTEGRATED_ACCOUNT_ID ~= "" then
+  elseif env_account and q.integrated_account_id == nil and env.TRUTO_INTEGRATED_ACCOUNT_ID ~= "" then
     q.integrated_account_id = env.TRUTO_INTEGRATED_ACCOUNT_ID
   end
   -- --exclude and --remote-query are short for -q 'truto_exclude_fields[]=F'
@@ -266,32 +448,6 @@ local function build_query(o, env)
   return q
 end
 
--- api, verb -> the client method and how many names (model, resource, id...)
--- come before the body/query arguments.
-local COMMANDS = {
-  unified = {
-    list = { "list", 2 }, get = { "get", 3 }, create = { "create", 2, body = true },
-    update = { "update", 3, body = true }, delete = { "delete", 3 },
-    call = { "custom_method", 3, body = true, optional_body = true }, meta = { "meta", 3 },
-  },
-  proxy = {
-    list = { "list", 1 }, get = { "get", 2 }, create = { "create", 1, body = true },
-    update = { "update", 2, body = true }, delete = { "delete", 2 },
-    call = { "custom_method", 2, body = true, optional_body = true },
-  },
-  custom = {
-    get = { "get", 1 }, delete = { "delete", 1 }, post = { "post", 1, body = true, optional_body = true },
-    put = { "put", 1, body = true, optional_body = true }, patch = { "patch", 1, body = true, optional_body = true },
-  },
-}
-local APIS = sorted_keys(COMMANDS)
-local VERBS = {}   -- api -> its verbs, sorted
-for api, commands in pairs(COMMANDS) do VERBS[api] = sorted_keys(commands) end
-
--- Unified and Proxy calls act on one integrated account; Truto's Custom API
--- can go without.
-local NEEDS_ACCOUNT = { unified = true, proxy = true }
-
 -- "1 page", "3 pages"
 local function plural(n, noun)
   return n .. " " .. noun .. (n == 1 and "" or "s")
@@ -304,10 +460,42 @@ local function version_line()
     _VERSION)
 end
 
+-- The command the words name, and the index of its first word after the
+-- command's own.
+local function resolve(positional)
+  local first, verb = positional[1], positional[2]
+  if first == "ping" then return PING, 2 end
+  local entry = COMMANDS[first]
+  if not entry then unknown("command", first, FIRST_WORDS) end
+  if not verb then usage_error("'" .. first .. "' needs a verb (expected " .. one_of(entry.names) .. ")") end
+  local command = entry.verbs[verb]
+  if not command then unknown("verb", verb, entry.names, true) end
+  return command, 3
+end
+
+-- The arguments of the command's client method: its parameters in order,
+-- then opts; and how many there are.
+local function call_args(command, words, body, query, opts)
+  local args, used = {}, 0
+  for i, param in ipairs(command.params) do
+    if BODY_PARAMS[param] then
+      args[i] = body
+    elseif param == "query" then
+      args[i] = query
+    else
+      used = used + 1
+      args[i] = words[used]
+    end
+  end
+  args[#command.params + 1] = opts
+  return args, #command.params + 1
+end
+
 local function run(argv, env, out, err, stdin, is_terminal)
   local o = parse_args(argv)
   if o.help then
-    out:write(_M.USAGE)
+    local first = o.positional[1]
+    out:write(COMMANDS[first or ""] and COMMANDS[first].path and resource_help(first) or _M.USAGE)
     return 0
   end
   if o.version then
@@ -318,22 +506,25 @@ local function run(argv, env, out, err, stdin, is_terminal)
     err:write(_M.USAGE)   -- a usage mistake: keep standard output clean
     return 2
   end
-  local api, verb = o.positional[1], o.positional[2]
-  local commands = COMMANDS[api]
-  if not commands then unknown("API", api, APIS, true) end
-  if not verb then usage_error("'" .. api .. "' needs a verb (expected " .. one_of(VERBS[api]) .. ")") end
-  local command = commands[verb]
-  if not command then unknown("verb", verb, VERBS[api], true) end
-  local method, nnames = command[1], command[2]
-  if #o.positional ~= 2 + nnames then
-    usage_error(("'%s %s' takes %d name(s), got %d"):format(api, verb, nnames, #o.positional - 2))
+  local command, first_word = resolve(o.positional)
+  local words = { table.unpack(o.positional, first_word) }
+  if #words < #command.words then
+    usage_error(("'%s' is missing %s (usage: %s)"):format(command.label, command.words[#words + 1],
+      synopsis(command)))
+  elseif #words > #command.words then
+    usage_error(("'%s' got an extra word '%s' (usage: %s)"):format(command.label, words[#command.words + 1],
+      synopsis(command)))
   end
-  if o.all and not (verb == "list" and api ~= "custom") then usage_error("--all works with list only") end
+  if o.all and command.method ~= "list" then usage_error("--all works with list only") end
   if o.all and o.format == "stream" then
     usage_error("--all cannot be combined with --format stream (a stream list already has every record)")
   end
-  if o.data and not command.body then usage_error("'" .. api .. " " .. verb .. "' takes no --data") end
-  if command.body and not command.optional_body and not o.data then usage_error("--data is required") end
+  if o.data and #o.form > 0 then usage_error("--data and --form cannot be combined") end
+  if not command.body then
+    if o.data then usage_error("'" .. command.label .. "' takes no --data") end
+    if #o.form > 0 then usage_error("'" .. command.label .. "' takes no --form") end
+  end
+  if command.body == "required" and not o.data and #o.form == 0 then usage_error("--data or --form is required") end
 
   local headers = {}
   for _, line in ipairs(o.header) do
@@ -341,14 +532,22 @@ local function run(argv, env, out, err, stdin, is_terminal)
     if not name then usage_error("--header needs 'NAME: VALUE', got '" .. line .. "'") end
     headers[name] = value
   end
-  local query = build_query(o, env)
+  local query = build_query(o, env, command.env_account)
+  if not command.query and next(query) ~= nil then
+    usage_error("'" .. command.label .. "' takes no query parameters")
+  end
   local timeout = o.timeout and number_option(o.timeout, "--timeout") or nil
   local max_retries = o.retries and number_option(o.retries, "--retries", true) or nil
-  local body = o.data and read_body(o.data, stdin) or nil
+  local body
+  if o.data then
+    body = read_body(o.data, stdin)
+  elseif #o.form > 0 then
+    body = form_body(o.form)
+  end
   -- Checked after every argument: the account may come from the environment.
-  if NEEDS_ACCOUNT[api] and (query.integrated_account_id == nil or query.integrated_account_id == "") then
-    usage_error(("'%s %s' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID"):format(api,
-      verb))
+  if command.needs_account and (query.integrated_account_id == nil or query.integrated_account_id == "") then
+    usage_error(("'%s' needs an integrated account: pass -a ID or set TRUTO_INTEGRATED_ACCOUNT_ID"):format(
+      command.label))
   end
 
   local token = env.TRUTO_API_TOKEN
@@ -391,13 +590,11 @@ local function run(argv, env, out, err, stdin, is_terminal)
   }
 
   local opts = { headers = headers, idempotency_key = o.idempotency_key }
-  local target = client[api .. "_api"]
-  local names = { table.unpack(o.positional, 3) }
+  local target = command.target and client[command.target] or client
 
   if o.all then
-    names[#names + 1] = query
-    names[#names + 1] = opts
-    for record, failure in target:each(table.unpack(names, 1, #names)) do
+    local args, n = call_args(command, words, nil, query, opts)
+    for record, failure in target:each(table.unpack(args, 1, n)) do
       if not record then
         if drawn then err:write("\n") end   -- the error starts a line of its own
         err:write(tostring(failure), "\n")
@@ -417,13 +614,8 @@ local function run(argv, env, out, err, stdin, is_terminal)
     out:write(chunk)
     wrote_newline = chunk:sub(-1) == "\n"
   end
-  local args, n = names, #names
-  if command.body then
-    n = n + 1
-    args[n] = body
-  end
-  args[n + 1], args[n + 2] = query, opts
-  local ok, response_or_err = target[method](target, table.unpack(args, 1, n + 2))
+  local args, n = call_args(command, words, body, query, opts)
+  local ok, response_or_err = target[command.method](target, table.unpack(args, 1, n))
   if not ok then
     err:write(tostring(response_or_err), "\n")
     local error_body = response_or_err.body
