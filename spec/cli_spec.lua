@@ -1280,8 +1280,9 @@ describe("truto command", function()
         for _, case in ipairs(CASES) do
           want[case.resource] = (want[case.resource] and want[case.resource] .. " " or "") .. case.verb
         end
+        want.mcp = "call call-tool initialize list-tools"   -- client.mcp, JSON-RPC to /mcp/{token}
         assert.same(want, listed)
-        assert.equal(#sorted_keys(PLATFORM), #lines(section))
+        assert.equal(#sorted_keys(PLATFORM) + 1, #lines(section))
       end)
 
       it("RESOURCE --help lists its verbs, each with its words", function()

@@ -4,7 +4,8 @@
 -- spec can run it in-process.
 local truto = require "truto"
 local core = require "truto.core"   -- curl_version and isatty, which truto does not export
-local PLATFORM = require("truto.client").PLATFORM
+local client_module = require "truto.client"
+local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
 
 local _M = {}
 
@@ -49,14 +50,9 @@ local DATA_PLANE = {
   } },
 }
 
--- The parameters of a platform resource's standard methods (client.lua
--- declares an extra's with it, in PLATFORM; these it keeps to itself).
-local PLATFORM_STANDARD_PARAMS = {
-  list = { "query" }, get = { "id", "query" }, create = { "body", "query" },
-  update = { "id", "body", "query" }, delete = { "id", "query" },
-}
-
-local BODY_PARAMS = { body = "required", optional_body = "optional" }
+-- The parameters that come from --data or --form (MCP's payload and tool
+-- arguments too).
+local BODY_PARAMS = { body = "required", optional_body = "optional", payload = "required", arguments = "optional" }
 
 -- Unified and Proxy calls act on one integrated account; Truto's Custom API
 -- can go without; a platform call sends one only when given (-a, -q).
@@ -99,9 +95,18 @@ for name, resource in pairs(PLATFORM) do
     verbs[verb] = new_command(first, verb, name, method, params)
     order[#order + 1] = verb
   end
-  for method in resource.methods:gmatch("%S+") do add(method, PLATFORM_STANDARD_PARAMS[method]) end
-  for _, method in ipairs(sorted_keys(resource.extras or {})) do add(method, resource.extras[method][3]) end
+  for method in resource.methods:gmatch("%S+") do add(method, PARAMS[name][method]) end
+  for _, method in ipairs(sorted_keys(resource.extras or {})) do add(method, PARAMS[name][method]) end
   COMMANDS[first] = { verbs = verbs, names = sorted_keys(verbs), order = order, path = resource.path }
+end
+do   -- client.mcp: truto mcp call-tool TOKEN NAME --data ARGUMENTS
+  local verbs, order = {}, {}
+  for _, method in ipairs(sorted_keys(PARAMS.mcp)) do
+    local verb = method:gsub("_", "-")
+    verbs[verb] = new_command("mcp", verb, "mcp", method, PARAMS.mcp[method])
+    order[#order + 1] = verb
+  end
+  COMMANDS.mcp = { verbs = verbs, names = sorted_keys(verbs), order = order, path = "mcp/{token}" }
 end
 local PING = new_command("ping", nil, nil, "ping", {})
 local RESOURCES = {}   -- the platform resources' first words, sorted

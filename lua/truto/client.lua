@@ -1451,4 +1451,12 @@ for name in pairs(PLATFORM) do _M.Platform[name] = api_methods(name) end
 _M.Mcp = api_methods("mcp")
 -- The platform resources, for the specs that check README.md against them.
 _M.PLATFORM = PLATFORM
+-- The parameters of every platform resource's and client.mcp's methods, in
+-- order (for the command line): PARAMS[api][method] = { "id", "body", ... }.
+_M.PARAMS = {}
+for api in pairs(PLATFORM) do _M.PARAMS[api] = {} end
+_M.PARAMS.mcp = {}
+for api, methods in pairs(_M.PARAMS) do
+  for method, op in pairs(OPERATIONS[api]) do methods[method] = op.params end
+end
 return _M
