@@ -1,5 +1,6 @@
 -- ANY /custom/{path...}: echoes what Truto would forward to the provider.
 local json = require "truto_emulator.json"
+local request = require "truto_emulator.request"
 local response = require "truto_emulator.response"
 
 local _M = {}
@@ -16,7 +17,9 @@ function _M.handle(ctx)
   end
   local body = json.null
   local text = ctx.body_text
-  if text and text ~= "" then
+  if ctx.parts then
+    body = request.parts_object(ctx.parts)
+  elseif text and text ~= "" then
     local decoded = json.decode(text)
     if decoded ~= nil then
       body = decoded
