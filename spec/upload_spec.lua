@@ -181,6 +181,14 @@ for _, transport in ipairs(TRANSPORTS) do
       assert.equal(log[1].headers["idempotency-key"], log[2].headers["idempotency-key"])
     end)
 
+    it("uploads in client:batch, a missing file failing only its own call", function()
+      local o = run("batch")
+      assert.same({ status = 200, kind = "file" }, o.result)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      check_form_request(log[1], form_parts())
+    end)
+
     it("uploads a 200 MB file with flat memory, the recorded SHA-256 that of the file", function()
       local big = dir .. "/" .. uploads.BIG
       if not sums[uploads.BIG] then

@@ -58,6 +58,14 @@ _M.CASES = {
   retry = function(client, dir)
     return client.custom_api:post("retry", _M.form_body(dir), Q)
   end,
+  -- client:batch: a form (a libcurl multi handle, or ngx.thread) and a missing file.
+  batch = function(client, dir)
+    local results = client:batch {
+      { api = "custom", method = "post", path = "batch", body = _M.form_body(dir), query = Q },
+      { api = "custom", method = "post", path = "batch", body = { file = truto.file(dir .. "/missing.pdf") }, query = Q },
+    }
+    return { status = results[1][2].status, kind = results[2][2].kind }, { status = 200, attempts = 1 }
+  end,
   big = function(client, dir)
     return client.custom_api:post("big", { file = truto.file(dir .. "/" .. _M.BIG), note = "200 MB" }, Q)
   end,
