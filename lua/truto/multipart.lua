@@ -15,8 +15,7 @@ _M.CHUNK = 65536
 local file_mt, raw_mt = core.file_mt, core.raw_mt
 local form_mt = {}
 
--- Both kinds carry a name, so that a value printed or seen in a debugger
--- says what it is; __metatable keeps callers from changing them.
+-- A value printed or seen in a debugger says what it is.
 file_mt.__tostring = function(f) return ("truto.file(%q)"):format(f.path) end
 raw_mt.__tostring = function(r) return ("truto.raw(%d bytes, %s)"):format(#r.bytes, r.content_type) end
 
