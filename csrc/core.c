@@ -50,6 +50,8 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     luaL_setfuncs(L, functions, 0);
     new_mark(L, TRUTO_ARRAY_MT, "array_mt");
     new_mark(L, TRUTO_OBJECT_MT, "object_mt");
+    new_mark(L, TRUTO_FILE_MT, "file_mt");
+    new_mark(L, TRUTO_RAW_MT, "raw_mt");
     lua_pushliteral(L, TRUTO_VERSION);
     lua_setfield(L, -2, "VERSION");
     lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);

@@ -8,9 +8,12 @@
  * (truto.h).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 
@@ -223,17 +226,61 @@ static void check_header_lines(lua_State *L, int idx)
     }
 }
 
+/* A multipart form (lua/truto/multipart.lua): { parts = { { lines = { "Name:
+ * value", ... }, data = "text" } or { lines = {...}, path = "file", size = n },
+ * ... } }.  Raises on any other shape. */
+static void check_form(lua_State *L, int idx)
+{
+    lua_getfield(L, idx, "parts");
+    if (!lua_istable(L, -1))
+        luaL_error(L, "truto: request body form must have a parts table");
+    size_t n = lua_rawlen(L, -1);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (!lua_istable(L, -1))
+            luaL_error(L, "truto: request body part %d must be a table", (int)i);
+        lua_getfield(L, -1, "lines");
+        check_header_lines(L, lua_gettop(L));
+        if (!lua_istable(L, -1))
+            luaL_error(L, "truto: request body part %d must have header lines", (int)i);
+        lua_getfield(L, -2, "data");
+        lua_getfield(L, -3, "path");
+        lua_getfield(L, -4, "size");
+        size_t len;
+        if (lua_type(L, -3) == LUA_TSTRING) {
+            if (!lua_isnil(L, -2))
+                luaL_error(L, "truto: request body part %d has both data and a path", (int)i);
+        } else {
+            const char *path = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &len) : NULL;
+            if (path == NULL || len == 0 || memchr(path, '\0', len) != NULL)
+                luaL_error(L, "truto: request body part %d must have data or a path without NUL", (int)i);
+            double size = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : -1;
+            if (!(size >= 0) || size != floor(size) || size > MAX_BYTES_OPTION)
+                luaL_error(L, "truto: request body part %d must have the file's size in bytes", (int)i);
+        }
+        lua_pop(L, 5);
+    }
+    lua_pop(L, 1);
+}
+
 /* The body at idx for method: returns whether a payload is sent (possibly
- * empty: POST, PUT and PATCH send Content-Length: 0 without a body). */
-static int check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len)
+ * empty: POST, PUT and PATCH send Content-Length: 0 without a body); a table
+ * is a multipart form (*form set). */
+static int check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len, int *form)
 {
     *body = NULL;
     *len = 0;
+    *form = 0;
     if (!lua_isnil(L, idx)) {
-        if (lua_type(L, idx) != LUA_TSTRING)
-            luaL_error(L, "truto: request body must be a string or nil, got %s",
+        if (lua_type(L, idx) == LUA_TTABLE) {
+            check_form(L, idx);
+            *form = 1;
+        } else if (lua_type(L, idx) != LUA_TSTRING) {
+            luaL_error(L, "truto: request body must be a string, a form or nil, got %s",
                        luaL_typename(L, idx));
-        *body = lua_tolstring(L, idx, len);
+        } else {
+            *body = lua_tolstring(L, idx, len);
+        }
         if (strcmp(method, "HEAD") == 0)
             luaL_error(L, "truto: a HEAD request cannot have a body");
         return 1;
@@ -249,7 +296,7 @@ static int check_body(lua_State *L, int idx, const char *method, const char **bo
  * 100-continue round trip) and, for a body sent without a Content-Type,
  * "Content-Type:" (no form type made up by libcurl).  Never raises: returns
  * 0 when memory runs out, *list then holding what was appended so far. */
-int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **list)
+int truto_header_list(lua_State *L, int idx, const truto_transfer_request *r, struct curl_slist **list)
 {
     int content_type = 0;
     struct curl_slist *l;
@@ -259,8 +306,13 @@ int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **l
             lua_rawgeti(L, idx, (int)i);
             const char *line = lua_tostring(L, -1);
             if (truto_has_prefix_ci(line, "content-type:") ||
-                truto_has_prefix_ci(line, "content-type;"))
+                truto_has_prefix_ci(line, "content-type;")) {
                 content_type = 1;
+                if (r->form) {
+                    lua_pop(L, 1);
+                    continue;
+                }
+            }
             l = curl_slist_append(*list, line);
             lua_pop(L, 1);
             if (l == NULL)
@@ -272,13 +324,159 @@ int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **l
     if (l == NULL)
         return 0;
     *list = l;
-    if (has_body && !content_type) {
+    if (r->has_body && !r->form && !content_type) {
         l = curl_slist_append(*list, "Content-Type:");
         if (l == NULL)
             return 0;
         *list = l;
     }
     return 1;
+}
+
+/* ---- multipart forms: libcurl's MIME API over the parts Lua framed --------- */
+
+/* A file part's source: opened by the transfer's first read or seek, closed
+ * when libcurl frees the part.  The size is the one the Content-Length was
+ * computed with; a file that no longer has it fails the transfer. */
+typedef struct {
+    char *path;
+    curl_off_t size, offset;
+    FILE *fp;
+    truto_reply *reply;             /* where a failure is written */
+} upload_file;
+
+static void upload_fail(upload_file *u, const char *what)
+{
+    if (u->reply->file_error[0] == '\0')
+        snprintf(u->reply->file_error, sizeof u->reply->file_error, "%s: %s", what, u->path);
+}
+
+static int upload_open(upload_file *u)
+{
+    struct stat st;
+    if (u->fp != NULL)
+        return 1;
+    u->fp = fopen(u->path, "rb");
+    if (u->fp == NULL) {
+        upload_fail(u, "cannot open the file to upload");
+        return 0;
+    }
+    if (fstat(fileno(u->fp), &st) != 0 || (curl_off_t)st.st_size != u->size) {
+        upload_fail(u, "the file to upload changed size while it was sent");
+        return 0;
+    }
+    return 1;
+}
+
+static size_t upload_read(char *buf, size_t size, size_t n, void *arg)
+{
+    upload_file *u = (upload_file *)arg;
+    size_t want = size * n;
+    if (!upload_open(u))
+        return CURL_READFUNC_ABORT;
+    if ((curl_off_t)want > u->size - u->offset)
+        want = (size_t)(u->size - u->offset);
+    if (want == 0)
+        return 0;
+    size_t got = fread(buf, 1, want, u->fp);
+    if (got == 0) {
+        upload_fail(u, "the file to upload could not be read to its end");
+        return CURL_READFUNC_ABORT;
+    }
+    u->offset += (curl_off_t)got;
+    return got;
+}
+
+/* libcurl rewinds a part to send it again (a reused connection that died). */
+static int upload_seek(void *arg, curl_off_t offset, int origin)
+{
+    upload_file *u = (upload_file *)arg;
+    if (origin != SEEK_SET || offset < 0 || offset > u->size || !upload_open(u) ||
+        fseeko(u->fp, (off_t)offset, SEEK_SET) != 0)
+        return CURL_SEEKFUNC_FAIL;
+    u->offset = offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static void upload_free(void *arg)
+{
+    upload_file *u = (upload_file *)arg;
+    if (u->fp != NULL)
+        fclose(u->fp);
+    free(u->path);
+    free(u);
+}
+
+/* One part's source: a copy of its text, or its file. */
+static int mime_source(lua_State *L, curl_mimepart *part, int idx, truto_reply *reply)
+{
+    size_t len;
+    lua_getfield(L, idx, "data");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *data = lua_tolstring(L, -1, &len);
+        lua_pop(L, 1);
+        return curl_mime_data(part, data, len) == CURLE_OK;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "path");
+    const char *path = lua_tolstring(L, -1, &len);
+    lua_getfield(L, idx, "size");
+    curl_off_t size = (curl_off_t)lua_tonumber(L, -1);
+    upload_file *u = (upload_file *)calloc(1, sizeof *u);
+    char *copy = (char *)malloc(len + 1);
+    int ok = u != NULL && copy != NULL;
+    if (ok) {
+        memcpy(copy, path, len + 1);
+        u->path = copy;
+        u->size = size;
+        u->reply = reply;
+        ok = curl_mime_data_cb(part, size, upload_read, upload_seek, upload_free, u) == CURLE_OK;
+    }
+    if (!ok) {
+        free(copy);
+        free(u);
+    }
+    lua_pop(L, 2);
+    return ok;
+}
+
+int truto_mime_build(lua_State *L, void *easy, truto_reply *reply, struct curl_mime **mime)
+{
+    *mime = curl_mime_init((CURL *)easy);
+    if (*mime == NULL)
+        return 0;
+    lua_getfield(L, TRUTO_ARG_BODY, "parts");
+    int parts = lua_gettop(L);
+    size_t n = lua_rawlen(L, parts);
+    int ok = 1;
+    for (size_t i = 1; ok && i <= n; i++) {
+        lua_rawgeti(L, parts, (int)i);
+        int idx = lua_gettop(L);
+        curl_mimepart *part = curl_mime_addpart(*mime);
+        struct curl_slist *lines = NULL;
+        lua_getfield(L, idx, "lines");
+        ok = part != NULL;
+        for (size_t k = 1; ok && k <= lua_rawlen(L, idx + 1); k++) {
+            lua_rawgeti(L, idx + 1, (int)k);
+            struct curl_slist *l = curl_slist_append(lines, lua_tostring(L, -1));
+            lua_pop(L, 1);
+            if (l == NULL)
+                ok = 0;
+            else
+                lines = l;
+        }
+        /* The part's own header lines: libcurl adds no Content-Disposition
+         * or Content-Type of its own when they are there. */
+        if (ok && curl_mime_headers(part, lines, 1) == CURLE_OK)
+            lines = NULL;
+        else
+            ok = 0;
+        curl_slist_free_all(lines);
+        ok = ok && mime_source(L, part, idx, reply);
+        lua_settop(L, parts);
+    }
+    lua_pop(L, 1);
+    return ok;
 }
 
 /* ---- core.session{...} and core.multi{...}: the options both take ---------- */
@@ -366,7 +564,7 @@ void truto_check_request(lua_State *L, const char *const *fields,
     r->method = check_method(L, TRUTO_ARG_METHOD);
     r->url = check_url(L, TRUTO_ARG_URL);
     check_header_lines(L, TRUTO_ARG_HEADERS);
-    r->has_body = check_body(L, TRUTO_ARG_BODY, r->method, &r->body, &r->body_len);
+    r->has_body = check_body(L, TRUTO_ARG_BODY, r->method, &r->body, &r->body_len, &r->form);
     r->timeout_ms = lua_isnil(L, TRUTO_ARG_TIMEOUT) ? o->timeout_ms
                                                     : check_seconds(L, TRUTO_ARG_TIMEOUT, "timeout");
     r->connect_timeout_ms = lua_isnil(L, TRUTO_ARG_CONNECT_TIMEOUT)
@@ -387,6 +585,7 @@ void truto_reply_start(truto_reply *r, size_t limit)
     r->final_status = r->head_done = 0;
     r->body.len = r->head.len = 0;
     r->errbuf[0] = '\0';
+    r->file_error[0] = '\0';
 }
 
 int truto_reply_count(truto_reply *r, size_t n)
@@ -480,6 +679,10 @@ static CURLcode setopt_method(CURL *e, const truto_transfer_request *r, int http
     CURLcode rc = CURLE_OK;
     if (strcmp(r->method, "HEAD") == 0) {
         SETOPT(CURLOPT_NOBODY, 1L);
+    } else if (r->form) {
+        if (strcmp(r->method, "POST") != 0)
+            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
+        SETOPT(CURLOPT_MIMEPOST, r->mime);
     } else if (r->has_body) {
         if (strcmp(r->method, "POST") != 0)
             SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
@@ -605,7 +808,14 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
 {
     const char *errbuf = r->errbuf;
     lua_createtable(L, 0, 4);
-    if (r->too_large || headers_too_large((CURLcode)code, r)) {
+    if (r->file_error[0] != '\0') {
+        /* A file being uploaded failed: it would fail again. */
+        lua_pushliteral(L, "file");
+        lua_setfield(L, -2, "kind");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "final");
+        lua_pushstring(L, r->file_error);
+    } else if (r->too_large || headers_too_large((CURLcode)code, r)) {
         lua_pushliteral(L, "too_large");
         lua_setfield(L, -2, "kind");
         if (r->head_too_large || !r->too_large)

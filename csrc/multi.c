@@ -36,6 +36,7 @@ enum { XFER_IDLE, XFER_ACTIVE, XFER_DONE };
 typedef struct xfer {
     CURL *easy;
     struct curl_slist *headers;
+    curl_mime *mime;                /* the multipart form, if any */
     truto_reply reply;              /* body, header lines, limits, error buffer */
     int state;
     CURLcode code;                  /* result, once XFER_DONE */
@@ -67,6 +68,7 @@ static void xfer_free(xfer *x)
         curl_easy_cleanup(x->easy);
     if (x->headers != NULL)
         curl_slist_free_all(x->headers);
+    curl_mime_free(x->mime);
     truto_reply_free(&x->reply);
     free(x);
 }
@@ -84,10 +86,13 @@ static void unlist(multi *m, xfer *x)
 static void release(multi *m, xfer *x)
 {
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
     if (x->headers != NULL) {
         curl_slist_free_all(x->headers);
         x->headers = NULL;
     }
+    curl_mime_free(x->mime);        /* closes the files it opened */
+    x->mime = NULL;
     truto_reply_reset(&x->reply);
     x->state = XFER_IDLE;
     if (m->nidle >= MAX_IDLE) {
@@ -256,10 +261,12 @@ static int l_add(lua_State *L)
     xfer *x = acquire(m);
     if (x == NULL)
         return luaL_error(L, "truto: out of memory");
-    if (!truto_header_list(L, TRUTO_ARG_HEADERS, r.has_body, &x->headers)) {
+    if (!truto_header_list(L, TRUTO_ARG_HEADERS, &r, &x->headers) ||
+        (r.form && !truto_mime_build(L, x->easy, &x->reply, &x->mime))) {
         release(m, x);
         return luaL_error(L, "truto: out of memory");
     }
+    r.mime = x->mime;
     truto_reply_start(&x->reply, r.max_bytes);
     x->id = m->next_id++;
 

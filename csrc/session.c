@@ -30,6 +30,7 @@
 typedef struct {
     CURL *easy;
     struct curl_slist *headers;     /* request header lines of the transfer */
+    curl_mime *mime;                /* its multipart form, if any */
     truto_reply reply;              /* decoded body (without a sink), header lines */
 
     /* session options */
@@ -56,6 +57,8 @@ static void free_headers(session *s)
         curl_slist_free_all(s->headers);
         s->headers = NULL;
     }
+    curl_mime_free(s->mime);        /* closes the files it opened */
+    s->mime = NULL;
 }
 
 /* close, __gc and __close: idempotent, safe on a half-built session. */
@@ -196,13 +199,16 @@ static void check_request(lua_State *L, session *s, request *r)
                        truto_check_boolean(L, TRUTO_ARG_FRESH_CONNECT, "request fresh_connect");
 }
 
-/* Builds the header list from the validated lines.  The list lives in the
- * session as it grows, so an allocation failure leaks nothing. */
-static void build_headers(lua_State *L, session *s, const request *r)
+/* Builds the header list and the form's parts from the validated fields.
+ * Both live in the session as they grow, so an allocation failure leaks
+ * nothing. */
+static void build_headers(lua_State *L, session *s, request *r)
 {
     free_headers(s);
-    if (!truto_header_list(L, TRUTO_ARG_HEADERS, r->has_body, &s->headers))
+    if (!truto_header_list(L, TRUTO_ARG_HEADERS, r, &s->headers) ||
+        (r->form && !truto_mime_build(L, s->easy, &s->reply, &s->mime)))
         luaL_error(L, "truto: out of memory");
+    r->mime = s->mime;
 }
 
 /* The one exchange.  Never raises: runs while the session is busy and
@@ -258,9 +264,10 @@ static int l_perform(lua_State *L)
     transfer(s, &r, &o);
     s->busy = 0;
     s->L = NULL;
-    /* The handle must not keep pointers to the list or to the body. */
+    /* The handle must not keep pointers to the list, the body or the form. */
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, (char *)NULL);
+    curl_easy_setopt(s->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
     free_headers(s);
 
     if (s->sink_err != 0) {

@@ -60,6 +60,12 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
     }
 
     int as_array = has_mark(L, idx, TRUTO_ARRAY_MT);
+    /* The client takes these out of a body's top level before writing it. */
+    if (has_mark(L, idx, TRUTO_FILE_MT))
+        truto_path_error(L, e, "a truto.file value can only be a top-level field of a body "
+                               "(or an item of a top-level list), sent as multipart/form-data");
+    if (has_mark(L, idx, TRUTO_RAW_MT))
+        truto_path_error(L, e, "a truto.raw value can only be a whole body");
     int as_object = !as_array && has_mark(L, idx, TRUTO_OBJECT_MT);
     *n = max;
     if (others)

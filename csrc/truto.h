@@ -26,6 +26,10 @@
  * object (truto.array / truto.object). */
 #define TRUTO_ARRAY_MT  "truto.array"
 #define TRUTO_OBJECT_MT "truto.object"
+/* The metatables of truto.file and truto.raw values (lua/truto/multipart.lua):
+ * such a value is a part or a whole body, never a value the writers take. */
+#define TRUTO_FILE_MT   "truto.file"
+#define TRUTO_RAW_MT    "truto.raw"
 
 /* ---- encoder state (encoder.c) --------------------------------------
  * One userdata per encoding call holds every scratch area an encoder needs:
@@ -152,6 +156,7 @@ void truto_json_encode(lua_State *L, truto_encoder *e, int idx, int list_fields)
 
 /* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
 struct curl_slist;
+struct curl_mime;
 
 #define TRUTO_DEFAULT_TIMEOUT_MS         30000L
 #define TRUTO_DEFAULT_CONNECT_TIMEOUT_MS 10000L
@@ -219,6 +224,8 @@ typedef struct {
     const char *method, *url, *body;
     size_t body_len;
     int has_body;                   /* send body (possibly empty) as the payload */
+    int form;                       /* the body is a multipart form (lua/truto/multipart.lua) */
+    struct curl_mime *mime;         /* its parts, built by truto_mime_build, owned by the caller */
     long timeout_ms, connect_timeout_ms;
     size_t max_bytes;
     int fresh_connect;              /* never on a reused connection */
@@ -230,8 +237,10 @@ typedef struct {
 void truto_check_request(lua_State *L, const char *const *fields,
                          const truto_transfer_options *o, truto_transfer_request *r);
 /* Appends the header lines at idx (checked), "Expect:" and, for a body
- * without a Content-Type, "Content-Type:" to *list.  0 on OOM (never raises). */
-int truto_header_list(lua_State *L, int idx, int has_body, struct curl_slist **list);
+ * without a Content-Type, "Content-Type:" to *list; for a form, every line
+ * but Content-Type (libcurl writes it, with its own boundary).  0 on OOM
+ * (never raises). */
+int truto_header_list(lua_State *L, int idx, const truto_transfer_request *r, struct curl_slist **list);
 
 /* What one transfer receives, written by the libcurl callbacks (which never
  * raise: they set a flag and return a short count). */
@@ -243,6 +252,7 @@ typedef struct {
     int final_status;               /* the latest status line is not a 1xx */
     int head_done;                  /* its block has ended: later lines are trailers */
     char errbuf[TRUTO_ERROR_SIZE];  /* CURLOPT_ERRORBUFFER */
+    char file_error[512];           /* why a file being uploaded failed, or "" */
 } truto_reply;
 
 /* Empties r for a transfer of at most limit body bytes. */
@@ -260,6 +270,15 @@ size_t truto_reply_header(truto_reply *r, const char *p, size_t n);
 void truto_reply_reset(truto_reply *r);
 /* Frees both buffers; idempotent. */
 void truto_reply_free(truto_reply *r);
+
+/* The parts of the form in the request's body slot (TRUTO_ARG_BODY, checked)
+ * as a new libcurl MIME structure in *mime (owned by the caller, which frees
+ * it with curl_mime_free once the transfer is over): each part's header
+ * lines as given, its text copied, its file read while it is sent, opened
+ * again by each transfer and checked against the size given.  A file that
+ * fails writes reply->file_error and stops the transfer.  Returns 0 when
+ * memory runs out (*mime then holds what was built); never raises. */
+int truto_mime_build(lua_State *L, void *easy, truto_reply *reply, struct curl_mime **mime);
 
 /* The callbacks' type (CURLOPT_WRITEFUNCTION, CURLOPT_HEADERFUNCTION). */
 typedef size_t (*truto_curl_callback)(char *p, size_t size, size_t n, void *ud);

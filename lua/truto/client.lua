@@ -4,6 +4,7 @@
 -- or `nil, err`.  Users reach it through `truto.new`, not `require`.
 local core = require "truto.core"
 local errors = require "truto.errors"
+local multipart = require "truto.multipart"
 local ratelimit = require "truto.ratelimit"
 local redirect = require "truto.redirect"
 local retry = require "truto.retry"
@@ -309,14 +310,29 @@ local function decode_failure(headers, body)
   return body
 end
 
--- A copy of a request that is safe to log: the token is replaced.
+-- A copy of a request that is safe to log: the token is replaced, and a
+-- multipart body is described (its files are never read for the hook).
 local function redacted(req)
   local headers = {}
   for i, line in ipairs(req.headers) do
     headers[i] = line:match("^[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:") and "Authorization: [REDACTED]"
       or line
   end
-  return { method = req.method, url = req.url, headers = headers, body = req.body }
+  local body = req.body
+  if multipart.is_form(body) then body = multipart.describe(body) end
+  return { method = req.method, url = req.url, headers = headers, body = body }
+end
+
+-- The body as the C core writes it (nil for an upload) and, for an upload,
+-- what the transport sends instead: the bytes of a truto.raw, or the form of
+-- a body holding truto.file values, with its Content-Type.  Raises (level 0)
+-- on a misplaced truto.file.
+local function upload_body(body)
+  local bytes, content_type = multipart.raw_body(body)
+  if bytes then return nil, bytes, content_type end
+  local form = multipart.form(body)
+  if form then return nil, form, "multipart/form-data; boundary=" .. form.boundary end
+  return body
 end
 
 --- Prepares one logical call: the request is built once, here, and sent
@@ -340,12 +356,28 @@ function Client:prepare(spec, opts, level)
 
   -- Called through pcall so that a bad id, body or header is reported at
   -- the caller's line, not at this one.
-  local ok, req = pcall(core.build_request, {
+  local ok, body, upload, content_type = pcall(upload_body, spec.body)
+  if not ok then error(body, level + 1) end
+  if upload then
+    -- The upload's own type wins over a caller's Content-Type in any case.
+    for name in pairs(headers) do
+      if type(name) == "string" and name:lower() == "content-type" then headers[name] = nil end
+    end
+    headers["Content-Type"] = content_type
+  end
+  local req
+  ok, req = pcall(core.build_request, {
     method = method, base_url = self.base_url, path = spec.path, path_names = spec.path_names,
-    query = spec.query, body = spec.body, list_fields = spec.list_fields, headers = headers,
+    query = spec.query, body = body, list_fields = spec.list_fields, headers = headers,
     token = self.token,
   })
   if not ok then error(req, level + 1) end
+  local failed
+  if upload then
+    req.body = upload
+    -- A missing or unreadable file fails the call before anything is sent.
+    if multipart.is_form(upload) then failed = select(2, multipart.check(upload)) end
+  end
 
   local call = {
     req = req,
@@ -359,6 +391,7 @@ function Client:prepare(spec, opts, level)
     timeout = opts.timeout or self.timeout,
     attempt = 0,
     delivered = false,
+    failed = failed,   -- the error of every attempt: nothing is sent
   }
   local sink = opts.sink
   if sink then
@@ -395,7 +428,7 @@ function Client:begin_attempt(call)
     call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
     return
   end
-  if self.on_request then self.on_request(redacted(call.req), call.attempt) end
+  if self.on_request and not call.failed then self.on_request(redacted(call.req), call.attempt) end
   local ends = self.now() + call.timeout
   if call.deadline and call.deadline < ends then ends = call.deadline end
   call.ends = ends
@@ -404,6 +437,12 @@ end
 -- Before each send of an attempt (its redirects included): the transfer
 -- gets the time left.  nil, err when none is.
 local function arm(self, call)
+  if call.failed then return nil, call.failed end
+  -- Each send reads the files again: they must still be there, and the size the Content-Length says.
+  if multipart.is_form(call.hop.body) then
+    local ok, err = multipart.check(call.hop.body)
+    if not ok then return nil, err end
+  end
   local left = call.ends - self.now()
   if left <= 0 then
     if call.deadline and (call.ends >= call.deadline or call.ends == -math.huge) then

@@ -8,6 +8,7 @@
 -- (`reader`, `read_response`) reads from any function that returns bytes,
 -- which is how the fuzz harness and the specs drive it.
 local core = require "truto.core"
+local multipart = require "truto.multipart"
 
 local _M = {}
 
@@ -332,8 +333,9 @@ end
 -- ...); the codings this engine decodes are its own to announce.
 local OWN = { ["accept-encoding"] = true }
 
---- The request's bytes, as a list of strings.
----@param req table { method, headers (lines), body }
+--- The request's bytes, as a list of strings (a multipart form's own bytes
+-- are not in it: `multipart.write` sends them).
+---@param req table { method, headers (lines), body: a string or a multipart form }
 ---@param url table from parse_url
 ---@return string[] text
 function _M.request_text(req, url)
@@ -346,6 +348,10 @@ function _M.request_text(req, url)
   end
   lines[#lines + 1] = "Accept-Encoding: gzip, deflate\r\n"
   local body = req.body
+  if multipart.is_form(body) then
+    lines[#lines + 1] = ("Content-Length: %.0f\r\n\r\n"):format(body.length)
+    return lines
+  end
   if body or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
     lines[#lines + 1] = "Content-Length: " .. #(body or "") .. "\r\n"
   end
@@ -362,11 +368,14 @@ local function ms_left(deadline, now)
 end
 
 -- The request in pieces, each with the time left: the head at once, the
--- body (not copied into one string with the head) SEND_SIZE bytes at a time.
+-- body (not copied into one string with the head) SEND_SIZE bytes at a time,
+-- a multipart form part after part, its files read as they are sent.
+-- nil, err, true when a file failed (err is then the error table).
 local function send_all(sock, req, url, deadline, now)
   local text = _M.request_text(req, url)
   local body = req.body
-  if body then text[#text] = nil end
+  local form = multipart.is_form(body)
+  if body and not form then text[#text] = nil end
   local function send(data)
     if now() >= deadline then return nil, "timeout" end
     sock:settimeout(ms_left(deadline, now))
@@ -374,6 +383,7 @@ local function send_all(sock, req, url, deadline, now)
   end
   local ok, err = send(table.concat(text))
   if not ok then return nil, err end
+  if form then return multipart.write(body, send) end
   for first = 1, body and #body or 0, SEND_SIZE do
     ok, err = send(body:sub(first, first + SEND_SIZE - 1))
     if not ok then return nil, err end
@@ -459,7 +469,11 @@ function _M.perform(env, req, call)
   while true do
     sock, reused = open(env, url, call, deadline, fresh)
     if not sock then return nil, reused end
-    local ok, err = send_all(sock, req, url, deadline, now)
+    local ok, err, file_failed = send_all(sock, req, url, deadline, now)
+    if file_failed then
+      sock:close()
+      return nil, err
+    end
     local any = false
     if ok then
       reader = _M.reader(function()

@@ -5,6 +5,7 @@
 local core = require "truto.core"
 local cjson = require "cjson"
 local client = require "truto.client"
+local multipart = require "truto.multipart"
 
 local _M = {
   --- The library's version, a string such as `"1.2.3"`.
@@ -96,6 +97,18 @@ function _M.connect_url(link_token, app_url)
   return (app_url or "https://app.truto.one"):gsub("/+$", "") .. "/connect-account?"
     .. core.encode_query { link_token = link_token }
 end
+
+--- A file to upload: `truto.file(path, { filename =, content_type = })` as a
+-- top-level field of a body (or in a top-level list) makes the request
+-- `multipart/form-data`, the file streamed from disk while it is sent.
+-- Raises on an argument of the wrong type (README.md, "Uploads").
+---@type fun(path: string, options?: { filename?: string, content_type?: string }): table
+_M.file = multipart.file
+
+--- A whole body sent as these bytes, unchanged, with this Content-Type
+-- (default `application/octet-stream`).
+---@type fun(bytes: string, content_type?: string): table
+_M.raw = multipart.raw
 
 --- Makes a client: `truto.client.new`, whose options are `truto.Options`.
 _M.new = client.new

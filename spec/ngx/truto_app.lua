@@ -234,6 +234,15 @@ function _M.tls_get(options)
   send_json(200, { id = record.id })
 end
 
+-- GET /upload?case=NAME&dir=DIR: a case of spec/support/uploads.lua through
+-- the cosocket transport, answered as the outcome's JSON.
+function _M.upload()
+  local uploads = require "spec.support.uploads"
+  if not uploads.CASES[ngx.var.arg_case or ""] then return send_json(404, { error = "no such case" }) end
+  local client = truto.new { retry = { base = 0.01 }, timeout = 120 }
+  send_json(200, uploads.run(ngx.var.arg_case, client, ngx.unescape_uri(ngx.var.arg_dir)))
+end
+
 -- GET /conformance?case=SLUG&base=URL: a case of the conformance table
 -- through the cosocket transport, answered as the outcome's JSON.
 local conformance_runs = 0

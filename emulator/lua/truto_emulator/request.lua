@@ -9,9 +9,31 @@ local ngx = ngx
 _M.DEFAULT_LIMIT = 10
 _M.MAX_LIMIT = 1000
 
--- The request body as a JSON object; an empty body is {}.  Returns the table,
--- or nil and a 400 response.
+-- The fields of a multipart body as a record: a text field's value, a
+-- file's { filename, content_type, size, sha256 }; a name sent several
+-- times gives a list.
+function _M.parts_object(parts)
+  local object, seen = {}, {}
+  for _, part in ipairs(parts) do
+    local value = part.value
+    if part.filename or value == nil then
+      value = { filename = part.filename, content_type = part.content_type, size = part.size, sha256 = part.sha256 }
+    end
+    if seen[part.name] == 1 then object[part.name] = json.array { object[part.name] } end
+    if seen[part.name] then
+      table.insert(object[part.name], value)
+    else
+      object[part.name] = value
+    end
+    seen[part.name] = (seen[part.name] or 0) + 1
+  end
+  return object
+end
+
+-- The request body as a JSON object; an empty body is {}, a multipart body
+-- its fields (parts_object).  Returns the table, or nil and a 400 response.
 function _M.json_object_body(ctx)
+  if ctx.parts then return _M.parts_object(ctx.parts) end
   local text = ctx.body_text
   if text == nil or text:match("^%s*$") then return {} end
   local value, err = json.decode(text)

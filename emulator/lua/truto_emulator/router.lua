@@ -13,6 +13,7 @@ local control = require "truto_emulator.control"
 local unified = require "truto_emulator.unified"
 local proxy = require "truto_emulator.proxy"
 local custom = require "truto_emulator.custom"
+local multipart = require "truto_emulator.multipart"
 
 local _M = {}
 
@@ -86,7 +87,12 @@ function _M.handle()
   local uri = ngx.var.request_uri
   local raw_path, raw_query = uri:match("^([^?]*)%??(.*)$")
   local headers = ngx.req.get_headers(200)
-  local body_text = read_body()
+  -- A multipart body is read part by part as it arrives (never whole): its
+  -- parts are logged and handed to the routes instead of a body text.
+  local boundary = multipart.boundary(headers["content-type"])
+  local parts, parts_error
+  if boundary then parts, parts_error = multipart.read(boundary) end
+  local body_text = boundary and "" or read_body()
 
   if raw_path:sub(1, 11) == "/_emulator/" then
     local ctx = {
@@ -100,8 +106,11 @@ function _M.handle()
   for name, value in pairs(headers) do logged_headers[name] = value end
   request_log.add({
     method = method, uri = uri, path = raw_path, query = raw_query,
-    headers = logged_headers, body = body_text,
+    headers = logged_headers, body = body_text, parts = parts, parts_error = parts_error,
   })
+  if parts_error then
+    return finish(response.error(400, "Malformed multipart/form-data body: " .. parts_error))
+  end
 
   local query = query_parser.parse(raw_query)
   local account_id = query.integrated_account_id
@@ -169,7 +178,7 @@ function _M.handle()
     table.remove(segments, 1)
     res = handler({
       method = method, raw_path = raw_path, path = raw_path, segments = segments,
-      query = query, body_text = body_text, headers = headers,
+      query = query, body_text = body_text, parts = parts, headers = headers,
       account_id = account_id, account = account, account_state = state,
       read_only = account.status == "sandbox",
     })

@@ -1,0 +1,108 @@
+-- The upload calls of spec/upload_spec.lua, run the same way by every
+-- transport: with libcurl in the spec's own process, and inside the app
+-- nginx of spec/ngx (GET /upload?case=NAME&dir=DIR, spec/ngx/truto_app.lua)
+-- with cosockets.  Each call's outcome is plain data (it travels back from
+-- nginx as JSON); the spec checks it and what the emulator recorded.
+local truto = require "truto"
+
+local _M = {}
+
+_M.ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
+local Q = { integrated_account_id = _M.ACCOUNT }
+
+-- A raw body with NUL, control bytes and UTF-8: sent unchanged.
+_M.RAW = "%PDF-1.4\n\0\1\2\r\n\t caf\195\169 \226\130\172\n%%EOF"
+
+-- The files the spec writes into its temp dir, by name: their bytes.
+_M.FILES = {
+  ["report.pdf"] = "%PDF-1.4\n" .. string.rep("lua-truto upload\n", 4000),
+  ["photo.png"] = "\137PNG\r\n\26\n" .. string.rep("\0\255\1\254", 3000),
+  ["empty.bin"] = "",
+}
+-- The big file's name (made by the spec with head -c, never read whole).
+_M.BIG = "big.bin"
+
+-- The form of the "form" and "retry" cases: files at the top level and in a
+-- list, text fields of every type.
+function _M.form_body(dir)
+  return {
+    attachment = truto.file(dir .. "/report.pdf", { content_type = "application/pdf" }),
+    photos = {
+      truto.file(dir .. "/photo.png", { filename = 'caf\195\169 "1"\r\n.png', content_type = "image/png" }),
+      truto.file(dir .. "/empty.bin"),
+    },
+    note = "Q3 report",
+    count = 3,
+    draft = false,
+    meta = { tags = { "a", "b" }, owner = { id = 7 } },
+    cleared = truto.null,
+  }
+end
+
+_M.CASES = {
+  -- Through Proxy as README.md shows it: the body passed to the provider as is.
+  form = function(client, dir)
+    return client.proxy_api:custom_method("deals", "attachments", _M.form_body(dir),
+      { integrated_account_id = _M.ACCOUNT, truto_body_passthrough = true })
+  end,
+  raw = function(client)
+    return client.custom_api:post("raw", truto.raw(_M.RAW, "application/pdf"), Q)
+  end,
+  missing = function(client, dir)
+    return client.custom_api:post("missing", { note = "x", file = truto.file(dir .. "/missing.pdf") }, Q)
+  end,
+  directory = function(client, dir)
+    return client.custom_api:post("directory", { file = truto.file(dir) }, Q)
+  end,
+  -- The spec queues a 502 for the first attempt.
+  retry = function(client, dir)
+    return client.custom_api:post("retry", _M.form_body(dir), Q)
+  end,
+  -- client:batch: a form (a libcurl multi handle, or ngx.thread) and a missing file.
+  batch = function(client, dir)
+    local results = client:batch {
+      { api = "custom", method = "post", path = "batch", body = _M.form_body(dir), query = Q },
+      { api = "custom", method = "post", path = "batch", body = { file = truto.file(dir .. "/missing.pdf") }, query = Q },
+    }
+    return { status = results[1][2].status, kind = results[2][2].kind }, { status = 200, attempts = 1 }
+  end,
+  big = function(client, dir)
+    return client.custom_api:post("big", { file = truto.file(dir .. "/" .. _M.BIG), note = "200 MB" }, Q)
+  end,
+}
+
+local function proc_kb(field)
+  local f = assert(io.open("/proc/self/status"))
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match(field .. ":%s*(%d+)"))
+end
+
+--- Runs one case with client; returns { result = ..., status, attempts } or
+-- { kind, message, attempts, text }, and memory_kb: how far this process's
+-- peak RSS (VmHWM, reset first) rose above its RSS before the call.
+---@param name string a key of CASES
+---@param client truto.Client
+---@param dir string the directory of the files
+---@return table outcome
+function _M.run(name, client, dir)
+  collectgarbage()
+  collectgarbage()
+  local clear = io.open("/proc/self/clear_refs", "w")   -- resets the peak (VmHWM)
+  if clear then
+    clear:write("5")
+    clear:close()
+  end
+  local before = proc_kb("VmRSS")
+  local result, second = _M.CASES[name](client, dir)
+  local outcome = { memory_kb = proc_kb("VmHWM") - before, attempts = second.attempts }
+  if result ~= nil then
+    outcome.result, outcome.status = result, second.status
+  else
+    outcome.kind, outcome.message, outcome.status, outcome.text = second.kind, second.message, second.status,
+      tostring(second)
+  end
+  return outcome
+end
+
+return _M

@@ -1,0 +1,319 @@
+-- Uploads (truto.file, truto.raw) against the emulator over loopback, with
+-- both transports: libcurl in this process, and cosockets inside the app
+-- nginx of spec/ngx (spec/support/uploads.lua runs the same calls in both).
+-- What the emulator recorded of each part (name, filename, content type,
+-- size, SHA-256) is checked exactly, and so is the Content-Length.
+local core = require "truto.core"
+local truto = require "truto"
+local multipart = require "truto.multipart"
+local emu = require "spec.support.emulator"
+local ngx_app = require "spec.support.ngx_app"
+local sh = require "spec.support.shell"
+local uploads = require "spec.support.uploads"
+
+local BIG_BYTES = 200 * 1024 * 1024
+local MAX_GROWTH_KB = 32 * 1024
+
+local app, control, dir
+local sums = {}   -- file name -> SHA-256 hex, from sha256sum
+
+local function sha256sum(path)
+  return assert(sh.capture("sha256sum " .. sh.quote(path)):match("^(%x+)"), "sha256sum " .. path)
+end
+
+local function text_sha256(text)
+  local path = dir .. "/text"
+  assert(sh.write_file(path, text))
+  return sha256sum(path)
+end
+
+setup(function()
+  local ok, err = pcall(function()
+    emu.start()
+    dir = assert(sh.mktemp("truto-upload"))
+    for name, bytes in pairs(uploads.FILES) do
+      assert(sh.write_file(dir .. "/" .. name, bytes))
+      sums[name] = sha256sum(dir .. "/" .. name)
+    end
+    app = ngx_app.start_app { BASE_URL = emu.base_url }
+    control = core.session { timeout = 300 }
+  end)
+  if not ok then
+    if app then app:stop() end
+    emu.stop()
+    if dir then sh.run("rm -rf " .. sh.quote(dir)) end
+    error(err, 0)
+  end
+end)
+
+teardown(function()
+  if control then control:close() end
+  if app then app:stop() end
+  emu.stop()
+  if dir then sh.run("rm -rf " .. sh.quote(dir)) end
+end)
+
+before_each(function() emu.reset() end)
+
+-- The outcome of a case of spec/support/uploads.lua over each transport.
+local TRANSPORTS = {
+  { "curl", function(name)
+    return uploads.run(name, emu.client { transport = "curl", retry = { base = 0.01 }, timeout = 120 }, dir)
+  end },
+  { "ngx", function(name)
+    local url = ("%s/upload?case=%s&dir=%s"):format(app.base_url, name,
+      dir:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end))
+    local status, _, body = control:perform { url = url, timeout = 300 }
+    assert(status == 200, "the app failed: " .. tostring(status) .. " " .. tostring(body) .. "\n"
+      .. ngx_app.error_log(app))
+    return truto.decode_json(body)
+  end },
+}
+
+-- The parts the emulator records for uploads.form_body, in the order sent
+-- (sorted names).
+local function form_parts()
+  local function text(name, value)
+    return { name = name, value = value, size = #value, sha256 = text_sha256(value) }
+  end
+  local function file(name, file_name, filename, content_type)
+    return { name = name, filename = filename, content_type = content_type, size = #uploads.FILES[file_name],
+             sha256 = sums[file_name] }
+  end
+  return {
+    file("attachment", "report.pdf", "report.pdf", "application/pdf"),
+    text("cleared", "null"),
+    text("count", "3"),
+    text("draft", "false"),
+    text("meta", '{"owner":{"id":7},"tags":["a","b"]}'),
+    text("note", "Q3 report"),
+    file("photos", "photo.png", 'caf\195\169 "1"\r\n.png', "image/png"),
+    file("photos", "empty.bin", "empty.bin", "application/octet-stream"),
+  }
+end
+
+-- The exact Content-Length of these parts framed with this boundary: each
+-- part "--B\r\n", its header lines (name and filename escaped as RFC 7578
+-- says), a blank line, its bytes and "\r\n"; then "--B--\r\n".
+local function framed_length(parts, boundary)
+  local function escaped(s) return #s + 2 * select(2, s:gsub('[\r\n"]', "")) end
+  local length = #("--" .. boundary .. "--\r\n")
+  for _, part in ipairs(parts) do
+    local disposition = #'Content-Disposition: form-data; name=""' + escaped(part.name)
+      + (part.filename and #'; filename=""' + escaped(part.filename) or 0)
+    local content_type = part.content_type and #"\r\nContent-Type: " + #part.content_type or 0
+    length = length + #("--" .. boundary .. "\r\n") + disposition + content_type + 4 + part.size + 2
+  end
+  return length
+end
+
+local function check_form_request(entry, parts)
+  local boundary = entry.headers["content-type"]:match("^multipart/form%-data; boundary=(.+)$")
+  assert.is_truthy(boundary, entry.headers["content-type"])
+  assert.same(parts, entry.parts)
+  assert.equal(tostring(framed_length(parts, boundary)), entry.headers["content-length"])
+  assert.is_nil(entry.parts_error)
+end
+
+for _, transport in ipairs(TRANSPORTS) do
+  local name, run = transport[1], transport[2]
+
+  describe("uploads over " .. name, function()
+    it("sends files and text fields as multipart/form-data, each part exactly", function()
+      local o = run("form")
+      assert.equal(200, o.status, o.text)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      local entry = log[1]
+      assert.equal("POST", entry.method)
+      assert.equal("/proxy/deals/attachments", entry.path)
+      assert.equal("integrated_account_id=" .. uploads.ACCOUNT .. "&truto_body_passthrough=true", entry.query)
+      local parts = form_parts()
+      check_form_request(entry, parts)
+      -- The emulator's echo: the fields as it read them.
+      local file = function(p) return { filename = p.filename, content_type = p.content_type, size = p.size,
+                                        sha256 = p.sha256 } end
+      assert.same({ attachment = file(parts[1]), cleared = "null", count = "3", draft = "false",
+                    meta = parts[5].value, note = "Q3 report", photos = { file(parts[7]), file(parts[8]) } },
+                  o.result.result.body)
+    end)
+
+    it("sends truto.raw bytes unchanged with their Content-Type", function()
+      local o = run("raw")
+      assert.equal(200, o.status, o.text)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      assert.equal(uploads.RAW, log[1].body)
+      assert.equal("application/pdf", log[1].headers["content-type"])
+      assert.equal(tostring(#uploads.RAW), log[1].headers["content-length"])
+      assert.is_nil(log[1].parts)
+      assert.equal(uploads.RAW, o.result.result.body)
+    end)
+
+    it("fails a missing file with kind \"file\" before anything is sent", function()
+      local o = run("missing")
+      assert.equal("file", o.kind)
+      assert.equal("cannot open the file to upload: " .. dir .. "/missing.pdf: No such file or directory", o.message)
+      assert.equal(1, o.attempts)
+      assert.equal("truto: POST /custom/missing: file: " .. o.message, o.text)
+      assert.same({}, emu.requests())
+    end)
+
+    it("fails an unreadable file (a directory) with kind \"file\" before anything is sent", function()
+      local o = run("directory")
+      assert.equal("file", o.kind)
+      assert.equal("cannot read the file to upload: " .. dir .. ": Is a directory", o.message)
+      assert.equal(1, o.attempts)
+      assert.same({}, emu.requests())
+    end)
+
+    -- 502, not 503: Truto answers 503 for a blocked account, which the
+    -- client does not retry (lua/truto/retry.lua).
+    it("resends the same parts when it retries after a 502", function()
+      emu.faults { { method = "POST", path_prefix = "/custom/retry", status = 502, count = 1 } }
+      local o = run("retry")
+      assert.equal(200, o.status, o.text)
+      assert.equal(2, o.attempts)
+      local log = emu.requests()
+      assert.equal(2, #log)
+      local parts = form_parts()
+      for _, entry in ipairs(log) do check_form_request(entry, parts) end
+      assert.equal(log[1].headers["idempotency-key"], log[2].headers["idempotency-key"])
+    end)
+
+    it("uploads in client:batch, a missing file failing only its own call", function()
+      local o = run("batch")
+      assert.same({ status = 200, kind = "file" }, o.result)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      check_form_request(log[1], form_parts())
+    end)
+
+    it("uploads a 200 MB file with flat memory, the recorded SHA-256 that of the file", function()
+      local big = dir .. "/" .. uploads.BIG
+      if not sums[uploads.BIG] then
+        assert(sh.run(("head -c %d /dev/urandom > %s"):format(BIG_BYTES, sh.quote(big))))
+        sums[uploads.BIG] = sha256sum(big)
+      end
+      local started = core.now()
+      local o = run("big")
+      local seconds = core.now() - started
+      assert.equal(200, o.status, o.text)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      assert.same({
+        { name = "file", filename = uploads.BIG, content_type = "application/octet-stream", size = BIG_BYTES,
+          sha256 = sums[uploads.BIG] },
+        { name = "note", value = "200 MB", size = 6, sha256 = text_sha256("200 MB") },
+      }, log[1].parts)
+      print(("\n%s: 200 MB uploaded in %.1f s, peak RSS growth %d kB"):format(name, seconds, o.memory_kb))
+      assert.is_true(o.memory_kb < MAX_GROWTH_KB, ("the client grew by %d kB"):format(o.memory_kb))
+    end)
+  end)
+end
+
+describe("uploads", function()
+  local function file_path(name) return dir .. "/" .. name end
+
+  it("show on_request a description of the body, never a file's bytes, and the token redacted", function()
+    local seen = {}
+    local client = emu.client { transport = "curl", on_request = function(req) seen[#seen + 1] = req end }
+    assert(client.custom_api:post("hook", { doc = truto.file(file_path("report.pdf")), note = "hi" },
+                                  { integrated_account_id = uploads.ACCOUNT }))
+    assert.equal(1, #seen)
+    local boundary = emu.requests()[1].headers["content-type"]:match("boundary=(.+)$")
+    local ours = nil
+    for _, line in ipairs(seen[1].headers) do
+      ours = ours or line:match("^Content%-Type: multipart/form%-data; boundary=(lua%-truto%-%x+)$")
+      assert.is_nil(line:find(emu.TOKEN, 1, true))
+    end
+    assert.is_truthy(ours)
+    assert.is_truthy(boundary)   -- libcurl writes a boundary of its own
+    assert.equal(('<multipart/form-data, boundary %s, 2 parts: "doc": file %s (application/octet-stream, %d bytes, '
+      .. 'filename "report.pdf"); "note": 2 bytes of text>'):format(ours, file_path("report.pdf"),
+      #uploads.FILES["report.pdf"]), seen[1].body)
+  end)
+
+  it("fails when a file changes size between attempts, sending nothing more", function()
+    local path = file_path("changing.txt")
+    assert(sh.write_file(path, "12345"))
+    emu.faults { { method = "POST", path_prefix = "/custom/changing", status = 502, count = 1 } }
+    local client = emu.client { transport = "curl", retry = { base = 0.01 }, on_request = function(_, attempt)
+      if attempt == 2 then assert(sh.write_file(path, "123456")) end
+    end }
+    local result, err = client.custom_api:post("changing", { f = truto.file(path) },
+                                               { integrated_account_id = uploads.ACCOUNT })
+    assert.is_nil(result)
+    assert.equal("file", err.kind)
+    assert.equal("the file to upload changed size since the request was built: " .. path .. " (5 bytes, then 6)",
+                 err.message)
+    assert.equal(2, err.attempts)
+    assert.is_false(err.retryable)
+    assert.equal(1, #emu.requests())
+  end)
+
+  it("fail in libcurl's read callback when a file no longer has the size given", function()
+    local session = core.session()
+    local form = assert(multipart.form { f = truto.file(file_path("report.pdf")) })
+    assert(multipart.check(form))
+    form.parts[1].size = form.parts[1].size + 1
+    local status, err = session:perform { method = "POST", url = emu.base_url .. "/custom/x", body = form,
+                                          headers = { "Authorization: Bearer " .. emu.TOKEN } }
+    session:close()
+    assert.is_nil(status)
+    assert.same({ kind = "file", final = true, curl_code = 42, message =
+      "the file to upload changed size while it was sent: " .. file_path("report.pdf") }, err)
+  end)
+
+  it("write the form's bytes in pieces of at most 64 KiB, failing when a file shrank", function()
+    local form = assert(multipart.form { b = "text", a = truto.file(file_path("report.pdf"), { filename = "r" }) })
+    assert(multipart.check(form))
+    local pieces = {}
+    assert.is_true(multipart.write(form, function(piece)
+      pieces[#pieces + 1] = piece
+      return true
+    end))
+    local b = form.boundary
+    assert.equal("--" .. b .. '\r\nContent-Disposition: form-data; name="a"; filename="r"\r\n'
+      .. "Content-Type: application/octet-stream\r\n\r\n" .. uploads.FILES["report.pdf"] .. "\r\n--" .. b
+      .. '\r\nContent-Disposition: form-data; name="b"\r\n\r\ntext\r\n--' .. b .. "--\r\n", table.concat(pieces))
+    assert.equal(form.length, #table.concat(pieces))
+    for _, piece in ipairs(pieces) do assert.is_true(#piece <= 65536) end
+
+    form.parts[1].size = form.parts[1].size + 1
+    local ok, err, file_failed = multipart.write(form, function() return true end)
+    assert.is_nil(ok)
+    assert.is_true(file_failed)
+    assert.equal("file", err.kind)
+  end)
+
+  it("raise at the caller's line on bad arguments", function()
+    local function raises(pattern, f)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.matches(pattern, err)
+    end
+    raises("^spec/upload_spec.lua:%d+: bad argument #1 to 'truto.file' %(path must be a non%-empty string",
+           function() truto.file(42) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(unknown option 'name'%)",
+           function() truto.file("x", { name = "y" }) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(content_type must be a MIME type",
+           function() truto.file("x", { content_type = "text/plain\r\nX: y" }) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(filename must be",
+           function() truto.file("x", { filename = 7 }) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #1 to 'truto.raw' %(bytes must be a string, got nil%)",
+           function() truto.raw() end)
+    local client = emu.client { transport = "curl" }
+    raises("^spec/upload_spec.lua:%d+: truto: body%.meta%.doc: a truto%.file value can only be a top%-level field",
+           function() client.custom_api:post("x", { a = truto.file("x"), meta = { doc = truto.file("y") } }) end)
+    raises("^spec/upload_spec.lua:%d+: truto: body%.meta%.doc: a truto%.file value can only be a top%-level field",
+           function() client.custom_api:post("x", { meta = { doc = truto.file("y") } }) end)
+    raises("^spec/upload_spec.lua:%d+: truto: body%.a: a truto%.raw value can only be a whole body",
+           function() client.custom_api:post("x", { a = truto.raw("x") }) end)
+    raises("^spec/upload_spec.lua:%d+: truto: body%.a: a list of truto%.file values must hold nothing else",
+           function() client.custom_api:post("x", { a = { truto.file("x"), "y" } }) end)
+    raises("^spec/upload_spec.lua:%d+: truto: body: a body with truto%.file values must be an object",
+           function() client.custom_api:post("x", { truto.file("x") }) end)
+    assert.same({}, emu.requests())
+  end)
+end)
