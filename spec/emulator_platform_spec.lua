@@ -603,6 +603,8 @@ describe("the emulator's platform API", function()
       assert.same(not_found("mcp-server", server.id), gone)
       assert.same({ statusCode = 400, error = "Bad Request", message = "No tools match the MCP server's config" },
                   (failure(create_server { name = "none", config = { methods = { "custom" } } })))
+      assert.same({ statusCode = 400, error = "Bad Request", message = "config must be an object" },
+                  (failure(create_server { name = "bad", config = "read" })))
     end)
 
     it("answers initialize, tools/list, tools/call and JSON-RPC errors", function()
@@ -638,6 +640,8 @@ describe("the emulator's platform API", function()
       assert.same({ jsonrpc = "2.0", id = 4, error = { code = -32602, message = "Unknown tool: create_a_hubspot_contact" } },
                   (rpc(token, { jsonrpc = "2.0", id = 4, method = "tools/call",
                                 params = { name = "create_a_hubspot_contact", arguments = {} } })))
+      assert.same({ jsonrpc = "2.0", id = 7, error = { code = -32602, message = "params.name is required" } },
+                  (rpc(token, { jsonrpc = "2.0", id = 7, method = "tools/call", params = { arguments = {} } })))
       assert.same({ jsonrpc = "2.0", id = 5, error = { code = -32601, message = "Method not found: sampling/create" } },
                   (rpc(token, { jsonrpc = "2.0", id = 5, method = "sampling/create" })))
       -- The client sends only JSON: curl sends the malformed body.

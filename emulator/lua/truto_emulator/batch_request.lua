@@ -44,6 +44,7 @@ end
 -- Sets the value at path; returns the value it replaced.
 local function bind(context, path, value)
   local parts, t = split(path), context
+  if #parts == 0 then return nil end -- a path of dots names nothing
   for i = 1, #parts - 1 do
     if type(t[parts[i]]) ~= "table" then t[parts[i]] = {} end
     t = t[parts[i]]
@@ -117,6 +118,10 @@ local function run(account_id, node, context, records, errors)
   if node.response_format then query.truto_response_format = node.response_format end
   local body = node.body ~= nil and fill(node.body, context) or nil
   local id = node.id ~= nil and fill(node.id, context) or nil
+  if type(id) == "table" then
+    errors[#errors + 1] = failure(400, "id must be a string or a number")
+    return
+  end
   local verb
   if method == "list" then
     verb = "GET"
@@ -167,6 +172,14 @@ local function ordered(nodes)
     end
     local key = key_of(node)
     if type(key) ~= "string" then return nil, "resources[" .. i .. "] needs a name" end
+    for _, field in ipairs({ "method", "loop_on", "response_format" }) do
+      if node[field] ~= nil and (type(node[field]) ~= "string" or node[field] == "") then
+        return nil, "resources[" .. i .. "]." .. field .. " must be a non-empty string"
+      end
+    end
+    if node.query ~= nil and type(node.query) ~= "table" and type(node.query) ~= "string" then
+      return nil, "resources[" .. i .. "].query must be an object"
+    end
     if by_key[key] then return nil, "two resources are named " .. key end
     by_key[key] = node
   end

@@ -69,6 +69,7 @@ end
 -- A failed call is a result with isError (the error envelope as its text),
 -- as Truto forwards a tool's error; an unknown tool is a JSON-RPC error.
 METHODS["tools/call"] = function(server, params)
+  if type(params.name) ~= "string" then return nil, -32602, "params.name is required" end
   local arguments = params.arguments
   if arguments == nil or arguments == json.null then arguments = {} end
   if type(arguments) ~= "table" or json.is_list(arguments) and next(arguments) ~= nil then

@@ -377,9 +377,11 @@ RESOURCES = {
     defaults = { config = {} },
     on_create = function(record, body)
       if missing(body.name) then record.name = "MCP server" end
+      if type(record.config) ~= "table" or json.is_list(record.config) and next(record.config) ~= nil then
+        return bad_request("config must be an object")
+      end
       local account, state = store.account(record.integrated_account_id)
-      local config = type(record.config) == "table" and record.config or {}
-      if #tools.list(account, state, config.methods) == 0 then
+      if #tools.list(account, state, record.config.methods) == 0 then
         return bad_request("No tools match the MCP server's config")
       end
       record.token = (store.new_uuid():gsub("-", ""))
@@ -536,13 +538,18 @@ function _M.handle(ctx)
       and not (resource.path == "integrated-account" and rest[1] == "me" and #rest == 1) then
     return response.error(403, "An integrated-account token cannot be used on " .. ctx.method .. " " .. ctx.raw_path)
   end
+  local answer
   for _, extra in ipairs(resource.extras or {}) do
     if extra[1] == ctx.method then
       local params = match(extra.pattern, rest)
-      if params then return extra[3](ctx, params) end
+      if params then
+        answer = extra[3](ctx, params)
+        break
+      end
     end
   end
-  return standard(ctx, resource, rest)
+  -- Nested routes (…/mcp/a/b) may name no method either.
+  return answer or standard(ctx, resource, rest)
     or response.error(404, "Route not found: " .. ctx.method .. " " .. ctx.raw_path)
 end
 
