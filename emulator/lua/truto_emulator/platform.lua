@@ -21,6 +21,7 @@ local _M = {}
 local ngx = ngx
 
 local DEFAULT_LIMIT = 100
+local CRUD = "list get create update delete"
 local PAGING = { limit = true, next_cursor = true }
 -- Set by the server: a body cannot choose them.
 local SERVER_FIELDS = { id = true, environment_id = true, team_id = true, created_at = true, updated_at = true }
@@ -36,9 +37,7 @@ local SUCCESS = { success = true }
 
 -- Helpers ----------------------------------------------------------------------
 
-local function body_of(ctx)
-  return request.json_object_body(ctx)
-end
+local body_of = request.json_object_body
 
 local function missing(value)
   return value == nil or value == json.null or value == ""
@@ -151,6 +150,13 @@ local function create(ctx, resource, scope)
   local refused = invalid(resource, body)
   if refused then return refused end
   if resource.create then return resource.create(ctx, body) end
+  local collection = collection_of(resource)
+  if resource.unique then
+    for _, id in ipairs(collection.order) do
+      local existing = collection.by_id[id]
+      if existing[resource.unique] == body[resource.unique] then return response.json(200, view(resource, existing)) end
+    end
+  end
   local now = request.now_iso()
   local record = json.copy(resource.defaults or {})
   for field, value in pairs(body) do
@@ -168,7 +174,7 @@ local function create(ctx, resource, scope)
     local failure = resource.on_create(record, body, ctx)
     if failure then return failure end
   end
-  store.insert(collection_of(resource), record)
+  store.insert(collection, record)
   return response.json(201, view(resource, record, true))
 end
 
@@ -247,30 +253,24 @@ end
 
 local function succeed() return response.json(200, SUCCESS) end
 
--- An idempotent install: an existing one with the same target is answered as is.
-local function install(path, field, target_path, nested)
-  return function(_, body)
-    local collection = _M.collection(path)
-    for _, id in ipairs(collection.order) do
-      if collection.by_id[id][field] == body[field] then return response.json(200, collection.by_id[id]) end
-    end
-    local now = request.now_iso()
-    local record = { id = store.new_uuid(), environment_id = store.environment().id,
-                     created_at = now, updated_at = now }
-    for k, v in pairs(RESOURCES[path].defaults or {}) do record[k] = json.copy(v) end
-    for k, v in pairs(body) do
-      if not SERVER_FIELDS[k] then record[k] = json.copy(v) end
-    end
-    record[nested] = json.copy(store.get(_M.collection(target_path), body[field]))
-    store.insert(collection, record)
-    return response.json(201, record)
-  end
+-- An installation (environment-integration, environment-unified-model): it
+-- nests the record it installs (field "x_id" -> "x"); installing twice
+-- answers the first installation (Truto: POST is idempotent).
+local function installation(field, target_path, defaults)
+  local nested = field:gsub("_id$", "")
+  return {
+    methods = CRUD, required = { field }, references = { [field] = target_path }, unique = field, defaults = defaults,
+    on_create = function(record)
+      record[nested] = json.copy(store.get(_M.collection(target_path), record[field]))
+    end,
+  }
 end
 
-local function the_account_me(ctx)
+-- GET and PATCH /integrated-account/me: the account of an integrated-account token.
+local function account_me(ctx)
   local id = ctx.token_entry.integrated_account_id
-  if not id then return nil, bad_request("/integrated-account/me needs an integrated-account token") end
-  return id
+  if not id then return bad_request("/integrated-account/me needs an integrated-account token") end
+  return standard(ctx, RESOURCES["integrated-account"], { id })
 end
 
 local function update_credentials(ctx, params)
@@ -325,13 +325,12 @@ local function datastore_test(_, datastore)
   return response.json(200, SUCCESS)
 end
 
-local CRUD = "list get create update delete"
-
 -- path -> {
 --   methods   the standard methods offered
 --   required  create fields ({a, b} in the list: one of them), exclusive: two fields not both set
 --   references field -> the path of the record it must name
 --   defaults, hidden (shown only by create), view(record) (alters a response's copy)
+--   unique    a field: creating a second record with the same value answers the first (200)
 --   team_scoped  created records get team_id instead of environment_id
 --   create(ctx, body), on_create(record, body, ctx) -> error response?, on_delete(record) -> record
 --   extras  { {HTTP method, "segments after the path" (":x" binds x; "*" the rest), handler(ctx, params)} }
@@ -349,16 +348,7 @@ RESOURCES = {
       record.integration = json.copy(installed.integration)
     end,
     extras = {
-      { "GET", "me", function(ctx)
-        local id, refused = the_account_me(ctx)
-        if not id then return refused end
-        return standard(ctx, RESOURCES["integrated-account"], { id })
-      end },
-      { "PATCH", "me", function(ctx)
-        local id, refused = the_account_me(ctx)
-        if not id then return refused end
-        return standard(ctx, RESOURCES["integrated-account"], { id })
-      end },
+      { "GET", "me", account_me }, { "PATCH", "me", account_me },
       { "POST", "refresh-credentials", account_action("id", function() return SUCCESS end) },
       { "POST", "run-post-install-actions", account_action("id", function() return SUCCESS end) },
       { "POST", "token", account_action("integrated_account_id", function(id)
@@ -393,16 +383,10 @@ RESOURCES = {
   },
   ["integration"] = { methods = CRUD, required = { "name", "config" }, team_scoped = true },
   ["environment"] = { methods = "list get update" },
-  ["environment-integration"] = {
-    methods = CRUD, required = { "integration_id" }, references = { integration_id = "integration" },
-    defaults = { is_enabled = true, show_in_catalog = true, override = {} },
-    create = install("environment-integration", "integration_id", "integration", "integration"),
-  },
+  ["environment-integration"] = installation("integration_id", "integration",
+                                              { is_enabled = true, show_in_catalog = true, override = {} }),
   ["unified-model"] = { methods = CRUD, required = { "name", "category", "resources" }, team_scoped = true },
-  ["environment-unified-model"] = {
-    methods = CRUD, required = { "unified_model_id" }, references = { unified_model_id = "unified-model" },
-    create = install("environment-unified-model", "unified_model_id", "unified-model", "unified_model"),
-  },
+  ["environment-unified-model"] = installation("unified_model_id", "unified-model"),
   ["team"] = { methods = "list get update" },
   ["user"] = { methods = "list get" },
   ["api-token"] = { methods = "list get" },
