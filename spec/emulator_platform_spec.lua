@@ -322,6 +322,27 @@ describe("the emulator's platform API", function()
       assert.equal("acme-1", (client.integrated_accounts:get(ACCOUNT)).tenant_id)
     end)
 
+    it("sandbox accounts, workflow runs and logs", function()
+      local sandbox, response = client.sandbox_integrated_accounts:create { id = ACCOUNT }
+      assert.equal(201, response.status)
+      local account = assert(client.integrated_accounts:get(ACCOUNT))
+      assert.same(stamped({ environment_id = ENVIRONMENT, integrated_account = account }, sandbox), sandbox)
+      assert.same(sandbox, (client.sandbox_integrated_accounts:get(sandbox.id)))
+      assert.same({ sandbox }, assert(client.sandbox_integrated_accounts:list()).result)
+      assert.same({ id = sandbox.id }, (client.sandbox_integrated_accounts:delete(sandbox.id)))
+      assert.same(not_found("integrated-account", "nope"),
+                  (failure(client.sandbox_integrated_accounts:create { id = "nope" })))
+
+      assert.same({ result = {}, next_cursor = truto.null, limit = 100 }, (client.workflow_runs:list()))
+      assert.same(not_found("workflow-run", "r1"), (failure(client.workflow_runs:get("r1"))))
+      assert.same(not_found("workflow-run", "r1"), (failure(client.workflow_runs:delete("r1"))))
+
+      assert.same({ result = {}, next_cursor = truto.null, limit = 5 },
+                  (client.logs:list { log_type = "unified_proxy_api", limit = 5 }))
+      assert.same({ statusCode = 400, error = "Bad Request", message = "Missing required query parameter: log_type" },
+                  (failure(client.logs:list())))
+    end)
+
     it("GET /ping answers {}", function()
       local result, response = client:ping()
       assert.same({}, result)
