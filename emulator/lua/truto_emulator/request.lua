@@ -64,8 +64,8 @@ end
 
 -- Reads limit and next_cursor; returns offset, limit or nil, 400 response.
 -- An empty next_cursor (the TS SDK sends one on page one) is page one.
-function _M.page_window(query)
-  local limit = _M.DEFAULT_LIMIT
+function _M.page_window(query, default_limit)
+  local limit = default_limit or _M.DEFAULT_LIMIT
   if query.limit ~= nil and query.limit ~= "" then
     limit = tonumber(query.limit)
     if not limit or limit < 1 or limit ~= math.floor(limit) then
@@ -84,11 +84,16 @@ function _M.page_window(query)
   return offset, limit
 end
 
+-- The cursor of the page after [offset + 1, offset + count], or null on the last.
+function _M.next_cursor(offset, count, total)
+  return (offset + count < total) and encode_cursor(offset + count) or json.null
+end
+
 -- The list envelope: {result, next_cursor, prev_cursor, result_count}.
 function _M.page_envelope(result, offset, limit, count, total)
   return {
     result = result,
-    next_cursor = (offset + count < total) and encode_cursor(offset + count) or json.null,
+    next_cursor = _M.next_cursor(offset, count, total),
     prev_cursor = offset > 0 and encode_cursor(math.max(0, offset - limit)) or json.null,
     result_count = count,
   }

@@ -1,6 +1,7 @@
 -- Entry point: one content handler for every request.  Order of work:
 -- read body -> log -> control endpoints -> faults (delay, status) -> auth ->
--- integrated account -> rate limit -> idempotency replay -> route -> send.
+-- platform routes (platform.lua) | integrated account -> rate limit ->
+-- idempotency replay -> route -> send.
 local store = require "truto_emulator.store"
 local query_parser = require "truto_emulator.query"
 local faults = require "truto_emulator.faults"
@@ -14,6 +15,8 @@ local unified = require "truto_emulator.unified"
 local proxy = require "truto_emulator.proxy"
 local custom = require "truto_emulator.custom"
 local multipart = require "truto_emulator.multipart"
+local platform = require "truto_emulator.platform"
+local dataplane = require "truto_emulator.dataplane"
 
 local _M = {}
 
@@ -115,10 +118,14 @@ function _M.handle()
   local query = query_parser.parse(raw_query)
   local account_id = query.integrated_account_id
   if type(account_id) ~= "string" or account_id == "" then account_id = nil end
+  local segments = split_path(raw_path)
+  local platform_route = platform.owns(segments[1])
 
   local fault = faults.for_request(method, raw_path, headers, account_id)
-  -- Counted against the account named in the query (or "-" without one).
-  local limit_headers, over_limit, reset = ratelimit.hit(account_id or "-")
+  -- Counted against the account named in the query (or "-" without one);
+  -- Truto's per-account limit is for the Unified and Proxy APIs only.
+  local limit_headers, over_limit, reset = {}, false, nil
+  if not platform_route then limit_headers, over_limit, reset = ratelimit.hit(account_id or "-") end
   if fault then
     stats.count_fault()
     faults.delay(fault)
@@ -131,9 +138,15 @@ function _M.handle()
 
   local token = bearer_token(headers)
   local token_entry = store.token(token)
-  if not token_entry then
+  if not token_entry and not (platform_route and platform.public(segments[1])) then
     local message = token and "Invalid API token" or "Missing Authorization header with Bearer token"
     return finish(response.error(401, message), limit_headers, fault)
+  end
+  if platform_route then
+    return finish(platform.handle({
+      method = method, raw_path = raw_path, segments = segments, query = query, body_text = body_text,
+      headers = headers, token_entry = token_entry,
+    }), limit_headers, fault)
   end
 
   account_id = account_id or token_entry.integrated_account_id
@@ -142,12 +155,10 @@ function _M.handle()
   end
   local account, state = store.account(account_id)
   if not account then
-    return finish(response.error(400, "integrated_account_id " .. account_id
-      .. " does not match any integrated account"), limit_headers, fault)
+    return finish(dataplane.unknown_account(account_id), limit_headers, fault)
   end
-  if account.status == "blocked" then
-    return finish(response.error(503, "Integrated account is blocked"), limit_headers, fault)
-  end
+  local refusal = dataplane.account_refusal(account)
+  if refusal then return finish(refusal, limit_headers, fault) end
 
   if over_limit then
     limit_headers["Retry-After"] = tostring(reset)
@@ -169,7 +180,6 @@ function _M.handle()
     end
   end
 
-  local segments = split_path(raw_path)
   local handler = HANDLERS[segments[1]]
   local res
   if not handler then

@@ -8,14 +8,23 @@ local _M = {}
 local fixtures        -- decoded fixtures.json, never modified
 local accounts        -- account id -> { unified = {...}, proxy = {...} }
 local next_numeric_id -- ids handed out by create
+local live_accounts   -- collection of the integrated accounts (fixtures + writes)
+local platform        -- platform path -> collection, built on first use
+local issued_tokens   -- integrated-account tokens made by POST /integrated-account/token
 
--- A collection keeps insertion order for pagination and a map for lookups.
-local function new_collection(spec, records)
+-- The environment when fixtures of one's own have no platform.environment.
+local DEFAULT_ENVIRONMENT = { id = "00000000-0000-4000-8000-000000000001", name = "Default",
+                              team_id = "00000000-0000-4000-8000-000000000002" }
+
+-- A collection keeps insertion order for pagination and a map for lookups,
+-- keyed by each record's id (or its key_field: a category has only a name).
+local function new_collection(spec, records, key_field)
   local c = { spec = spec, order = {}, by_id = {} }
   for _, record in ipairs(records or {}) do
     local copy = json.copy(record)
-    c.order[#c.order + 1] = copy.id
-    c.by_id[copy.id] = copy
+    local key = copy[key_field or "id"]
+    c.order[#c.order + 1] = key
+    c.by_id[key] = copy
   end
   return c
 end
@@ -34,9 +43,28 @@ local function build_account()
   return state
 end
 
+_M.new_collection = new_collection
+
+-- The fixtures' integrated accounts as records (id added), in id order.
+local function build_live_accounts()
+  local ids = {}
+  for id in pairs(fixtures.integrated_accounts) do ids[#ids + 1] = id end
+  table.sort(ids)
+  local records = {}
+  for i, id in ipairs(ids) do
+    local record = json.copy(fixtures.integrated_accounts[id])
+    record.id = id
+    records[i] = record
+  end
+  return new_collection({}, records)
+end
+
 function _M.reset()
   accounts = {}
   next_numeric_id = 90000001
+  live_accounts = build_live_accounts()
+  platform = {}
+  issued_tokens = {}
 end
 
 -- Reads and validates the fixtures file; raises on a bad file so that nginx
@@ -56,19 +84,61 @@ function _M.load(path)
 end
 
 function _M.token(token)
-  return token and fixtures.tokens[token]
+  return token and (fixtures.tokens[token] or issued_tokens[token])
 end
 
--- Returns the account's fixture entry and its live state (built on first use).
+-- An integrated-account token for account_id, valid until reset.
+function _M.issue_token(token, account_id)
+  issued_tokens[token] = { integrated_account_id = account_id }
+end
+
+-- The environment of every API token: the first of fixtures.platform.environment.
+function _M.environment()
+  local environments = type(fixtures.platform) == "table" and fixtures.platform.environment
+  return type(environments) == "table" and environments[1] or DEFAULT_ENVIRONMENT
+end
+
+-- The collection of integrated accounts: a write to one (PATCH status) is what
+-- the Unified and Proxy routes see.
+function _M.accounts()
+  return live_accounts
+end
+
+-- The collection behind a platform path, seeded from fixtures.platform[path].
+function _M.platform(path, key_field)
+  local collection = platform[path]
+  if not collection then
+    local seeds = type(fixtures.platform) == "table" and fixtures.platform[path] or {}
+    collection = new_collection({}, seeds, key_field)
+    platform[path] = collection
+  end
+  return collection
+end
+
+-- Returns the account's record and its live state (built on first use).
 function _M.account(id)
-  local entry = id and fixtures.integrated_accounts[id]
-  if not entry then return nil end
+  local entry = id and live_accounts.by_id[id]
+  if not entry then
+    if id then accounts[id] = nil end -- a deleted account's records go with it
+    return nil
+  end
   local state = accounts[id]
   if not state then
     state = build_account()
     accounts[id] = state
   end
   return entry, state
+end
+
+-- A random version-4 UUID, as Truto's ids, secrets and tokens look.
+function _M.new_uuid()
+  local file = assert(io.open("/dev/urandom", "rb"))
+  local bytes = { file:read(16):byte(1, 16) }
+  file:close()
+  bytes[7] = bytes[7] % 16 + 0x40
+  bytes[9] = bytes[9] % 64 + 0x80
+  local hex = string.format(string.rep("%02x", 16), unpack(bytes))
+  return table.concat({ hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16), hex:sub(17, 20), hex:sub(21) }, "-")
 end
 
 function _M.new_id()

@@ -172,6 +172,8 @@ local function json_type(value)
   return "string"
 end
 
+-- A JSON schema of a collection's records, from its first record's fields
+-- (also the body schema of the tools, over Proxy collections).
 local function schema_of(collection)
   local sample = store.get(collection, collection.order[1] or "") or {}
   local properties = {}
@@ -179,6 +181,8 @@ local function schema_of(collection)
   properties.id = { type = "string" }
   return { type = "object", properties = properties }
 end
+
+_M.schema_of = schema_of
 
 local function meta(name, collection, method)
   local is_custom = false
