@@ -243,7 +243,7 @@ describe("the emulator's platform API", function()
                     created_at = T0, updated_at = T0 }, (client.teams:get(TEAM)))
       assert.equal("ada@example.com", assert(client.users:list()).result[1].email)
       local tokens = assert(client.api_tokens:list())
-      assert.same({ "test-token", "other-token" }, { tokens.result[1].name, tokens.result[2].name })
+      assert.same({ "CI token", "second token" }, { tokens.result[1].name, tokens.result[2].name })
       assert.same({ { name = "crm", label = "CRM", created_at = T0, updated_at = T0 },
                     { name = "ticketing", label = "Ticketing", created_at = T0, updated_at = T0 } },
                   assert(client.categories:list()).result)

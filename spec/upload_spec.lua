@@ -17,15 +17,7 @@ local MAX_GROWTH_KB = 32 * 1024
 local app, control, dir
 local sums = {}   -- file name -> SHA-256 hex, from sha256sum
 
-local function sha256sum(path)
-  return assert(sh.capture("sha256sum " .. sh.quote(path)):match("^(%x+)"), "sha256sum " .. path)
-end
-
-local function text_sha256(text)
-  local path = dir .. "/text"
-  assert(sh.write_file(path, text))
-  return sha256sum(path)
-end
+local sha256sum, text_sha256 = sh.sha256sum, sh.text_sha256
 
 setup(function()
   local ok, err = pcall(function()

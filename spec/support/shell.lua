@@ -87,4 +87,18 @@ function _M.rss_kb()
   return tonumber((_M.read_file("/proc/self/status") or ""):match("VmRSS:%s*(%d+)"))
 end
 
+--- The SHA-256 of a file, in hex, from sha256sum.
+function _M.sha256sum(path)
+  return assert(_M.capture("sha256sum " .. _M.quote(path)):match("^(%x+)"), "sha256sum " .. path)
+end
+
+--- The SHA-256 of a text, in hex: written to a temp file for sha256sum.
+function _M.text_sha256(text)
+  local path = os.tmpname()
+  assert(_M.write_file(path, text))
+  local sum = _M.sha256sum(path)
+  os.remove(path)
+  return sum
+end
+
 return _M
