@@ -3,6 +3,7 @@ local truto = require "truto"
 local emu = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local bodiless = require "spec.support.bodiless"
+local platform_calls = require "spec.support.platform_calls"
 local emulator = require "truto.emulator"
 local rss_kb = shell.rss_kb
 
@@ -166,6 +167,24 @@ describe("the client against the emulator", function()
         assert.same({ "reports", "weekly" }, res.result.segments)
         assert.same({ week = "3" }, res.result.query)
       end
+    end)
+
+    it("every platform method is among the calls below", function()
+      local want, have = { "ping" }, {}
+      for api, methods in pairs(require("truto.client").PARAMS) do
+        for method in pairs(methods) do want[#want + 1] = api .. ":" .. method end
+        if methods.list then want[#want + 1] = api .. ":each" end
+      end
+      for _, step in ipairs(platform_calls.STEPS) do have[#have + 1] = step[1] end
+      table.sort(want)
+      table.sort(have)
+      assert.same(want, have)
+    end)
+
+    it("every platform method: the exact request and Truto's status, as the ngx transport sends it", function()
+      local outcomes, ids = platform_calls.run(client)
+      assert.same(platform_calls.expected_outcomes(), outcomes)
+      assert.same(platform_calls.expected(ids, emu.TOKEN, truto.VERSION), platform_calls.received(emu.requests()))
     end)
 
     it("a POST, PUT or PATCH without a body: Content-Length: 0, as the ngx transport sends it", function()

@@ -6,6 +6,7 @@ local truto = require "truto"
 local emu = require "spec.support.emulator"
 local sh = require "spec.support.shell"
 local bodiless = require "spec.support.bodiless"
+local platform_calls = require "spec.support.platform_calls"
 local ngx_app = require "spec.support.ngx_app"
 
 local ACCOUNT = emu.ACCOUNT
@@ -203,6 +204,38 @@ describe("inside nginx (the ngx transport)", function()
     assert.equal(200, status, app:log())
     assert.same(bodiless.STATUSES, value.statuses)
     assert.same(bodiless.expected(ACCOUNT, { "accept-encoding" }), bodiless.received(emu.requests()))
+  end)
+
+  it("sends every platform method's exact request and gets Truto's status, as libcurl does", function()
+    local status, value = json_request("GET", "/platform")
+    assert.equal(200, status, app:log())
+    assert.same(platform_calls.expected_outcomes(), value.outcomes)
+    assert.same(platform_calls.expected(value.ids, emu.TOKEN, truto.VERSION), platform_calls.received(emu.requests()))
+  end)
+
+  it("receives a webhook registered with client.webhooks and sent by its test, signed with its secret", function()
+    local client = emu.client()
+    local webhook = assert(client.webhooks:create { target_url = app.base_url .. "/webhook" })
+    assert.equal(36, #webhook.secret)
+    assert.equal(200, (json_request("PUT", "/webhook/secret", { body = webhook.secret })))
+    local ok, err = pcall(function()
+      assert.same({ success = true }, assert(client.webhooks:test(webhook.id)))
+      local status, received = json_request("GET", "/webhook/received")
+      assert.equal(200, status, app:log())
+      local event = truto.decode_json(received.body)
+      assert.equal("test", event.event)
+      assert.same({ foo = "bar" }, event.payload)
+      assert.equal(webhook.id, event.webhook_id)
+      assert.equal("truto", received.user_agent)
+      assert.equal("application/json", received.content_type)
+      -- the secret of another webhook does not pass
+      local other = assert(client.webhooks:create { target_url = app.base_url .. "/webhook" })
+      local result, failure = client.webhooks:test(other.id, nil, { max_retries = 0 })
+      assert.is_nil(result)
+      assert.equal(502, failure.status)
+    end)
+    json_request("PUT", "/webhook/secret", { body = "s3cret" })
+    assert(ok, err)
   end)
 
   it("checks a webhook's signature in access_by_lua", function()

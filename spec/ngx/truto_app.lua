@@ -158,7 +158,8 @@ function _M.bodiless()
 end
 
 -- (4) POST /webhook: refused in the access phase unless X-Truto-Signature
--- matches the raw body.
+-- matches the raw body, under the secret PUT /webhook/secret set (by default
+-- "s3cret").  The last accepted delivery is kept for GET /webhook/received.
 function _M.webhook_access()
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
@@ -169,7 +170,8 @@ function _M.webhook_access()
     end
     body = ""
   end
-  local ok, reason = truto.verify_webhook(WEBHOOK_SECRET, body, ngx.var.http_x_truto_signature)
+  local secret = results:get("webhook_secret") or WEBHOOK_SECRET
+  local ok, reason = truto.verify_webhook(secret, body, ngx.var.http_x_truto_signature)
   if not ok then
     send_json(401, { error = "invalid webhook signature", reason = reason })
     return ngx.exit(401)
@@ -177,8 +179,32 @@ function _M.webhook_access()
 end
 
 function _M.webhook_content()
-  local event = truto.decode_json(ngx.req.get_body_data() or "")
+  local body = ngx.req.get_body_data() or ""
+  local event = truto.decode_json(body)
+  results:set("webhook_received", truto.encode_json { body = body, user_agent = ngx.var.http_user_agent or "",
+                                                       content_type = ngx.var.content_type or "" })
   send_json(200, { received = true, event = type(event) == "table" and event.event or truto.null })
+end
+
+function _M.webhook_secret()
+  ngx.req.read_body()
+  results:set("webhook_secret", ngx.req.get_body_data() or "")
+  results:delete("webhook_received")
+  send_json(200, { ok = true })
+end
+
+function _M.webhook_received()
+  local received = results:get("webhook_received")
+  if not received then return send_json(404, { error = "nothing received" }) end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(received)
+end
+
+-- GET /platform: every platform method once (spec/support/platform_calls.lua);
+-- answers the outcomes and the ids the calls kept.
+function _M.platform()
+  local outcomes, ids = require("spec.support.platform_calls").run(truto.new {})
+  send_json(200, { outcomes = outcomes, ids = ids })
 end
 
 -- (5) Calls where nginx has no cosockets.  The outcome is kept in a shared
