@@ -17,7 +17,6 @@ local USER = "a1b2c3d4-e5f6-4a70-8b9c-0d1e2f3a4b5c"
 local API_TOKEN = "f0e1d2c3-b4a5-4968-8776-655443322110"
 local INSTALLED = "e1a2b3c4-d5e6-4f70-8a9b-0c1d2e3f4a5b"   -- hubspot's environment integration
 local ACCOUNT = _M.ACCOUNT
-local A = { integrated_account_id = ACCOUNT }
 -- Nothing listens on port 9 of loopback: the webhook's test delivery fails.
 local DEAD_URL = "http://127.0.0.1:9/hook"
 local NO_RETRY = { max_retries = 0 }
