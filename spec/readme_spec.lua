@@ -24,6 +24,7 @@ local RUNNERS = {
   ["make demo"] = "here",
   ["truto unified update crm opportunities 23423523"] = "here",
   ["truto --version"] = "here",
+  ["truto ping"] = "here",
   ["examples/openresty/run"] = "spec/openresty_example_spec.lua",
   ["busted examples/emulator_spec.lua"] = "here",
   ["make docs"] = "spec/docs_spec.lua",
@@ -150,6 +151,20 @@ describe("README.md #checkout", function()
     assert.same({ week = 3 }, assert(truto.decode_json(custom)).result.body)
     assert.equal(("truto %s (lua-truto %s, libcurl %s, Lua 5.4)\n"):format(truto.VERSION, truto.VERSION,
       require("truto.core").curl_version), version)
+  end)
+
+  it("runs the command line's platform examples", function()
+    local ok, out, err = sh.script(work, user_env(work), readme.block("truto ping"))
+    assert(ok, out .. err)
+    local ping, link, refreshed, user, upload = out:match("^(%b{})\n(%b{})\n(%b{})\n(%b{})\n(%b{})\n$")
+    assert(ping, out)
+    assert.equal("{}", ping)
+    assert.truthy(link:match('^{"link_token":"%x+%-%x+%-%x+%-%x+%-%x+"}$'), link)
+    assert.equal('{"success":true}', refreshed)
+    assert.equal("Ada Admin", assert(truto.decode_json(user)).name)
+    assert.same({ file = { filename = "invoice.txt", content_type = "application/octet-stream", size = 11,
+                           sha256 = sh.text_sha256("Invoice 42\n") }, parent_id = "42" },
+                assert(truto.decode_json(upload)).result.body)
   end)
 
   it("runs the busted example against the emulator", function()
