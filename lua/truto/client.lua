@@ -890,9 +890,9 @@ local PROXY_METHOD_NAMES = { "api", "resource", "method" }
 --- `client.integrations` and `client.unified_models`: installed into the
 -- token's environment as an environment integration or unified model.
 ---@class truto.Installable: truto.PlatformResource
--- `POST /environment-integration` with `{ integration_id = id, is_enabled = true }` (fields of `options` over
--- these), or `POST /environment-unified-model` with `{ unified_model_id = id }`.
----@field install fun(self, id: string, options?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
+-- `POST /environment-integration` with `{ integration_id = id, is_enabled = true }`, or `POST
+-- /environment-unified-model` with `{ unified_model_id = id }`: the fields of `body` over these.
+---@field install fun(self, id: string, body?: table, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 -- `DELETE /environment-integration/{id}` or `DELETE /environment-unified-model/{id}`.
 ---@field uninstall fun(self, id: string, query?: truto.Query, opts?: truto.CallOpts): truto.Result?, truto.Response|truto.Error
 
@@ -1055,7 +1055,7 @@ local PLATFORM = {
   environments = { path = "environment", methods = "list get update" },
   environment_integrations = { path = "environment-integration", methods = CRUD },
   unified_models = { path = "unified-model", methods = CRUD, extras = {
-    install = { "POST", {}, { "id", "query" }, path = "environment-unified-model",
+    install = { "POST", {}, { "id", "optional_body", "query" }, path = "environment-unified-model",
                 body = install_body("unified_model_id", {}) },
     uninstall = { "DELETE", { ":id" }, { "id", "query" }, path = "environment-unified-model" },
   } },
