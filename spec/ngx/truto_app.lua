@@ -44,16 +44,9 @@ local function read_json_body()
   return truto.decode_json(text)
 end
 
-local function proc_status_kb(text, field)
-  return tonumber(text:match(field .. ":%s*(%d+)"))
-end
-
 function _M.worker()
-  local f = assert(io.open("/proc/self/status"))
-  local text = f:read("*a")
-  f:close()
-  send_json(200, { pid = ngx.worker.pid(), rss_kb = proc_status_kb(text, "VmRSS"),
-                   hwm_kb = proc_status_kb(text, "VmHWM") })
+  local memory = require "spec.support.memory"
+  send_json(200, { pid = ngx.worker.pid(), rss_kb = memory.kb("VmRSS"), hwm_kb = memory.kb("VmHWM") })
 end
 
 function _M.transport()

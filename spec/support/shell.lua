@@ -84,7 +84,7 @@ end
 
 --- This process's resident set size in kB.
 function _M.rss_kb()
-  return tonumber((_M.read_file("/proc/self/status") or ""):match("VmRSS:%s*(%d+)"))
+  return require("spec.support.memory").kb("VmRSS")
 end
 
 --- The SHA-256 of a file, in hex, from sha256sum.

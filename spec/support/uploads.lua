@@ -4,6 +4,7 @@
 -- with cosockets.  Each call's outcome is plain data (it travels back from
 -- nginx as JSON); the spec checks it and what the emulator recorded.
 local truto = require "truto"
+local memory = require "spec.support.memory"
 
 local _M = {}
 
@@ -71,13 +72,6 @@ _M.CASES = {
   end,
 }
 
-local function proc_kb(field)
-  local f = assert(io.open("/proc/self/status"))
-  local text = f:read("*a")
-  f:close()
-  return tonumber(text:match(field .. ":%s*(%d+)"))
-end
-
 --- Runs one case with client; returns { result = ..., status, attempts } or
 -- { kind, message, attempts, text }, and memory_kb: how far this process's
 -- peak RSS (VmHWM, reset first) rose above its RSS before the call.
@@ -86,16 +80,9 @@ end
 ---@param dir string the directory of the files
 ---@return table outcome
 function _M.run(name, client, dir)
-  collectgarbage()
-  collectgarbage()
-  local clear = io.open("/proc/self/clear_refs", "w")   -- resets the peak (VmHWM)
-  if clear then
-    clear:write("5")
-    clear:close()
-  end
-  local before = proc_kb("VmRSS")
+  local growth = memory.watch()
   local result, second = _M.CASES[name](client, dir)
-  local outcome = { memory_kb = proc_kb("VmHWM") - before, attempts = second.attempts }
+  local outcome = { memory_kb = growth(), attempts = second.attempts }
   if result ~= nil then
     outcome.result, outcome.status = result, second.status
   else

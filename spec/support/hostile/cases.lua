@@ -5,6 +5,7 @@
 -- inside the app nginx of spec/ngx (cosockets): spec/conformance_spec.lua
 -- drives both.
 local truto = require "truto"
+local memory = require "spec.support.memory"
 
 local _M = {}
 
@@ -261,14 +262,6 @@ for _, case in ipairs(_M.CASES) do
   _M.by_slug[case.slug] = case
 end
 
-local function proc_kb(field)
-  local f = io.open("/proc/self/status")
-  if not f then return 0 end
-  local text = f:read("*a")
-  f:close()
-  return tonumber(text:match(field .. ":%s*(%d+)")) or 0
-end
-
 --- Runs one case's call with a fresh client; returns what happened:
 -- { status, result } or { kind, retryable, status, message, text, leaked },
 -- plus seconds and memory_kb (peak RSS growth).
@@ -284,13 +277,7 @@ function _M.run(case, base_url, options, now)
   local per_call = call.sink and { sink = function() end } or nil
   for k, v in pairs(options) do opts[k] = v end
   local client = truto.new(opts)
-  collectgarbage()
-  local clear = io.open("/proc/self/clear_refs", "w")   -- resets the peak (VmHWM)
-  if clear then
-    clear:write("5")
-    clear:close()
-  end
-  local before = proc_kb("VmRSS")
+  local growth = memory.watch()
   local started = now()
   local result, second
   if call.method == "post" then
@@ -298,7 +285,7 @@ function _M.run(case, base_url, options, now)
   else
     result, second = client.custom_api:get("case/" .. case.slug, nil, per_call)
   end
-  local outcome = { seconds = now() - started, memory_kb = proc_kb("VmHWM") - before }
+  local outcome = { seconds = now() - started, memory_kb = growth() }
   if client.close then client:close() end
   if result ~= nil then
     outcome.status, outcome.result = second.status, result
