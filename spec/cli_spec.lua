@@ -1268,6 +1268,35 @@ describe("truto command", function()
       end)
     end)
 
+    describe("mcp", function()
+      it("initializes, lists and calls an MCP server's tools; a JSON-RPC error is exit 1", function()
+        local out, err, rc = run { "integrated-accounts", "create-mcp-server", ACCOUNT,
+                                   "--data", '{"name":"reader","config":{"methods":["read"]}}' }
+        assert.equal(0, rc, err)
+        local token = assert(decode(out)).token
+        out, err, rc = run { "mcp", "initialize", token, "my-app", "1.0" }
+        assert.equal(0, rc, err)
+        assert.equal("2024-11-05", decode(out).protocolVersion)
+        out, err, rc = run { "mcp", "list-tools", token }
+        assert.equal(0, rc, err)
+        assert.equal("list_all_hubspot_contacts", decode(out).tools[3].name)
+        out, err, rc = run { "mcp", "call-tool", token, "list_all_hubspot_contacts", "--data", '{"limit":1}' }
+        assert.equal(0, rc, err)
+        assert.equal("Jane", decode(decode(out).content[1].text).result[1].properties.firstname)
+        out, err, rc = run { "mcp", "call", token, "--data", '{"id":7,"method":"nope"}' }
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.equal("truto: POST /mcp/{token}: rpc: JSON-RPC error -32601: Method not found: nope", lines(err)[1])
+        assert.is_nil(err:find(token, 1, true))
+        local log = requests()
+        assert.equal(5, #log)
+        assert.equal("/mcp/" .. token, log[5].uri)
+        assert.equal('{"id":7,"jsonrpc":"2.0","method":"nope"}', log[5].body)
+        assert.equal('{"arguments":{"limit":1},"name":"list_all_hubspot_contacts"}',
+                     truto.encode_json(decode(log[4].body).params))
+      end)
+    end)
+
     describe("--help", function()
       it("lists every resource with its verbs", function()
         local out, err, rc = run { "--help" }

@@ -516,6 +516,8 @@ describe("client.mcp", function()
       "bad argument #1 to 'call' (token must be a string, got nil)")
     assert.has_error(function() client.mcp:call("t", "x") end,
       "bad argument #2 to 'call' (body must be a table, got string)")
+    assert.has_error(function() client.mcp:list_tools("t", nil, { sink = function() end }) end,
+      "opts.sink: a JSON-RPC answer is read whole, not streamed (client.mcp takes no sink)")
   end)
 
   it("runs in client:batch", function()

@@ -613,14 +613,18 @@ local function run(argv, env, out, err, stdin, is_terminal)
     return 0
   end
 
-  -- The body is written as it arrives, exactly as the server sent it.
+  -- The body is written as it arrives, exactly as the server sent it; an
+  -- MCP call's answer is read whole, and its JSON-RPC result written.
   local wrote_newline = true
-  opts.sink = function(chunk)
-    out:write(chunk)
-    wrote_newline = chunk:sub(-1) == "\n"
+  if command.target ~= "mcp" then
+    opts.sink = function(chunk)
+      out:write(chunk)
+      wrote_newline = chunk:sub(-1) == "\n"
+    end
   end
   local args, n = call_args(command, words, body, query, opts)
   local ok, response_or_err = target[command.method](target, table.unpack(args, 1, n))
+  if ok and not opts.sink then out:write(type(ok) == "string" and ok or truto.encode_json(ok), "\n") end
   if not ok then
     err:write(tostring(response_or_err), "\n")
     local error_body = response_or_err.body

@@ -344,6 +344,9 @@ end
 ---@return table call
 function Client:prepare(spec, opts, level)
   opts = checked_copy(opts, CALL_OPTIONS, "opts", level + 1)
+  if spec.answer and opts.sink then
+    error("opts.sink: a JSON-RPC answer is read whole, not streamed (client.mcp takes no sink)", level + 1)
+  end
   local headers = {}
   for name, value in pairs(self.headers) do headers[name] = value end
   for name, value in pairs(opts.headers or {}) do headers[name] = value end
