@@ -26,6 +26,16 @@ describe("errors", function()
   end)
 
   describe("scrubbing the token", function()
+    it("scrubs every secret of a list, also from fields set later", function()
+      local err = errors.new({ kind = "rpc", message = "a=tok_AAAA_1111 b=mcp_BBBB_2222",
+                               body = { echo = { "mcp_BBBB_2222" }, ["tok_AAAA_1111"] = 1 } },
+                             { "tok_AAAA_1111", "mcp_BBBB_2222" })
+      assert.equal("a=[REDACTED] b=[REDACTED]", err.message)
+      assert.same({ echo = { "[REDACTED]" }, ["[REDACTED]"] = 1 }, err.body)
+      err.message = "late mcp_BBBB_2222 tok_AAAA_1111"
+      assert.equal("truto: rpc: late [REDACTED] [REDACTED]", tostring(err))
+    end)
+
     local SECRET = "tok-secret-123"
 
     -- Every string reachable from v, keys included.

@@ -486,13 +486,76 @@ describe("client.mcp", function()
   end)
 
   it("says so when the error member is malformed", function()
-    for _, body in ipairs { '{"error":"boom"}', '{"error":{"code":"x"}}', '{"error":null}' } do
+    for _, body in ipairs { '{"error":"boom"}', '{"error":{"code":"x"}}', '{"error":{"message":7}}' } do
       local client = new_client { { 200, JSON, body } }
       local result, err = client.mcp:list_tools(MCP_TOKEN)
       assert.is_nil(result, body)
       assert.equal("rpc", err.kind)
       assert.equal("malformed JSON-RPC error (no code or message)", err.message)
     end
+    local client = new_client { { 200, JSON, '{"error":{"code":1.5,"message":"m"}}' } }
+    local _, err = client.mcp:list_tools(MCP_TOKEN)
+    assert.equal("JSON-RPC error: m", err.message)
+    assert.is_nil(err.code)
+  end)
+
+  it("refuses an answer that is no JSON-RPC response, or answers another id", function()
+    local cases = {
+      { "null", "not a JSON-RPC response: the body is not a JSON object" },
+      { '"just a string"', "not a JSON-RPC response: the body is not a JSON object" },
+      { '{"foo":"bar"}', "not a JSON-RPC response: no result and no error" },
+      { '{"error":null}', "not a JSON-RPC response: no result and no error" },
+      { '{"id":999,"result":{}}', "not a JSON-RPC response: it answers id 999, not 1" },
+    }
+    for _, case in ipairs(cases) do
+      local client = new_client { { 200, JSON, case[1] } }
+      local result, err = client.mcp:call(MCP_TOKEN, { id = 1, method = "m" })
+      assert.is_nil(result, case[1])
+      assert.equal("decode", err.kind, case[1])
+      assert.equal(case[2], err.message, case[1])
+      assert.is_false(err.retryable)
+    end
+    -- a text body (say, an event stream): not JSON
+    local client = new_client { { 200, { ["content-type"] = "text/event-stream" }, "data: {}\n\n" } }
+    local _, err = client.mcp:list_tools(MCP_TOKEN)
+    assert.equal("not a JSON-RPC response: the body is not a JSON object", err.message)
+  end)
+
+  it("takes a null error beside a result, a null id, and an empty answer to a notification", function()
+    local client = new_client {
+      { 200, JSON, '{"id":1,"error":null,"result":{"ok":true}}' },
+      { 200, JSON, '{"id":null,"result":7}' },
+      { 202, {}, "" },
+    }
+    assert.same({ ok = true }, (client.mcp:call(MCP_TOKEN, { id = 1, method = "m" })))
+    assert.equal(7, (client.mcp:call(MCP_TOKEN, { id = 2, method = "m" })))
+    assert.is_true((client.mcp:call(MCP_TOKEN, { method = "notifications/initialized" })))
+  end)
+
+  it("sends a batch of messages as given and returns the answers", function()
+    local client, t = new_client { { 200, JSON, '[{"id":1,"result":1},{"id":2,"result":2}]' } }
+    local batch = { { id = 1, method = "a" }, { id = 2, method = "b" } }
+    local result = client.mcp:call(MCP_TOKEN, batch)
+    assert.same({ { id = 1, result = 1 }, { id = 2, result = 2 } }, result)
+    assert.equal('[{"id":1,"method":"a"},{"id":2,"method":"b"}]', t.requests[1].body)
+    assert.same({ { id = 1, method = "a" }, { id = 2, method = "b" } }, batch)
+  end)
+
+  it("keeps the MCP token out of errors and out of what on_request sees", function()
+    local seen = {}
+    local client = new_client({
+      { 200, JSON, '{"id":1,"error":{"code":-1,"message":"echo ' .. MCP_TOKEN .. ' and ' .. TOKEN .. '"}}' },
+      { 404, { ["content-type"] = "application/json", ["x-echo"] = MCP_TOKEN },
+        '{"message":"no server ' .. MCP_TOKEN .. '"}' },
+    }, { on_request = function(req) seen[#seen + 1] = req.url end })
+    local _, err = client.mcp:call(MCP_TOKEN, { id = 1, method = "m" })
+    assert.equal("JSON-RPC error -1: echo [REDACTED] and [REDACTED]", err.message)
+    assert.is_nil(truto.encode_json(err.body):find(MCP_TOKEN, 1, true))
+    _, err = client.mcp:list_tools(MCP_TOKEN, { x = "1" })
+    assert.equal("no server [REDACTED]", err.message)
+    assert.equal("[REDACTED]", err.headers["x-echo"])
+    assert.is_nil(tostring(err):find(MCP_TOKEN, 1, true))
+    assert.same({ "http://127.0.0.1:9/mcp/{token}", "http://127.0.0.1:9/mcp/{token}?x=1" }, seen)
   end)
 
   it("fails an HTTP error as every call does, and retries it when it may", function()

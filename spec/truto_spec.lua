@@ -27,8 +27,11 @@ describe("truto", function()
         "bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got nil)")
       assert.has_error(function() truto.connect_url("") end,
         "bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got an empty string)")
-      assert.has_error(function() truto.connect_url("t", "app.truto.one") end,
-        "bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL)")
+      for _, app_url in ipairs { "app.truto.one", "https://a.example/?x=1", "https://a.example/#f", "https://a b",
+                                 "https://a.example/\r\nX: 1", "https://a.example/\"", "ftp://a.example", "https://" } do
+        assert.has_error(function() truto.connect_url("t", app_url) end,
+          "bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL without query or fragment)")
+      end
     end)
   end)
 

@@ -310,9 +310,10 @@ local function decode_failure(headers, body)
   return body
 end
 
--- A copy of a request that is safe to log: the token is replaced, and a
--- multipart body is described (its files are never read for the hook).
-local function redacted(req)
+-- A copy of a request that is safe to log: the token is replaced, the URL
+-- too when it holds a credential (shown_url), and a multipart body is
+-- described (its files are never read for the hook).
+local function redacted(req, shown_url)
   local headers = {}
   for i, line in ipairs(req.headers) do
     headers[i] = line:match("^[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:") and "Authorization: [REDACTED]"
@@ -320,7 +321,7 @@ local function redacted(req)
   end
   local body = req.body
   if multipart.is_form(body) then body = multipart.describe(body) end
-  return { method = req.method, url = req.url, headers = headers, body = body }
+  return { method = req.method, url = shown_url or req.url, headers = headers, body = body }
 end
 
 -- The body as the C core writes it (nil for an upload) and, for an upload,
@@ -390,6 +391,10 @@ function Client:prepare(spec, opts, level)
     account = spec.query and type(spec.query.integrated_account_id) == "string" and spec.query.integrated_account_id
       or "",
     answer = spec.answer,   -- turns a decoded 2xx body into the result, or nil, err (JSON-RPC)
+    -- What errors scrub: the token, and a secret of the call's own (an MCP token).
+    secrets = spec.secret and { self.token, spec.secret } or self.token,
+    shown_url = spec.shown_path and (req.url:gsub("^(https?://[^/?]*)[^?]*", function(origin)
+      return origin .. spec.shown_path end)),
     max_retries = opts.max_retries or self.max_retries,
     timeout = opts.timeout or self.timeout,
     attempt = 0,
@@ -431,7 +436,7 @@ function Client:begin_attempt(call)
     call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
     return
   end
-  if self.on_request and not call.failed then self.on_request(redacted(call.req), call.attempt) end
+  if self.on_request and not call.failed then self.on_request(redacted(call.req, call.shown_url), call.attempt) end
   local ends = self.now() + call.timeout
   if call.deadline and call.deadline < ends then ends = call.deadline end
   call.ends = ends
@@ -560,7 +565,7 @@ local Response = {
 function Client:settle(call, status, rheaders, body, info)
   local err
   if not status then
-    err = errors.new(rheaders, self.token)    -- on failure the second value is { kind, message, ... }
+    err = errors.new(rheaders, call.secrets)    -- on failure the second value is { kind, message, ... }
   else
     local response = setmetatable({
       status = status, headers = rheaders, request_id = rheaders["x-request-id"], attempts = call.attempt,
@@ -568,11 +573,11 @@ function Client:settle(call, status, rheaders, body, info)
     }, Response)
     if status >= 200 and status < 300 then
       local result
-      result, err = decode_success(status, rheaders, body, call.transfer.sink ~= nil, self.token)
-      if result ~= nil and call.answer then result, err = call.answer(result, status, rheaders, self.token) end
+      result, err = decode_success(status, rheaders, body, call.transfer.sink ~= nil, call.secrets)
+      if result ~= nil and call.answer then result, err = call.answer(result, rheaders, call.secrets) end
       if result ~= nil then return "done", result, response end
     else
-      err = errors.from_response(status, rheaders, decode_failure(rheaders, body), self.token)
+      err = errors.from_response(status, rheaders, decode_failure(rheaders, body), call.secrets)
     end
   end
   err.method, err.path, err.attempts = call.method, call.path, call.attempt
@@ -1147,21 +1152,42 @@ end
 local MCP_PROTOCOL_VERSION = "2024-11-05"   -- what Truto's TypeScript SDK sends
 local rpc_ids = 0
 
-local function rpc_answer(envelope, _, headers, secret)
-  if type(envelope) ~= "table" or getmetatable(envelope) == core.array_mt then return envelope end
-  local e = envelope.error
-  if e == nil then
-    if envelope.result ~= nil then return envelope.result end
+local NULL = require("cjson").null
+
+local function present(v) return v ~= nil and v ~= NULL end
+
+-- The result of a JSON-RPC answer to the request with this id: its
+-- `result`, or nil and an error: kind "rpc" for a JSON-RPC error, "decode"
+-- for a body that is no JSON-RPC response (or answers another id).  An
+-- empty body (a notification's) is true; an array (a batch's answers) is
+-- returned whole.
+local function rpc_answer(envelope, id, headers, secrets)
+  if envelope == true or (type(envelope) == "table" and getmetatable(envelope) == core.array_mt) then
     return envelope
+  end
+  local function not_rpc(why)
+    return nil, errors.new({ kind = "decode", message = "not a JSON-RPC response: " .. why, body = envelope,
+                             headers = headers }, secrets)
+  end
+  if type(envelope) ~= "table" then
+    return not_rpc("the body is not a JSON object")
+  end
+  if present(id) and present(envelope.id) and envelope.id ~= id then
+    return not_rpc(("it answers id %s, not %s"):format(tostring(envelope.id), tostring(id)))
+  end
+  local e = envelope.error
+  if not present(e) then
+    if envelope.result ~= nil then return envelope.result end
+    return not_rpc("no result and no error")
   end
   local code = type(e) == "table" and type(e.code) == "number" and e.code % 1 == 0 and e.code or nil
   local message = type(e) == "table" and type(e.message) == "string" and e.message or nil
   return nil, errors.new({
     kind = "rpc", code = code, data = type(e) == "table" and e.data or nil, body = envelope,
-    message = message and ("JSON-RPC error %s: %s"):format(tostring(code), message)
+    message = message and (code and ("JSON-RPC error %d: %s"):format(code, message) or "JSON-RPC error: " .. message)
       or "malformed JSON-RPC error (no code or message)",
     rpc_message = message, headers = headers,
-  }, secret)
+  }, secrets)
 end
 
 -- A JSON-RPC request: the next id, "jsonrpc" and the method's params.
@@ -1172,15 +1198,20 @@ end
 
 local function mcp_operation(params, payload)
   return { params = params, build = function(a)
-    -- The token is a credential: errors name the path without it.
+    local body = payload(a)
+    -- The token is a credential: errors and on_request show the path
+    -- without it, and it is scrubbed as the API token is.
     return { method = "POST", path = { "mcp", a.token }, path_names = { "path", "token" }, query = a.query,
-             body = payload(a), answer = rpc_answer, shown_path = "/mcp/{token}" }
+             body = body, shown_path = "/mcp/{token}", secret = a.token,
+             answer = function(envelope, headers, secrets) return rpc_answer(envelope, body.id, headers, secrets) end }
   end }
 end
 
 OPERATIONS.mcp = {
   -- The caller's own payload, "jsonrpc" added when absent (a copy is sent).
   call = mcp_operation({ "token", "payload", "query" }, function(a)
+    -- A batch (an array of messages) goes as given.
+    if a.payload[1] ~= nil or getmetatable(a.payload) == core.array_mt then return a.payload end
     local body = {}
     for k, v in pairs(a.payload) do body[k] = v end
     if body.jsonrpc == nil then body.jsonrpc = "2.0" end

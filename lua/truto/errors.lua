@@ -143,7 +143,7 @@ local function shorten(message)
 end
 
 function error_mt:__tostring()
-  local secret = secrets[self]
+  local kept = secrets[self]
   local parts = { "truto:" }
   if self.method and self.path then parts[#parts + 1] = self.method .. " " .. self.path .. ":" end
   if self.status then
@@ -157,7 +157,8 @@ function error_mt:__tostring()
     parts[#parts + 1] = ("(after %d attempts)"):format(self.attempts)
   end
   local text = table.concat(parts, " ")
-  return secret and scrub(text, secret, marker_for(secret)) or text
+  for _, secret in ipairs(kept or {}) do text = scrub(text, secret, marker_for(secret)) end
+  return text
 end
 
 --- Builds an error.  fields: kind (required), message, status, body,
@@ -175,16 +176,20 @@ end
 -- err.message is cut to at most 1024 bytes at a UTF-8 character boundary,
 -- ending "..." (the whole text stays in err.body).
 ---@param fields table
----@param secret? string
+---@param secret? string|string[] the secret, or several (the API token and an MCP token)
 ---@return truto.Error err
 function _M.new(fields, secret)
   local err = setmetatable({}, error_mt)
   for k, v in pairs(fields) do err[k] = v end
   if err.message == nil then err.message = "" end
-  if type(secret) == "string" and secret ~= "" then
-    secrets[err] = secret
-    scrub_tree(err, secret, marker_for(secret))
+  local kept = {}
+  for _, s in ipairs(type(secret) == "table" and secret or { secret }) do
+    if type(s) == "string" and s ~= "" then
+      kept[#kept + 1] = s
+      scrub_tree(err, s, marker_for(s))
+    end
   end
+  if #kept > 0 then secrets[err] = kept end
   if type(err.message) == "string" then err.message = shorten(err.message) end
   err.retryable = err.retryable or false
   err.attempts = err.attempts or 1
@@ -240,7 +245,7 @@ end
 ---@param status integer
 ---@param headers table<string, string>
 ---@param body? table|string
----@param secret? string the token, scrubbed from the error
+---@param secret? string|string[] the token (and any other secret), scrubbed from the error
 ---@return truto.Error err
 function _M.from_response(status, headers, body, secret)
   local message

@@ -82,7 +82,8 @@ _M.verify_webhook = core.verify_webhook
 -- that `client.link_tokens:create` returns: Truto's link URL,
 -- `https://app.truto.one/connect-account?link_token=...` (Truto's API sends
 -- only the token).  `app_url` replaces `https://app.truto.one`.  Raises on a
--- token that is not a non-empty string.
+-- token that is not a non-empty string, or an app_url with a query,
+-- fragment, space or control character.
 ---@param link_token string
 ---@param app_url? string default `"https://app.truto.one"`
 ---@return string url
@@ -91,8 +92,11 @@ function _M.connect_url(link_token, app_url)
     error(("bad argument #1 to 'truto.connect_url' (link token must be a non-empty string, got %s)")
       :format(link_token == "" and "an empty string" or type(link_token)), 2)
   end
-  if app_url ~= nil and (type(app_url) ~= "string" or not app_url:match("^https?://[^/?#]+")) then
-    error("bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL)", 2)
+  -- A URL without query, fragment, space or control byte: the result goes
+  -- into Location headers and pages as it is.
+  if app_url ~= nil and (type(app_url) ~= "string" or not app_url:match("^https?://[^/?#]+")
+      or app_url:find("[%c ?#\"<>\\]")) then
+    error("bad argument #2 to 'truto.connect_url' (app_url must be an http(s) URL without query or fragment)", 2)
   end
   return (app_url or "https://app.truto.one"):gsub("/+$", "") .. "/connect-account?"
     .. core.encode_query { link_token = link_token }
