@@ -700,7 +700,14 @@ describe("truto command", function()
         "cannot read --form file: /nonexistent: No such file or directory" },
       { { "custom", "post", "files", "-F", "novalue" }, "--form needs KEY=VALUE, got 'novalue'" },
       { { "custom", "post", "files", "-F", "=x" }, "--form needs KEY=VALUE, got '=x'" },
-      { { "custom", "post", "files", "-F", "a=1", "--form", "a=2" }, "--form field 'a' is given twice" },
+      { { "custom", "post", "files", "-F", "a=1", "--form", "a=2" },
+        "--form field 'a' is given twice (only files may repeat)" },
+      { { "custom", "post", "files", "-F", "a=@/dev/null" }, "--form file /dev/null is not a regular file" },
+      { { "custom", "post", "files", "-F", "a=@.", "--form-string", "b=@x" }, "--form file . is not a regular file" },
+      { { "custom", "post", "files", "-F", "a=@README.md;type=not a type" },
+        "--form a: bad argument #2 to 'truto.file' (content_type must be a MIME type such as "
+          .. "\"application/pdf\", without control characters)" },
+      { { "mcp", "call", "tok", "-F", "a=1" }, "'mcp call' takes JSON: --data, not --form" },
       { { "custom", "post", "files", "-F", "a=1", "-d", "{}" }, "--data and --form cannot be combined" },
       { { "custom", "get", "files", "-F", "a=1" }, "'custom get' takes no --form" },
       { { "webhooks", "test", "w1", "-F", "a=1" }, "'webhooks test' takes no --form" },
@@ -1362,6 +1369,25 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
           { name = "note", value = "hello, world", size = 12, sha256 = sh.text_sha256("hello, world") },
         }, req.parts)
         assert_answered("POST", "/proxy/attachments", out, err, rc)
+      end)
+
+      it("repeats a file name as a list, keeps a type's parameters, and sends --form-string as text", function()
+        local a, b = os.tmpname(), os.tmpname()
+        assert(sh.write_file(a, "A"))
+        assert(sh.write_file(b, "BB"))
+        local out, err, rc = run { "custom", "post", "files", "-F", "doc=@" .. a .. ";type=text/plain;charset=utf-8",
+          "-F", "doc=@" .. b .. ';filename="b;1.txt"', "--form-string", "note=@not-a-file" }
+        os.remove(a)
+        os.remove(b)
+        assert.equal(0, rc, err)
+        assert.equal("table", type(decode(out)))
+        assert.same({
+          { name = "doc", filename = a:match("[^/]+$"), content_type = "text/plain;charset=utf-8", size = 1,
+            sha256 = sh.text_sha256("A") },
+          { name = "doc", filename = "b;1.txt", content_type = "application/octet-stream", size = 2,
+            sha256 = sh.text_sha256("BB") },
+          { name = "note", value = "@not-a-file", size = 11, sha256 = sh.text_sha256("@not-a-file") },
+        }, only_request().parts)
       end)
     end)
   end)

@@ -322,30 +322,59 @@ local function read_body(arg, stdin)
   return value
 end
 
+-- The last ";type=" or ";filename=" of a --form file value: its position
+-- and key, or nil.  What follows it to the end is its value (a type may
+-- carry parameters: type=text/plain;charset=utf-8), and a path may hold ';'.
+local function last_attribute(value)
+  local at, key
+  for _, k in ipairs { "type", "filename" } do
+    local from = 1
+    while true do
+      local i = value:find(";" .. k .. "=", from, true)
+      if not i then break end
+      if not at or i > at then at, key = i, k end
+      from = i + 1
+    end
+  end
+  return at, key
+end
+
 -- The body of --form fields, as curl's -F: NAME=@FILE[;type=TYPE][;filename=NAME]
--- a file part (streamed by the client; checked readable here, so that a
--- typo stops the command before anything is sent), NAME=VALUE a text part.
+-- a file part (streamed by the client; checked here to be a regular file, so
+-- that a typo stops the command before anything is sent), NAME=VALUE a text
+-- part; --form-string NAME=VALUE a text part even when VALUE starts with '@'.
+-- A name given again makes a list of files (repeated parts).
 local function form_body(fields)
   local body = {}
   for _, field in ipairs(fields) do
-    local name, value = split_pair(field, "--form")
-    if body[name] ~= nil then usage_error("--form field '" .. name .. "' is given twice") end
-    if value:sub(1, 1) == "@" then
+    local literal = type(field) == "table"
+    local name, value = split_pair(literal and field.literal or field, literal and "--form-string" or "--form")
+    local part = value
+    if not literal and value:sub(1, 1) == "@" then
       local path, file_opts = value:sub(2), {}
-      -- The attributes are read from the end: a path may hold ';' itself.
       while true do
-        local rest, key, attribute = path:match("^(.*);(%a+)=([^;]+)$")
-        local option = ({ type = "content_type", filename = "filename" })[key]
-        if not option then break end
+        local at, key = last_attribute(path)
+        if not at then break end
+        local attribute = path:sub(at + #key + 2):gsub('^"(.*)"$', "%1")
+        local option = key == "type" and "content_type" or "filename"
         file_opts[option] = file_opts[option] or attribute   -- the last one given wins
-        path = rest
+        path = path:sub(1, at - 1)
       end
-      local file, err = io.open(path, "rb")
-      if not file then usage_error("cannot read --form file: " .. err) end
-      file:close()
-      body[name] = truto.file(path, file_opts)
+      local info, err = core.file_info(path)
+      if not info then usage_error("cannot read --form file: " .. err) end
+      if not info.regular then usage_error("--form file " .. path .. " is not a regular file") end
+      local ok, file = pcall(truto.file, path, file_opts)
+      if not ok then usage_error("--form " .. name .. ": " .. tostring(file):gsub("^[^\n]-:%d+: ", "")) end
+      part = file
+    end
+    local given = body[name]
+    if given == nil then
+      body[name] = part
+    elseif type(part) == "table" and type(given) == "table" then
+      if getmetatable(given) ~= nil then body[name] = { given } end   -- a first file becomes a list
+      table.insert(body[name], part)
     else
-      body[name] = value
+      usage_error("--form field '" .. name .. "' is given twice (only files may repeat)")
     end
   end
   return body
@@ -353,7 +382,7 @@ end
 
 local VALUE_OPTIONS = {
   ["-a"] = "account", ["--integrated-account-id"] = "account", ["-d"] = "data", ["--data"] = "data",
-  ["-F"] = "form", ["--form"] = "form",
+  ["-F"] = "form", ["--form"] = "form", ["--form-string"] = "form",
   ["-q"] = "query", ["--query"] = "query", ["-x"] = "exclude", ["--exclude"] = "exclude",
   ["-r"] = "remote_query", ["--remote-query"] = "remote_query", ["-f"] = "format", ["--format"] = "format",
   ["--limit"] = "limit", ["--cursor"] = "cursor", ["-H"] = "header", ["--header"] = "header",
@@ -397,6 +426,7 @@ local function parse_args(argv)
       -- refused, where it could otherwise stand for "the default".
       if value == "" then usage_error(name .. " needs a non-empty value") end
       local key = VALUE_OPTIONS[name]
+      if name == "--form-string" then value = { literal = value } end
       if REPEATED[key] then o[key][#o[key] + 1] = value else o[key] = value end
     elseif FLAG_OPTIONS[name] then
       if inline then usage_error(name .. " takes no value") end
@@ -525,6 +555,7 @@ local function run(argv, env, out, err, stdin, is_terminal)
     usage_error("--all cannot be combined with --format stream (a stream list already has every record)")
   end
   if o.data and #o.form > 0 then usage_error("--data and --form cannot be combined") end
+  if command.target == "mcp" and #o.form > 0 then usage_error("'" .. command.label .. "' takes JSON: --data, not --form") end
   if not command.body then
     if o.data then usage_error("'" .. command.label .. "' takes no --data") end
     if #o.form > 0 then usage_error("'" .. command.label .. "' takes no --form") end
