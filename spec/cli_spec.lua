@@ -698,6 +698,10 @@ describe("truto command", function()
         "cannot read --form file: /nonexistent/a.txt: No such file or directory" },
       { { "custom", "post", "files", "--form", "file=@/nonexistent;type=text/plain;filename=a.txt" },
         "cannot read --form file: /nonexistent: No such file or directory" },
+      { { "custom", "post", "files", "-F", "file=@/dev/zero" },
+        "--form file is not a regular file: /dev/zero is a character device" },
+      { { "custom", "post", "files", "-F", "file=@/;type=text/plain" }, "--form file is not a regular file: / is a directory" },
+      { { "custom", "post", "files", "-F", "file=@" }, "--form file=@ needs a file's path" },
       { { "custom", "post", "files", "-F", "novalue" }, "--form needs KEY=VALUE, got 'novalue'" },
       { { "custom", "post", "files", "-F", "=x" }, "--form needs KEY=VALUE, got '=x'" },
       { { "custom", "post", "files", "-F", "a=1", "--form", "a=2" }, "--form field 'a' is given twice" },
@@ -1362,6 +1366,17 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
           { name = "note", value = "hello, world", size = 12, sha256 = sh.text_sha256("hello, world") },
         }, req.parts)
         assert_answered("POST", "/proxy/attachments", out, err, rc)
+      end)
+
+      -- Before, the command waited for ever: opening a FIFO waits for a writer.
+      it("refuses a FIFO without opening it", function()
+        local dir = assert(sh.mktemp("truto-cli-fifo"))
+        assert(sh.run("mkfifo " .. sh.quote(dir .. "/fifo")))
+        local out, err, rc = run { "custom", "post", "files", "-F", "file=@" .. dir .. "/fifo" }
+        sh.run("rm -rf " .. sh.quote(dir))
+        assert.same({ "", "truto: --form file is not a regular file: " .. dir .. "/fifo is a FIFO\n(see truto --help)\n", 2 },
+                    { out, err, rc })
+        assert.same({}, requests())
       end)
     end)
   end)

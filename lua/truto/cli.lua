@@ -3,7 +3,7 @@
 -- environment, output streams and terminal check as parameters so that the
 -- spec can run it in-process.
 local truto = require "truto"
-local core = require "truto.core"   -- curl_version and isatty, which truto does not export
+local core = require "truto.core"   -- curl_version, isatty and file_info, which truto does not export
 local client_module = require "truto.client"
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
 
@@ -340,9 +340,13 @@ local function form_body(fields)
         file_opts[option] = file_opts[option] or attribute   -- the last one given wins
         path = rest
       end
-      local file, err = io.open(path, "rb")
-      if not file then usage_error("cannot read --form file: " .. err) end
-      file:close()
+      if path == "" then usage_error("--form " .. name .. "=@ needs a file's path") end
+      -- stat(2), not open: opening a FIFO would wait for a writer.
+      local info, err = core.file_info(path)
+      if not info then usage_error("cannot read --form file: " .. err) end
+      if not info.regular then
+        usage_error(("--form file is not a regular file: %s is a %s"):format(path, info.type))
+      end
       body[name] = truto.file(path, file_opts)
     else
       body[name] = value
