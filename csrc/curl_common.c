@@ -7,11 +7,14 @@
  * and error tables) and the metatable of each.  Everything here is hidden
  * (truto.h).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <sys/stat.h>
 
@@ -335,34 +338,56 @@ int truto_header_list(lua_State *L, int idx, const truto_transfer_request *r, st
 
 /* ---- multipart forms: libcurl's MIME API over the parts Lua framed --------- */
 
-/* A file part's source: opened by the transfer's first read or seek, closed
- * when libcurl frees the part.  The size is the one the Content-Length was
- * computed with; a file that no longer has it fails the transfer. */
+/* A file part's source, open only while libcurl reads it: opened by the
+ * first read, closed once its last byte is read (a body of many files never
+ * holds more than one open), opened again by a read after a rewind.  The
+ * size is the one the Content-Length was computed with; a file that no
+ * longer has it, or is no longer a regular file, fails the transfer. */
 typedef struct {
     char *path;
     curl_off_t size, offset;
-    FILE *fp;
+    int fd;                         /* -1 while closed */
     truto_reply *reply;             /* where a failure is written */
 } upload_file;
 
-static void upload_fail(upload_file *u, const char *what)
+/* Writes "WHAT: PATH" (and ": strerror(err)" when err is not 0) as the
+ * transfer's file error; the first failure stays. */
+static void upload_fail(upload_file *u, const char *what, int err)
 {
     if (u->reply->file_error[0] == '\0')
-        snprintf(u->reply->file_error, sizeof u->reply->file_error, "%s: %s", what, u->path);
+        snprintf(u->reply->file_error, sizeof u->reply->file_error, "%s: %s%s%s", what, u->path,
+                 err ? ": " : "", err ? strerror(err) : "");
 }
 
+static void upload_close(upload_file *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+}
+
+/* O_NONBLOCK: opening a FIFO (put where the file was) must not wait for a
+ * writer; the fstat then refuses it. */
 static int upload_open(upload_file *u)
 {
     struct stat st;
-    if (u->fp != NULL)
+    if (u->fd >= 0)
         return 1;
-    u->fp = fopen(u->path, "rb");
-    if (u->fp == NULL) {
-        upload_fail(u, "cannot open the file to upload");
+    u->fd = open(u->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (u->fd < 0) {
+        upload_fail(u, "cannot open the file to upload", errno);
         return 0;
     }
-    if (fstat(fileno(u->fp), &st) != 0 || (curl_off_t)st.st_size != u->size) {
-        upload_fail(u, "the file to upload changed size while it was sent");
+    if (fstat(u->fd, &st) != 0) {
+        upload_fail(u, "cannot open the file to upload", errno);
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        upload_fail(u, "the file to upload is no longer a regular file", 0);
+        return 0;
+    }
+    if ((curl_off_t)st.st_size != u->size) {
+        upload_fail(u, "the file to upload changed size while it was sent", 0);
         return 0;
     }
     return 1;
@@ -372,27 +397,33 @@ static size_t upload_read(char *buf, size_t size, size_t n, void *arg)
 {
     upload_file *u = (upload_file *)arg;
     size_t want = size * n;
-    if (!upload_open(u))
-        return CURL_READFUNC_ABORT;
     if ((curl_off_t)want > u->size - u->offset)
         want = (size_t)(u->size - u->offset);
     if (want == 0)
         return 0;
-    size_t got = fread(buf, 1, want, u->fp);
-    if (got == 0) {
-        upload_fail(u, "the file to upload could not be read to its end");
+    if (!upload_open(u))
+        return CURL_READFUNC_ABORT;
+    ssize_t got;
+    do
+        got = pread(u->fd, buf, want, (off_t)u->offset);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        upload_fail(u, "the file to upload could not be read to its end", got < 0 ? errno : 0);
         return CURL_READFUNC_ABORT;
     }
     u->offset += (curl_off_t)got;
-    return got;
+    if (u->offset == u->size)
+        upload_close(u);
+    return (size_t)got;
 }
 
-/* libcurl rewinds a part to send it again (a reused connection that died). */
+/* libcurl rewinds a part to send it again (a retry on a reused connection
+ * that died, a redirect): the next read opens the file again if it was
+ * closed, and reads from there. */
 static int upload_seek(void *arg, curl_off_t offset, int origin)
 {
     upload_file *u = (upload_file *)arg;
-    if (origin != SEEK_SET || offset < 0 || offset > u->size || !upload_open(u) ||
-        fseeko(u->fp, (off_t)offset, SEEK_SET) != 0)
+    if (origin != SEEK_SET || offset < 0 || offset > u->size)
         return CURL_SEEKFUNC_FAIL;
     u->offset = offset;
     return CURL_SEEKFUNC_OK;
@@ -401,8 +432,7 @@ static int upload_seek(void *arg, curl_off_t offset, int origin)
 static void upload_free(void *arg)
 {
     upload_file *u = (upload_file *)arg;
-    if (u->fp != NULL)
-        fclose(u->fp);
+    upload_close(u);
     free(u->path);
     free(u);
 }
@@ -429,6 +459,7 @@ static int mime_source(lua_State *L, curl_mimepart *part, int idx, truto_reply *
         memcpy(copy, path, len + 1);
         u->path = copy;
         u->size = size;
+        u->fd = -1;
         u->reply = reply;
         ok = curl_mime_data_cb(part, size, upload_read, upload_seek, upload_free, u) == CURLE_OK;
     }

@@ -1,17 +1,20 @@
 /*
  * What the client needs from the operating system: a monotonic clock for
  * deadlines, a sleep for retry back-off outside nginx, random bytes for
- * idempotency keys, and whether a stream is a terminal (the truto command
- * draws progress only on one).
+ * idempotency keys, whether a stream is a terminal (the truto command
+ * draws progress only on one), and what a file to upload is.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
 
 #include <openssl/rand.h>
 
@@ -120,6 +123,81 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
+/* What kind of file st describes, for a message ("... is a FIFO"). */
+static const char *file_type(const struct stat *st)
+{
+    if (S_ISREG(st->st_mode))
+        return "regular file";
+    if (S_ISDIR(st->st_mode))
+        return "directory";
+    if (S_ISFIFO(st->st_mode))
+        return "FIFO";
+    if (S_ISCHR(st->st_mode))
+        return "character device";
+    if (S_ISBLK(st->st_mode))
+        return "block device";
+    if (S_ISSOCK(st->st_mode))
+        return "socket";
+    return "special file";
+}
+
+static int push_file_error(lua_State *L, const char *path)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+}
+
+/* core.file_info(path) -> { regular = bool, size = bytes, type = "regular
+ * file" | "directory" | "FIFO" | ... }, or nil, "PATH: strerror" when the
+ * path cannot be stat'ed or, a regular file, opened for reading.  Only a
+ * regular file is ever opened (opening a FIFO blocks until a writer comes,
+ * opening some devices acts on them), without blocking and never to
+ * write.  regular: a regular file whose bytes are its size; a file of size
+ * 0 that reads bytes (those of /proc and /sys) is not one, its type then
+ * "file whose size is not known in advance (as in /proc)". */
+static int l_file_info(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, 1, &len);
+    luaL_argcheck(L, len > 0 && memchr(path, '\0', len) == NULL, 1, "must be a non-empty path without NUL");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return push_file_error(L, path);
+    const char *type = file_type(&st);
+    int regular = S_ISREG(st.st_mode);
+    if (regular) {
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return push_file_error(L, path);
+        char probe;
+        if (fstat(fd, &st) != 0) {
+            int saved = errno;
+            close(fd);
+            errno = saved;
+            return push_file_error(L, path);
+        }
+        if (!S_ISREG(st.st_mode)) {
+            /* Replaced since the stat: say what it is now. */
+            regular = 0;
+            type = file_type(&st);
+        } else if (st.st_size == 0 && (read(fd, &probe, 1) != 0)) {
+            /* -1 (EAGAIN: no bytes yet, as /proc/kmsg) counts too. */
+            regular = 0;
+            type = "file whose size is not known in advance (as in /proc)";
+        }
+        close(fd);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushboolean(L, regular);
+    lua_setfield(L, -2, "regular");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    return 1;
+}
+
 void truto_open_system(lua_State *L)
 {
     static const luaL_Reg functions[] = {
@@ -127,6 +205,7 @@ void truto_open_system(lua_State *L)
         {"sleep", l_sleep},
         {"random_hex", l_random_hex},
         {"isatty", l_isatty},
+        {"file_info", l_file_info},
         {NULL, NULL},
     };
     luaL_setfuncs(L, functions, 0);

@@ -698,12 +698,16 @@ describe("truto command", function()
         "cannot read --form file: /nonexistent/a.txt: No such file or directory" },
       { { "custom", "post", "files", "--form", "file=@/nonexistent;type=text/plain;filename=a.txt" },
         "cannot read --form file: /nonexistent: No such file or directory" },
+      { { "custom", "post", "files", "-F", "file=@/dev/zero" },
+        "--form file is not a regular file: /dev/zero is a character device" },
+      { { "custom", "post", "files", "-F", "file=@/;type=text/plain" }, "--form file is not a regular file: / is a directory" },
+      { { "custom", "post", "files", "-F", "file=@" }, "--form file=@ needs a file's path" },
       { { "custom", "post", "files", "-F", "novalue" }, "--form needs KEY=VALUE, got 'novalue'" },
       { { "custom", "post", "files", "-F", "=x" }, "--form needs KEY=VALUE, got '=x'" },
       { { "custom", "post", "files", "-F", "a=1", "--form", "a=2" },
         "--form field 'a' is given twice (only files may repeat)" },
-      { { "custom", "post", "files", "-F", "a=@/dev/null" }, "--form file /dev/null is not a regular file" },
-      { { "custom", "post", "files", "-F", "a=@.", "--form-string", "b=@x" }, "--form file . is not a regular file" },
+      { { "custom", "post", "files", "-F", "a=@.", "--form-string", "b=@x" },
+        "--form file is not a regular file: . is a directory" },
       { { "custom", "post", "files", "-F", "a=@README.md;type=not a type" },
         "--form a: bad argument #2 to 'truto.file' (content_type must be a MIME type such as "
           .. "\"application/pdf\", without control characters)" },
@@ -1375,7 +1379,7 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
         local a, b = os.tmpname(), os.tmpname()
         assert(sh.write_file(a, "A"))
         assert(sh.write_file(b, "BB"))
-        local out, err, rc = run { "custom", "post", "files", "-F", "doc=@" .. a .. ";type=text/plain;charset=utf-8",
+        local out, err, rc = run { "custom", "post", "files", "-a", ACCOUNT, "-F", "doc=@" .. a .. ";type=text/plain;charset=utf-8",
           "-F", "doc=@" .. b .. ';filename="b;1.txt"', "--form-string", "note=@not-a-file" }
         os.remove(a)
         os.remove(b)
@@ -1388,6 +1392,17 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
             sha256 = sh.text_sha256("BB") },
           { name = "note", value = "@not-a-file", size = 11, sha256 = sh.text_sha256("@not-a-file") },
         }, only_request().parts)
+      end)
+
+      -- Before, the command waited for ever: opening a FIFO waits for a writer.
+      it("refuses a FIFO without opening it", function()
+        local dir = assert(sh.mktemp("truto-cli-fifo"))
+        assert(sh.run("mkfifo " .. sh.quote(dir .. "/fifo")))
+        local out, err, rc = run { "custom", "post", "files", "-F", "file=@" .. dir .. "/fifo" }
+        sh.run("rm -rf " .. sh.quote(dir))
+        assert.same({ "", "truto: --form file is not a regular file: " .. dir .. "/fifo is a FIFO\n(see truto --help)\n", 2 },
+                    { out, err, rc })
+        assert.same({}, requests())
       end)
     end)
   end)

@@ -685,3 +685,23 @@ describe("the emulator's platform API", function()
     end)
   end)
 end)
+
+describe("the emulator's libcrypto binding", function()
+  -- Outside nginx libcrypto's symbols are not in the process: this takes
+  -- the ffi.load fallback that an nginx without global symbols needs.
+  it("is one module, giving SHA-256 in pieces and HMAC-SHA256 with the system's libcrypto as well", function()
+    local code = [[
+local crypto = require "truto_emulator.crypto"
+local hash = crypto.sha256()
+hash.update("a") hash.update("") hash.update("bc")
+io.write(hash.hex(), " ", crypto.sha256().hex(), " ", crypto.hmac_sha256_hex("Jefe", "what do ya want for nothing?"))]]
+    local ok, out, err = sh.script(".", { LUA_PATH = "emulator/lua/?.lua;;" }, "luajit -e " .. sh.quote(code))
+    assert(ok, err)
+    -- SHA-256 of "abc" and of "" (FIPS 180-2), HMAC-SHA256 of RFC 4231's test case 2.
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+      .. "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 "
+      .. "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", out)
+    assert.equal("emulator/lua/truto_emulator/crypto.lua\n",
+                 sh.capture("grep -lE 'ffi\\.(cdef|load)' emulator/lua/truto_emulator/*.lua"))
+  end)
+end)

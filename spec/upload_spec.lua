@@ -16,6 +16,7 @@ local MAX_GROWTH_KB = 32 * 1024
 
 local app, control, dir
 local sums = {}   -- file name -> SHA-256 hex, from sha256sum
+local many_sums = {}   -- i -> SHA-256 hex of many/i.txt
 
 local sha256sum, text_sha256 = sh.sha256sum, sh.text_sha256
 
@@ -27,7 +28,17 @@ setup(function()
       assert(sh.write_file(dir .. "/" .. name, bytes))
       sums[name] = sha256sum(dir .. "/" .. name)
     end
-    app = ngx_app.start_app { BASE_URL = emu.base_url }
+    assert(sh.run("mkfifo " .. sh.quote(dir .. "/" .. uploads.FIFO)))
+    local many = dir .. "/" .. uploads.MANY_DIR
+    assert(sh.run("mkdir " .. sh.quote(many)))
+    for i = 1, uploads.MANY do assert(sh.write_file(("%s/%d.txt"):format(many, i), tostring(i))) end
+    for sum, i in sh.capture("cd " .. sh.quote(many) .. " && sha256sum *.txt"):gmatch("(%x+)  (%d+)%.txt\n") do
+      many_sums[tonumber(i)] = sum
+    end
+    -- The app's worker may hold uploads.NOFILE files open, as the libcurl
+    -- transport's child process of run_limited.
+    app = ngx_app.start_app { BASE_URL = emu.base_url,
+                              WORKER_LIMITS = ("worker_rlimit_nofile %d;"):format(uploads.NOFILE) }
     control = core.session { timeout = 300 }
   end)
   if not ok then
@@ -47,10 +58,23 @@ end)
 
 before_each(function() emu.reset() end)
 
--- The outcome of a case of spec/support/uploads.lua over each transport.
+-- The outcome of a case of spec/support/uploads.lua over each transport;
+-- limited: in a process that may hold only uploads.NOFILE files open (a
+-- child lua5.4 under `ulimit -n` for libcurl; the app's worker always is).
 local TRANSPORTS = {
-  { "curl", function(name)
-    return uploads.run(name, emu.client { transport = "curl", retry = { base = 0.01 }, timeout = 120 }, dir)
+  { "curl", function(name, limited)
+    if not limited then
+      return uploads.run(name, emu.client { transport = "curl", retry = { base = 0.01 }, timeout = 120 }, dir)
+    end
+    local code = ([[
+local truto = require "truto"
+local client = truto.new { token = %q, base_url = %q, transport = "curl", timeout = 120 }
+io.write(truto.encode_json(require("spec.support.uploads").run(%q, client, %q)))]])
+      :format(emu.TOKEN, emu.base_url, name, dir)
+    local ok, out, err = sh.script(".", { LUA_PATH = package.path, LUA_CPATH = package.cpath },
+      ("ulimit -n %d && exec lua5.4 -e %s"):format(uploads.NOFILE, sh.quote(code)))
+    assert(ok, "the child failed: " .. err)
+    return truto.decode_json(out)
   end },
   { "ngx", function(name)
     local url = ("%s/upload?case=%s&dir=%s"):format(app.base_url, name,
@@ -151,11 +175,55 @@ for _, transport in ipairs(TRANSPORTS) do
       assert.same({}, emu.requests())
     end)
 
-    it("fails an unreadable file (a directory) with kind \"file\" before anything is sent", function()
+    it("fails a directory with kind \"file\" before anything is sent", function()
       local o = run("directory")
       assert.equal("file", o.kind)
-      assert.equal("cannot read the file to upload: " .. dir .. ": Is a directory", o.message)
+      assert.equal("the file to upload is not a regular file: " .. dir .. " is a directory", o.message)
       assert.equal(1, o.attempts)
+      assert.same({}, emu.requests())
+    end)
+
+    -- Before: a FIFO blocked the call for ever (open(2) waits for a writer),
+    -- a device or a file of /proc was sent as 0 bytes.
+    it("refuses a FIFO, a device and a file of /proc with kind \"file\" before anything is sent", function()
+      local o = run("special")
+      local function refused(what)
+        return { kind = "file", retryable = false, attempts = 1,
+                 message = "the file to upload is not a regular file: " .. what }
+      end
+      assert.same({ refused(dir .. "/" .. uploads.FIFO .. " is a FIFO"), refused("/dev/zero is a character device"),
+                    refused("/proc/self/status is a file whose size is not known in advance (as in /proc)") },
+                  o.result)
+      assert.same({}, emu.requests())
+    end)
+
+    it(("sends %d files in one body holding at most %d files open"):format(uploads.MANY, uploads.NOFILE), function()
+      local o = run("many", true)
+      assert.equal(200, o.status, o.text)
+      local log = emu.requests()
+      assert.equal(1, #log)
+      local parts = {}
+      for i = 1, uploads.MANY do
+        parts[i] = { name = "files", filename = i .. ".txt", content_type = "application/octet-stream",
+                     size = #tostring(i), sha256 = many_sums[i] }
+      end
+      check_form_request(log[1], parts)
+    end)
+
+    it("refuses control characters in field names, filenames and types at the caller's line, in a batch too",
+       function()
+      local o = run("control_characters")
+      local function at_caller(message) return { where = "spec/support/uploads.lua", message = message } end
+      local bad_name = ": a field name of a multipart body must not hold control characters other than CR and LF"
+      assert.same({
+        at_caller("truto: body.a\\0b" .. bad_name),
+        at_caller("truto: body.a\\1b" .. bad_name),
+        at_caller("truto: body.f: the file's filename must be a non-empty string without control characters other "
+          .. "than CR and LF"),
+        at_caller('truto: body.list[2]: the file\'s content_type must be a MIME type such as "application/pdf", '
+          .. "without control characters"),
+        at_caller("batch request #2: truto: body.x\\0" .. bad_name),
+      }, o.result)
       assert.same({}, emu.requests())
     end)
 
@@ -257,6 +325,47 @@ describe("uploads", function()
       "the file to upload changed size while it was sent: " .. file_path("report.pdf") }, err)
   end)
 
+  -- Before: fopen(3) of a FIFO blocked for ever, a device was read as any
+  -- file, and the message had no reason.
+  it("fail in libcurl's read callback on what is not a regular file or is missing, with the system's reason",
+     function()
+    local session = core.session { timeout = 5 }
+    local function upload(path, size)
+      local form = assert(multipart.form { f = truto.file(file_path("report.pdf")) })
+      assert(multipart.check(form))
+      form.parts[1].path, form.parts[1].size = path, size
+      local status, err = session:perform { method = "POST", url = emu.base_url .. "/custom/x", body = form,
+                                            headers = { "Authorization: Bearer " .. emu.TOKEN } }
+      assert.is_nil(status)
+      return err
+    end
+    local function failed(message) return { kind = "file", final = true, curl_code = 42, message = message } end
+    assert.same(failed("the file to upload is no longer a regular file: /dev/zero"), upload("/dev/zero", 5))
+    assert.same(failed("cannot open the file to upload: " .. file_path("missing.pdf") .. ": No such file or directory"),
+                upload(file_path("missing.pdf"), 5))
+    assert.same(failed("the file to upload is no longer a regular file: " .. file_path(uploads.FIFO)),
+                upload(file_path(uploads.FIFO), 1))
+    session:close()
+  end)
+
+  it("are told apart by core.file_info, which opens only a regular file", function()
+    local report = #uploads.FILES["report.pdf"]
+    assert.same({ regular = true, size = report, type = "regular file" }, core.file_info(file_path("report.pdf")))
+    assert.same({ regular = true, size = 0, type = "regular file" }, core.file_info(file_path("empty.bin")))
+    local fifo = core.file_info(file_path(uploads.FIFO))
+    assert.same({ regular = false, size = 0, type = "FIFO" }, fifo)
+    assert.same({ regular = false, size = 0, type = "character device" }, core.file_info("/dev/null"))
+    assert.same({ regular = false, size = 0, type = "file whose size is not known in advance (as in /proc)" },
+                core.file_info("/proc/self/status"))
+    assert.equal("directory", core.file_info(dir).type)
+    assert.same({ nil, file_path("missing.pdf") .. ": No such file or directory" },
+                { core.file_info(file_path("missing.pdf")) })
+    assert.has_error(function() core.file_info("") end,
+                     "bad argument #1 to 'file_info' (must be a non-empty path without NUL)")
+    assert.has_error(function() core.file_info("a\0b") end,
+                     "bad argument #1 to 'file_info' (must be a non-empty path without NUL)")
+  end)
+
   it("write the form's bytes in pieces of at most 64 KiB, failing when a file shrank", function()
     local form = assert(multipart.form { b = "text", a = truto.file(file_path("report.pdf"), { filename = "r" }) })
     assert(multipart.check(form))
@@ -293,6 +402,16 @@ describe("uploads", function()
            function() truto.file("x", { content_type = "text/plain\r\nX: y" }) end)
     raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(filename must be",
            function() truto.file("x", { filename = 7 }) end)
+    local no_control = " must be a non%-empty string without control characters other than CR and LF%)$"
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(filename" .. no_control,
+           function() truto.file("x", { filename = "a\0b" }) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(filename" .. no_control,
+           function() truto.file("x", { filename = "a\tb" }) end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #1 to 'truto.file' %(the path's last segment, the default "
+           .. "filename, holds a control character: give options.filename%)$", function() truto.file("d/a\1b") end)
+    raises("^spec/upload_spec.lua:%d+: bad argument #2 to 'truto.file' %(content_type must be a MIME type",
+           function() truto.file("x", { content_type = "text/plain\0" }) end)
+    assert.equal("a\r\nb", truto.file("d/a\r\nb").filename)   -- CR and LF are escaped in the part's header
     raises("^spec/upload_spec.lua:%d+: bad argument #1 to 'truto.raw' %(bytes must be a string, got nil%)",
            function() truto.raw() end)
     local client = emu.client { transport = "curl" }

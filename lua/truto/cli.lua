@@ -3,7 +3,7 @@
 -- environment, output streams and terminal check as parameters so that the
 -- spec can run it in-process.
 local truto = require "truto"
-local core = require "truto.core"   -- curl_version and isatty, which truto does not export
+local core = require "truto.core"   -- curl_version, isatty and file_info, which truto does not export
 local client_module = require "truto.client"
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
 
@@ -360,9 +360,13 @@ local function form_body(fields)
         file_opts[option] = file_opts[option] or attribute   -- the last one given wins
         path = path:sub(1, at - 1)
       end
+      if path == "" then usage_error("--form " .. name .. "=@ needs a file's path") end
+      -- stat(2), not open: opening a FIFO would wait for a writer.
       local info, err = core.file_info(path)
       if not info then usage_error("cannot read --form file: " .. err) end
-      if not info.regular then usage_error("--form file " .. path .. " is not a regular file") end
+      if not info.regular then
+        usage_error(("--form file is not a regular file: %s is a %s"):format(path, info.type))
+      end
       local ok, file = pcall(truto.file, path, file_opts)
       if not ok then usage_error("--form " .. name .. ": " .. tostring(file):gsub("^[^\n]-:%d+: ", "")) end
       part = file
@@ -555,7 +559,9 @@ local function run(argv, env, out, err, stdin, is_terminal)
     usage_error("--all cannot be combined with --format stream (a stream list already has every record)")
   end
   if o.data and #o.form > 0 then usage_error("--data and --form cannot be combined") end
-  if command.target == "mcp" and #o.form > 0 then usage_error("'" .. command.label .. "' takes JSON: --data, not --form") end
+  if command.target == "mcp" and #o.form > 0 then
+    usage_error("'" .. command.label .. "' takes JSON: --data, not --form")
+  end
   if not command.body then
     if o.data then usage_error("'" .. command.label .. "' takes no --data") end
     if #o.form > 0 then usage_error("'" .. command.label .. "' takes no --form") end

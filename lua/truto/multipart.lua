@@ -27,6 +27,18 @@ local function valid_type(v)
   return type(v) == "string" and v:match("^[%w!#$&^_.+-]+/[%w!#$&^_.+-]+") ~= nil and not v:find("[%c\128-\255]")
 end
 
+-- A field name or filename goes in a quoted-string of a header line: CR and
+-- LF are escaped there (see quoted), any other control character (NUL among
+-- them) would cut the line or be refused by libcurl, and is refused here.
+local function has_control(s)
+  return (s:gsub("[\r\n]", "")):find("%c") ~= nil
+end
+local function valid_filename(v)
+  return type(v) == "string" and v ~= "" and not has_control(v)
+end
+local FILENAME_RULE = "a non-empty string without control characters other than CR and LF"
+local TYPE_RULE = "a MIME type such as \"application/pdf\", without control characters"
+
 local function argument_error(fname, n, message)
   error(("bad argument #%d to 'truto.%s' (%s)"):format(n, fname, message), 3)
 end
@@ -35,8 +47,10 @@ local FILE_OPTIONS = { filename = true, content_type = true }
 
 --- A file to upload, read from `path` while the request is sent: a
 -- field of a body holding one is sent as `multipart/form-data`.
--- Raises on a path or an option of the wrong type; a file that is missing
--- or unreadable is the call's error (`kind = "file"`), before anything is sent.
+-- Raises on a path or an option of the wrong type, and on a filename with
+-- a control character other than CR and LF; a file that is missing,
+-- unreadable or not a regular file (a directory, a FIFO, a device, a file
+-- of /proc) is the call's error (`kind = "file"`), before anything is sent.
 ---@param path string the file's path
 ---@param options? { filename?: string, content_type?: string } `filename`
 -- (default: the path's last segment) and `content_type` (default
@@ -55,15 +69,17 @@ function _M.file(path, options)
     if not FILE_OPTIONS[name] then argument_error("file", 2, "unknown option '" .. tostring(name) .. "'") end
   end
   local filename = options.filename
-  if filename == nil then filename = path:match("([^/]+)/*$") or path end
-  if type(filename) ~= "string" or filename == "" or filename:find("\0", 1, true) then
-    argument_error("file", 2, "filename must be a non-empty string without NUL")
+  if filename == nil then
+    filename = path:match("([^/]+)/*$") or path
+    if not valid_filename(filename) then
+      argument_error("file", 1, "the path's last segment, the default filename, holds a control character: "
+        .. "give options.filename")
+    end
+  elseif not valid_filename(filename) then
+    argument_error("file", 2, "filename must be " .. FILENAME_RULE)
   end
   local content_type = options.content_type or DEFAULT_TYPE
-  if not valid_type(content_type) then
-    argument_error("file", 2, "content_type must be a MIME type such as \"application/pdf\", without control "
-      .. "characters")
-  end
+  if not valid_type(content_type) then argument_error("file", 2, "content_type must be " .. TYPE_RULE) end
   return setmetatable({ path = path, filename = filename, content_type = content_type }, file_mt)
 end
 
@@ -74,8 +90,7 @@ end
 function _M.raw(bytes, content_type)
   if type(bytes) ~= "string" then argument_error("raw", 1, "bytes must be a string, got " .. type(bytes)) end
   if content_type ~= nil and not valid_type(content_type) then
-    argument_error("raw", 2, "content_type must be a MIME type such as \"application/pdf\", without control "
-      .. "characters")
+    argument_error("raw", 2, "content_type must be " .. TYPE_RULE)
   end
   return setmetatable({ bytes = bytes, content_type = content_type or DEFAULT_TYPE }, raw_mt)
 end
@@ -98,6 +113,21 @@ local function quoted(s)
   return '"' .. s:gsub('[\r\n"]', ESCAPES) .. '"'
 end
 
+-- A field's path in a message, its control characters as Lua escapes.
+local function shown(field)
+  return (field:gsub("%c", function(c) return "\\" .. c:byte() end))
+end
+
+-- A truto.file is a plain table: what it holds is checked again when the
+-- form is built, as truto.file checked it.  Raises (level 0) naming the field.
+local function check_file(field, f)
+  local problem = (type(f.path) ~= "string" or f.path == "" or f.path:find("\0", 1, true))
+      and "path must be a non-empty string without NUL"
+    or not valid_filename(f.filename) and "filename must be " .. FILENAME_RULE
+    or not valid_type(f.content_type) and "content_type must be " .. TYPE_RULE
+  if problem then error(("truto: %s: the file's %s"):format(shown(field), problem), 0) end
+end
+
 -- What the value at body[name] holds: "file", "files" (a list of files:
 -- repeated parts of that name) or nil for a text field.  Raises on a list
 -- that mixes files with other values.
@@ -107,11 +137,13 @@ local function field_kind(name, value)
   local n = 0
   for k, item in next, value do
     if type(k) ~= "number" or k % 1 ~= 0 or k < 1 or not is_file(item) then
-      error(("truto: body.%s: a list of truto.file values must hold nothing else"):format(name), 0)
+      error(("truto: body.%s: a list of truto.file values must hold nothing else"):format(shown(name)), 0)
     end
     n = n + 1
   end
-  if n ~= #value then error(("truto: body.%s: a list of truto.file values must hold nothing else"):format(name), 0) end
+  if n ~= #value then
+    error(("truto: body.%s: a list of truto.file values must hold nothing else"):format(shown(name)), 0)
+  end
   return "files"
 end
 
@@ -120,7 +152,9 @@ end
 -- order of their sorted names, as the JSON writer sorts keys; strings as
 -- they are, other values as their JSON text (`truto.null` as `null`).
 -- Raises (level 0, a message naming the field) on a file anywhere deeper,
--- on a name that is not a string, and on what JSON cannot hold.
+-- on a name that is not a string or holds a control character other than
+-- CR and LF, on a file whose path, filename or type is not valid (as
+-- `truto.file` checks them), and on what JSON cannot hold.
 ---@param body any the call's body
 ---@return table? form { boundary, parts, length }
 function _M.form(body)
@@ -140,13 +174,25 @@ function _M.form(body)
   if unnamed then
     error("truto: body: a body with truto.file values must be an object (its field names name the parts)", 0)
   end
+  local names = {}
+  for name in next, body do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local value = body[name]
+    if has_control(name) then
+      error(("truto: body.%s: a field name of a multipart body must not hold control characters other than CR "
+        .. "and LF"):format(shown(name)), 0)
+    end
+    if kinds[name] == "file" then
+      check_file("body." .. name, value)
+    elseif kinds[name] == "files" then
+      for i, f in ipairs(value) do check_file(("body.%s[%d]"):format(name, i), f) end
+    end
+  end
   -- The text fields, checked as the JSON body writer checks them: a file
   -- nested deeper, a function or a cycle raises, naming its path.
   local ok, err = pcall(core.encode_json, others)
   if not ok then error((tostring(err):gsub("^[^\n]-:%d+: ", "")), 0) end
-  local names = {}
-  for name in next, body do names[#names + 1] = name end
-  table.sort(names)
 
   local boundary = "lua-truto-" .. core.random_hex(16)
   local form = setmetatable({ boundary = boundary, parts = {} }, form_mt)
@@ -187,22 +233,17 @@ local function file_error(message)
   return nil, { kind = "file", message = message, final = true }
 end
 
--- The file of a part opened, and checked readable.  Returns the handle
--- and its size, or nil, err.
-local function open_part(part)
-  local f, err = io.open(part.path, "rb")
-  if not f then return file_error("cannot open the file to upload: " .. tostring(err)) end
-  local ok, rerr = f:read(0)   -- nil, message for a directory; nil alone at the end of an empty file
-  if ok == nil and rerr ~= nil then
-    f:close()
-    return file_error(("cannot read the file to upload: %s: %s"):format(part.path, tostring(rerr)))
+-- The size of a part's file, found with stat(2) and checked to be that of
+-- a regular file that can be opened; or nil, err.  Nothing else is ever
+-- opened: a FIFO would block until a writer comes, and a device or a file
+-- of /proc has no size to send as the Content-Length.
+local function file_size(part)
+  local info, err = core.file_info(part.path)
+  if not info then return file_error("cannot open the file to upload: " .. err) end
+  if not info.regular then
+    return file_error(("the file to upload is not a regular file: %s is a %s"):format(part.path, info.type))
   end
-  local size = f:seek("end")
-  if not size or not f:seek("set", 0) then
-    f:close()
-    return file_error("cannot find the size of the file to upload: " .. part.path)
-  end
-  return f, size
+  return info.size
 end
 
 --- Checks that every file of the form can be read, and fixes their sizes
@@ -216,9 +257,8 @@ function _M.check(form)
   local length = form.text_length
   for _, part in ipairs(form.parts) do
     if part.path then
-      local f, size = open_part(part)
-      if not f then return nil, size end
-      f:close()
+      local size, err = file_size(part)
+      if not size then return nil, err end
       if part.size and part.size ~= size then
         return file_error(("the file to upload changed size since the request was built: %s (%d bytes, then %d)")
           :format(part.path, part.size, size))
@@ -267,13 +307,14 @@ function _M.write(form, send)
         if not ok then return nil, err end
       end
     else
-      local f, size = open_part(part)
-      if not f then return nil, size, true end
+      local size, serr = file_size(part)
+      if not size then return nil, serr, true end
       if size ~= part.size then
-        f:close()
         return nil, select(2, file_error(("the file to upload changed size while it was sent: %s (%d bytes, "
           .. "then %d)"):format(part.path, part.size, size))), true
       end
+      local f, oerr = io.open(part.path, "rb")
+      if not f then return nil, select(2, file_error("cannot open the file to upload: " .. tostring(oerr))), true end
       local left = size
       while left > 0 do
         local piece, rerr = f:read(math.min(_M.CHUNK, left))

@@ -26,14 +26,15 @@ function _M.error_log(server)
   return (sh.read_file(server.prefix .. "/error.log") or "") .. (sh.read_file(server.prefix .. "/logs/error.log") or "")
 end
 
---- spec/ngx/nginx.conf.in; values: BASE_URL and the TLS_* and
--- CONFORMANCE_TRUST placeholders (or a function of the port and prefix
+--- spec/ngx/nginx.conf.in; values: BASE_URL and the TLS_*, CONFORMANCE_TRUST
+-- and WORKER_LIMITS placeholders (or a function of the port and prefix
 -- returning them), certificates: see truto.emulator.nginx.
 function _M.start_app(values, certificates)
   return _M.start_server {
     template = _M.REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", certificates = certificates,
     values = function(port, prefix)
-      local v = { REPO = _M.REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "", CONFORMANCE_TRUST = "" }
+      local v = { REPO = _M.REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "", CONFORMANCE_TRUST = "",
+                  WORKER_LIMITS = "" }
       for k, x in pairs(type(values) == "function" and values(port, prefix) or values) do v[k] = x end
       return v
     end,

@@ -22,6 +22,11 @@ _M.FILES = {
 }
 -- The big file's name (made by the spec with head -c, never read whole).
 _M.BIG = "big.bin"
+-- A FIFO the spec makes with mkfifo: opening it would wait for a writer.
+_M.FIFO = "fifo"
+-- How many small files the spec writes into MANY_DIR (many/1.txt holds
+-- "1", ...): more than the transport may hold open at once (NOFILE).
+_M.MANY, _M.MANY_DIR, _M.NOFILE = 300, "many", 128
 
 -- The form of the "form" and "retry" cases: files at the top level and in a
 -- list, text fields of every type.
@@ -66,6 +71,52 @@ _M.CASES = {
       { api = "custom", method = "post", path = "batch", body = { file = truto.file(dir .. "/missing.pdf") }, query = Q },
     }
     return { status = results[1][2].status, kind = results[2][2].kind }, { status = 200, attempts = 1 }
+  end,
+  -- Not regular files: each refused before anything is sent, none opened.
+  special = function(client, dir)
+    local outcomes = {}
+    for i, path in ipairs { dir .. "/" .. _M.FIFO, "/dev/zero", "/proc/self/status" } do
+      local result, err = client.custom_api:post("special", { f = truto.file(path) }, Q, { timeout = 1 })
+      outcomes[i] = result and "sent" or { kind = err.kind, message = err.message, retryable = err.retryable,
+                                           attempts = err.attempts }
+    end
+    return outcomes, { status = 200, attempts = 1 }
+  end,
+  -- MANY files in one body, the transport allowed NOFILE open files.
+  many = function(client, dir)
+    local files = {}
+    for i = 1, _M.MANY do files[i] = truto.file(("%s/%s/%d.txt"):format(dir, _M.MANY_DIR, i)) end
+    return client.custom_api:post("many", { files = files }, Q)
+  end,
+  -- Field names, filenames and types with a control character other than
+  -- CR and LF: argument errors raised at the caller's line (this file),
+  -- in a batch too; nothing sent.
+  control_characters = function(client, dir)
+    local path = dir .. "/report.pdf"
+    local renamed, retyped = truto.file(path), truto.file(path)
+    renamed.filename, retyped.content_type = "a\0b.pdf", "text/plain\0"
+    local function raised(f)
+      local ok, err = pcall(f)
+      if ok then return "no error" end
+      local where, message = tostring(err):match("^(.-):%d+: (.*)$")
+      return { where = where and where:match("[^/]+/[^/]+/[^/]+$"), message = message or tostring(err) }
+    end
+    -- No tail calls: the error's position is the line of the call.
+    local function post(body)
+      return raised(function() client.custom_api:post("names", body, Q) end)
+    end
+    return {
+      post { ["a\0b"] = "x", f = truto.file(path) },
+      post { ["a\1b"] = truto.file(path) },
+      post { f = renamed },
+      post { list = { truto.file(path), retyped } },
+      raised(function()
+        client:batch {
+          { api = "custom", method = "post", path = "names", body = { f = truto.file(path) }, query = Q },
+          { api = "custom", method = "post", path = "names", body = { ["x\0"] = truto.file(path) }, query = Q },
+        }
+      end),
+    }, { status = 200, attempts = 1 }
   end,
   big = function(client, dir)
     return client.custom_api:post("big", { file = truto.file(dir .. "/" .. _M.BIG), note = "200 MB" }, Q)

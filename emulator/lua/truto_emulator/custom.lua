@@ -1,7 +1,7 @@
 -- ANY /custom/{path...}: echoes what Truto would forward to the provider.
+local crypto = require "truto_emulator.crypto"
 local json = require "truto_emulator.json"
 local request = require "truto_emulator.request"
-local multipart = require "truto_emulator.multipart"
 local response = require "truto_emulator.response"
 
 local _M = {}
@@ -25,7 +25,7 @@ end
 
 -- A body that is neither JSON nor text (an image sent with truto.raw): its size and digest.
 local function binary(text)
-  local hash = multipart.sha256()
+  local hash = crypto.sha256()
   hash.update(text)
   return { size = #text, sha256 = hash.hex() }
 end

@@ -1,10 +1,9 @@
 -- multipart/form-data request bodies (RFC 7578), read from the request
 -- socket as they arrive and never held whole: each part is counted and
--- hashed (SHA-256, OpenSSL's EVP functions through LuaJIT's FFI: nginx has
--- libcrypto loaded) in 64 KiB pieces, so a 200 MB upload costs no more
--- memory than a small one.  The request log records per part its name,
+-- hashed (SHA-256, truto_emulator.crypto) in 64 KiB pieces, so a 200 MB
+-- upload costs no more memory than a small one.  The request log records per part its name,
 -- filename, content type, size and digest, and the text of a small field.
-local ffi = require "ffi"
+local crypto = require "truto_emulator.crypto"
 local json = require "truto_emulator.json"
 
 local _M = {}
@@ -18,36 +17,6 @@ local MAX_HEADER_LINES = 32
 -- turns the fields into the record a route sees).
 local MAX_KEPT_VALUE = 65536
 
-pcall(ffi.cdef, [[
-  typedef struct evp_md_ctx_st EVP_MD_CTX;
-  typedef struct evp_md_st EVP_MD;
-  typedef struct engine_st ENGINE;
-  EVP_MD_CTX *EVP_MD_CTX_new(void);
-  void EVP_MD_CTX_free(EVP_MD_CTX *ctx);
-  const EVP_MD *EVP_sha256(void);
-  int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl);
-  int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt);
-  int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s);
-]])
-
-local C = ffi.C
-
--- An incremental SHA-256: update(bytes) as often as needed, then hex().
-local function sha256()
-  local ctx = ffi.gc(C.EVP_MD_CTX_new(), C.EVP_MD_CTX_free)
-  assert(ctx ~= nil and C.EVP_DigestInit_ex(ctx, C.EVP_sha256(), nil) == 1, "EVP_DigestInit_ex failed")
-  return {
-    update = function(data) assert(C.EVP_DigestUpdate(ctx, data, #data) == 1, "EVP_DigestUpdate failed") end,
-    hex = function()
-      local digest, length = ffi.new("unsigned char[32]"), ffi.new("unsigned int[1]")
-      assert(C.EVP_DigestFinal_ex(ctx, digest, length) == 1, "EVP_DigestFinal_ex failed")
-      local out = {}
-      for i = 0, length[0] - 1 do out[#out + 1] = string.format("%02x", digest[i]) end
-      return table.concat(out)
-    end,
-  }
-end
-_M.sha256 = sha256
 
 --- The boundary of a multipart/form-data Content-Type, or nil for any other type.
 function _M.boundary(content_type)
@@ -118,7 +87,7 @@ function _M.read(boundary)
     if after:match("^[ \t]*$") == nil then return nil, "garbage after a boundary" end
     local part, herr = read_part_head(sock)
     if not part then return nil, herr end
-    local hash, size, kept = sha256(), 0, {}
+    local hash, size, kept = crypto.sha256(), 0, {}
     local body = sock:receiveuntil("\r\n--" .. boundary)
     while true do
       local data, berr = body(READ_SIZE)
