@@ -188,7 +188,8 @@ Options:
   -F, --form NAME=VALUE    a field of a multipart/form-data body, as curl's -F (repeatable;
                            not with --data): NAME=VALUE a text field, NAME=@FILE the file,
                            streamed from disk; NAME=@FILE;type=TYPE;filename=NAME sets the
-                           file's content type and name
+                           file's content type and name; a file name given again adds a part
+      --form-string NAME=VALUE   a text field, even when VALUE starts with @
   -q, --query KEY=VALUE    a query parameter; brackets nest: -q 'created_at[gt]=2026-01-01'
                            (repeatable; KEY[]=VALUE appends to a list)
   -x, --exclude FIELD      adds FIELD to truto_exclude_fields[] (repeatable)
