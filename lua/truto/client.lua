@@ -243,6 +243,7 @@ function _M.new(given)
   if options.idempotency == nil then self.idempotency = "auto" else self.idempotency = options.idempotency end
   self.headers = {}
   for name, value in pairs(options.headers or {}) do self.headers[name] = value end
+  self.build_args = { base_url = self.base_url, token = self.token }
   self.retry = {}
   for name, value in pairs(retry.DEFAULTS) do self.retry[name] = value end
   for name, value in pairs(options.retry or {}) do
@@ -336,45 +337,86 @@ local function upload_body(body)
   return body
 end
 
+-- No per-call options: read only, shared by every such call.
+local NO_OPTS = setmetatable({}, { __newindex = function() error("NO_OPTS is read-only", 2) end })
+
+-- The headers of a call: the client's, the call's over them, the
+-- Idempotency-Key.  Without call headers the client's own table is lent
+-- with the key set in it (build_request reads it at once and keeps
+-- nothing; restore_headers puts back what was there): no table per call.
+local function call_headers(self, opts, key, upload_type)
+  if not (opts.headers or upload_type) then
+    if key then
+      self.lent_key = self.headers["Idempotency-Key"]
+      self.headers["Idempotency-Key"] = key
+    end
+    return self.headers
+  end
+  local headers = {}
+  for name, value in pairs(self.headers) do headers[name] = value end
+  for name, value in pairs(opts.headers or NO_OPTS) do headers[name] = value end
+  if upload_type then
+    -- The upload's own type wins over a caller's Content-Type in any case.
+    for name in pairs(headers) do
+      if type(name) == "string" and name:lower() == "content-type" then headers[name] = nil end
+    end
+    headers["Content-Type"] = upload_type
+  end
+  if key then headers["Idempotency-Key"] = key end
+  return headers
+end
+
+local function restore_headers(self, lent)
+  if lent == self.headers then
+    self.headers["Idempotency-Key"] = self.lent_key
+    self.lent_key = nil
+  end
+end
+
 --- Prepares one logical call: the request is built once, here, and sent
--- by every attempt.  Returns the call's state.
+-- by every attempt.  Returns the call's state, which is also what the
+-- transport gets for each send (timeout, connect_timeout, sink,
+-- max_response_bytes, repeatable).
 ---@package
 ---@param spec table { method, path, path_names, query, body, list_fields }
 ---@param opts? truto.CallOpts
 ---@param level integer the caller's error level
 ---@return table call
 function Client:prepare(spec, opts, level)
-  opts = checked_copy(opts, CALL_OPTIONS, "opts", level + 1)
+  opts = opts == nil and NO_OPTS or checked_copy(opts, CALL_OPTIONS, "opts", level + 1)
   if spec.answer and opts.sink then
     error("opts.sink: a JSON-RPC answer is read whole, not streamed (client.mcp takes no sink)", level + 1)
   end
-  local headers = {}
-  for name, value in pairs(self.headers) do headers[name] = value end
-  for name, value in pairs(opts.headers or {}) do headers[name] = value end
   local method = spec.method
   local key = opts.idempotency_key
   if key == nil and self.idempotency == "auto" and (method == "POST" or method == "PATCH") then
     key = core.random_hex(16)   -- one key for every attempt of this call
   end
-  if key then headers["Idempotency-Key"] = key end
 
-  -- Called through pcall so that a bad id, body or header is reported at
-  -- the caller's line, not at this one.
-  local ok, body, upload, content_type = pcall(upload_body, spec.body)
-  if not ok then error(body, level + 1) end
-  if upload then
-    -- The upload's own type wins over a caller's Content-Type in any case.
-    for name in pairs(headers) do
-      if type(name) == "string" and name:lower() == "content-type" then headers[name] = nil end
+  -- One argument table per client, refilled for each call: build_request
+  -- reads it at once and keeps nothing.
+  local args = self.build_args
+  args.method, args.path, args.path_names, args.query = method, spec.path, spec.path_names, spec.query
+  args.body, args.list_fields = spec.body, spec.list_fields
+  local headers = call_headers(self, opts, key, nil)
+  args.headers = headers
+  local ok, req = pcall(core.build_request, args)
+  restore_headers(self, headers)
+  local upload
+  if not ok and multipart.is_upload(spec.body) then
+    -- The C writer refuses truto.file and truto.raw values: an upload is
+    -- built here, on this slower path only.  Through pcall so that a
+    -- misplaced file is reported at the caller's line, not at this one.
+    local body, upload_type
+    ok, body, upload, upload_type = pcall(upload_body, spec.body)
+    if ok then
+      args.body, args.headers = body, call_headers(self, opts, key, upload_type)
+      ok, req = pcall(core.build_request, args)
+    else
+      req = body
     end
-    headers["Content-Type"] = content_type
   end
-  local req
-  ok, req = pcall(core.build_request, {
-    method = method, base_url = self.base_url, path = spec.path, path_names = spec.path_names,
-    query = spec.query, body = body, list_fields = spec.list_fields, headers = headers,
-    token = self.token,
-  })
+  args.path, args.path_names, args.query, args.body, args.list_fields, args.headers = nil, nil, nil, nil, nil, nil
   if not ok then error(req, level + 1) end
   local failed
   if upload then
@@ -383,41 +425,44 @@ function Client:prepare(spec, opts, level)
     if multipart.is_form(upload) then failed = select(2, multipart.check(upload)) end
   end
 
+  local query = spec.query
+  local account = query and query.integrated_account_id
+  local sink = opts.sink
   local call = {
     req = req,
     method = method,
     repeatable = retry.repeatable(method, key ~= nil),
-    path = spec.shown_path or req.url:match("^https?://[^/]*(/[^?]*)") or "/",
-    account = spec.query and type(spec.query.integrated_account_id) == "string" and spec.query.integrated_account_id
-      or "",
+    shown_path = spec.shown_path,
+    account = type(account) == "string" and account or "",
     answer = spec.answer,   -- turns a decoded 2xx body into the result, or nil, err (JSON-RPC)
     -- What errors scrub: the token, and a secret of the call's own (an MCP token).
     secrets = spec.secret and { self.token, spec.secret } or self.token,
-    shown_url = spec.shown_path and (req.url:gsub("^(https?://[^/?]*)[^?]*", function(origin)
-      return origin .. spec.shown_path end)),
     max_retries = opts.max_retries or self.max_retries,
-    timeout = opts.timeout or self.timeout,
+    call_timeout = opts.timeout or self.timeout,
+    timeout = nil,   -- what the transport gets: the time left (see arm)
+    connect_timeout = opts.connect_timeout or self.connect_timeout,
+    -- A sink keeps memory flat, so its body is not capped unless asked.
+    max_response_bytes = opts.max_response_bytes or (sink and UNCAPPED) or nil,
     attempt = 0,
     delivered = false,
     failed = failed,   -- the error of every attempt: nothing is sent
   }
-  local sink = opts.sink
+  if spec.shown_path then
+    call.shown_url = req.url:gsub("^(https?://[^/?]*)[^?]*", function(origin) return origin .. spec.shown_path end)
+  end
   if sink then
-    sink = function(chunk)
+    call.sink = function(chunk)
       call.delivered = true
-      return opts.sink(chunk)
+      return sink(chunk)
     end
   end
-  call.transfer = {
-    timeout = call.timeout,   -- set again before each send (see arm)
-    connect_timeout = opts.connect_timeout or self.connect_timeout,
-    sink = sink,
-    -- A sink keeps memory flat, so its body is not capped unless asked.
-    max_response_bytes = opts.max_response_bytes or (sink and UNCAPPED) or nil,
-    -- false: the transport must never send this request twice by itself.
-    repeatable = call.repeatable,
-  }
   return call
+end
+
+-- The path of a call's URL, for its errors (a credential in it shown as
+-- shown_path says).
+local function call_path(call)
+  return call.shown_path or call.req.url:match("^https?://[^/]*(/[^?]*)") or "/"
 end
 
 --- Before each attempt: pacing, the on_request hook, the attempt count,
@@ -437,7 +482,7 @@ function Client:begin_attempt(call)
     return
   end
   if self.on_request and not call.failed then self.on_request(redacted(call.req, call.shown_url), call.attempt) end
-  local ends = self.now() + call.timeout
+  local ends = self.now() + call.call_timeout
   if call.deadline and call.deadline < ends then ends = call.deadline end
   call.ends = ends
 end
@@ -459,7 +504,7 @@ local function arm(self, call)
     end
     return nil, { kind = "timeout", message = "timed out following redirects" }
   end
-  call.transfer.timeout = left
+  call.timeout = left
   return true
 end
 
@@ -486,7 +531,7 @@ local function exchange(self, call)
   while true do
     local ok, err = arm(self, call)
     if not ok then return nil, err end
-    local status, headers, body, info = self.transport:perform(call.hop, call.transfer)
+    local status, headers, body, info = self.transport:perform(call.hop, call)
     local follow
     follow, err = self:follow(call, status, headers)
     if err then return nil, err end
@@ -573,14 +618,14 @@ function Client:settle(call, status, rheaders, body, info)
     }, Response)
     if status >= 200 and status < 300 then
       local result
-      result, err = decode_success(status, rheaders, body, call.transfer.sink ~= nil, call.secrets)
+      result, err = decode_success(status, rheaders, body, call.sink ~= nil, call.secrets)
       if result ~= nil and call.answer then result, err = call.answer(result, rheaders, call.secrets) end
       if result ~= nil then return "done", result, response end
     else
       err = errors.from_response(status, rheaders, decode_failure(rheaders, body), call.secrets)
     end
   end
-  err.method, err.path, err.attempts = call.method, call.path, call.attempt
+  err.method, err.path, err.attempts = call.method, call_path(call), call.attempt
   err.retryable = retry.retryable(err) and call.repeatable and not call.delivered
   err.final = nil
   if not err.retryable or call.attempt > call.max_retries then return "fail", err end
@@ -1282,11 +1327,18 @@ local function api_methods(api)
   local methods = {}
   methods.__index = methods
   for name, op in pairs(OPERATIONS[api]) do
+    local params, n = op.params, #op.params
+    -- The named arguments, one table per method refilled by each call:
+    -- build reads it and keeps nothing, before anything can call back.
+    local a = {}
     methods[name] = function(self, ...)
-      local a, opts = named_args(op, ...)
+      for i = 1, n do a[params[i]] = (select(i, ...)) end
+      local opts = (select(n + 1, ...))
       check_args(op, name, a)
+      local spec = op.build(a, name)
+      for i = 1, n do a[params[i]] = nil end   -- nothing of the caller's kept past the call
       -- Not a tail call: error levels count this frame.
-      local result, response = self.client:call(op.build(a, name), opts, 2)
+      local result, response = self.client:call(spec, opts, 2)
       return result, response
     end
   end
@@ -1397,7 +1449,7 @@ local function run_on_multi(self, calls, concurrency, finish)
     local call = calls[index]
     local ok, err = arm(self, call)
     if not ok then return judge(index, nil, err) end
-    local req, t = call.hop, call.transfer
+    local req, t = call.hop, call
     local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
                            timeout = t.timeout, connect_timeout = t.connect_timeout,
                            max_response_bytes = t.max_response_bytes, fresh_connect = not t.repeatable }

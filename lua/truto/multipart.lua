@@ -147,6 +147,20 @@ local function field_kind(name, value)
   return "files"
 end
 
+--- Whether a body is an upload: a `truto.raw`, or a table with a
+-- `truto.file` (or a list starting with one) at its top level.  Every
+-- call's body is looked at here: one look at each field, nothing made.
+---@param body any
+---@return boolean
+function _M.is_upload(body)
+  if type(body) ~= "table" then return false end
+  if getmetatable(body) == raw_mt then return true end
+  for _, value in next, body do
+    if type(value) == "table" and (getmetatable(value) == file_mt or is_file(rawget(value, 1))) then return true end
+  end
+  return false
+end
+
 --- The form of a body that holds `truto.file` values at its top level
 -- (or lists of them), or nil when it holds none.  Fields are sent in the
 -- order of their sorted names, as the JSON writer sorts keys; strings as
