@@ -778,7 +778,9 @@ local function custom_segments(path, fname)
 end
 
 local function check_args(op, fname, a)
-  for position, param in ipairs(op.params) do
+  local params = op.params
+  for position = 1, #params do
+    local param = params[position]
     local kind, value = CHECKS[param], a[param]
     if kind == "name" then
       check_name(value, position, fname, param)
@@ -1331,9 +1333,19 @@ local function api_methods(api)
     -- The named arguments, one table per method refilled by each call:
     -- build reads it and keeps nothing, before anything can call back.
     local a = {}
-    methods[name] = function(self, ...)
-      for i = 1, n do a[params[i]] = (select(i, ...)) end
-      local opts = (select(n + 1, ...))
+    -- Positional arguments as locals (no vararg copies): the longest
+    -- parameter list has six names, then opts.
+    assert(n <= 6, "an operation takes at most 6 parameters")
+    local p1, p2, p3, p4, p5, p6 = params[1], params[2], params[3], params[4], params[5], params[6]
+    methods[name] = function(self, v1, v2, v3, v4, v5, v6, v7)
+      local opts
+      if n == 0 then opts = v1 else a[p1] = v1 end
+      if n == 1 then opts = v2 elseif n > 1 then a[p2] = v2 end
+      if n == 2 then opts = v3 elseif n > 2 then a[p3] = v3 end
+      if n == 3 then opts = v4 elseif n > 3 then a[p4] = v4 end
+      if n == 4 then opts = v5 elseif n > 4 then a[p5] = v5 end
+      if n == 5 then opts = v6 elseif n > 5 then a[p6] = v6 end
+      if n == 6 then opts = v7 end
       check_args(op, name, a)
       local spec = op.build(a, name)
       for i = 1, n do a[params[i]] = nil end   -- nothing of the caller's kept past the call
