@@ -277,14 +277,21 @@ function Client:close()
 end
 
 -- application/json and the +json types; not application/x-ndjson, whose
--- lines are separate documents.
+-- lines are separate documents.  Content-Type values seen are remembered
+-- (a server sends one or two): a table look-up per call, not a match.
+local json_type, json_types_seen = {}, 0
+
 local function is_json(headers, body)
-  local mime = headers["content-type"] and headers["content-type"]:match("^%s*([^;%s]+)")
-  if mime then
-    mime = mime:lower()
-    return mime == "application/json" or mime:sub(-5) == "+json"
-  end
-  return body:match("^%s*[%[{]") ~= nil
+  local content_type = headers["content-type"]
+  local known = content_type and json_type[content_type]
+  if known ~= nil then return known end
+  local mime = content_type and content_type:match("^%s*([^;%s]+)")
+  if not mime then return body:match("^%s*[%[{]") ~= nil end   -- no type: what the body looks like
+  mime = mime:lower()
+  known = mime == "application/json" or mime:sub(-5) == "+json"
+  if json_types_seen >= 64 then json_type, json_types_seen = {}, 0 end   -- bounded
+  json_type[content_type], json_types_seen = known, json_types_seen + 1
+  return known
 end
 
 -- The result of a 2xx response: decoded JSON, the raw text for other
