@@ -242,16 +242,18 @@ fuzz: fuzz-build
 	done
 
 # ---- benchmarks ----------------------------------------------------------
-# `make bench`: five benchmarks against loopback nginx, each with a reference
-# measured side by side in the same run (bench/README.md); about a minute.
-BENCH_DIR := build/bench
+# `make bench`: seven benchmarks against loopback nginx, each with a
+# reference measured side by side in the same run (bench/README.md); the C
+# references build and parse JSON with cJSON (Debian: libcjson-dev).
+BENCH_DIR   := build/bench
+CJSON_FLAGS  = $(shell $(PKG_CONFIG) --cflags --libs libcjson 2>/dev/null || echo -lcjson)
 
 $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS)
+	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS) $(CJSON_FLAGS)
 
 bench: deps
-	@$(MAKE) -s deps DEB_PACKAGES=lua-socket
+	@$(MAKE) -s deps DEB_PACKAGES="lua-socket libcjson-dev"
 	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi
 	@BENCH_BIN=$(BENCH_DIR) bench/run
 

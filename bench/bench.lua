@@ -1,19 +1,25 @@
---- lua-truto benchmarks: five figures, each with a reference measured side
+--- lua-truto benchmarks: seven figures, each with a reference measured side
 -- by side in the same run.  Started by bench/run (see bench/README.md).
 --
 --   lua5.4 bench/bench.lua [--quick]
 --
--- Environment: BENCH_RUNS (default 5), BENCH_PIN (default 1: pin the
--- sequential benchmarks and their server to CPU 0), BENCH_BIN (directory of
--- curl_loop and curl_multi, default build/bench).
-local core = require "truto.core"
+-- Environment: BENCH_RUNS (default 5, 3 with --quick), BENCH_PIN (default 1:
+-- also run the sequential benchmarks with client and server pinned to CPU
+-- 0), BENCH_BIN (directory of curl_loop and curl_multi, default build/bench).
+-- Written against the public API (require "truto") and the emulator; what it
+-- needs from the C modules it looks up with support.core_field.
 local emulator = require "truto.emulator"
 local schema = require "truto.schema"
 local truto = require "truto"
 
 package.path = "bench/?.lua;" .. package.path
 local lua_builder = require "lua_builder"
+local support = require "support"
 local sh = require "spec.support.shell"
+
+local build_request = support.core_field("build_request")
+local now = support.core_field("now")
+local random_hex = support.core_field("random_hex")
 
 local QUICK = arg[1] == "--quick"
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or (QUICK and 3 or 5)
@@ -22,10 +28,13 @@ local BIN = os.getenv("BENCH_BIN") or "build/bench"
 local TOKEN = "test-token"
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local ID = "23423523"
-local DELAY_MS = 5                    -- B3: server-side latency per request
-local BLOB_BYTES = 200 * 1024 * 1024  -- B4
-
-local now = core.now
+local CONCURRENCY = 16                    -- B3
+local DELAYS_MS = { 0, 5, 50 }            -- B3: server-side latency per request
+local BLOB_BYTES = 200 * 1024 * 1024      -- B4
+local PAGE_RECORDS = 1000                 -- B6
+local PAGE_BYTES = 50 * 1024 * 1024
+local BODY_BYTES = 10 * 1024 * 1024       -- B7
+local MiB = 1024 * 1024
 
 -- ---- helpers ------------------------------------------------------------
 
@@ -42,6 +51,34 @@ local function median(list)
   return (t[n / 2] + t[n / 2 + 1]) / 2
 end
 
+-- A figure over its rounds: { med, min, max }.
+local function summary(list)
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(list) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  return { med = median(list), min = lo, max = hi }
+end
+
+-- The per-round ratios a[i] / b[i], summarised.
+local function ratio(a, b)
+  local r = {}
+  for i = 1, math.min(#a, #b) do r[i] = a[i] / b[i] end
+  return summary(r)
+end
+
+-- list[i][key] for every round.
+local function pluck(list, key)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = v[key] end
+  return out
+end
+
+-- f(v) for every round.
+local function each(list, f)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = f(v) end
+  return out
+end
+
 local function fail(message)
   io.stderr:write("bench: ", message, "\n")
   os.exit(1)
@@ -55,8 +92,9 @@ local function progress(text)
 end
 
 -- Runs every side once per round, in turn (warm-up round first, not
--- counted), so that drift hits both sides alike.  sides = { name = fn },
--- fn() -> a figure.  Returns { name = { figures } }.
+-- counted), so that drift hits every side alike.  sides = { name = fn },
+-- fn() -> a figure (a number, or a table of numbers).  Returns
+-- { name = { figure per round } }.
 local function side_by_side(label, order, sides, runs)
   local results = {}
   for _, name in ipairs(order) do results[name] = {} end
@@ -71,11 +109,12 @@ local function side_by_side(label, order, sides, runs)
   return results
 end
 
--- Median of the per-round ratios a[i] / b[i].
-local function paired_ratio(a, b)
-  local r = {}
-  for i = 1, math.min(#a, #b) do r[i] = a[i] / b[i] end
-  return median(r)
+-- Deep equality of two decoded JSON values.
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
 end
 
 -- ---- CPU pinning ----------------------------------------------------------
@@ -97,6 +136,7 @@ end
 
 -- ---- the seed's request -----------------------------------------------------
 
+-- The seed's update body; bench_common.h builds the same one with cJSON.
 local function seed_body()
   return {
     name = "Acme Corp renewal 2027",
@@ -118,7 +158,7 @@ local function seed_query()
   return { integrated_account_id = ACCOUNT, truto_exclude_fields = { "id", "name" }, remote_query = { foo = "bar" } }
 end
 
--- The table client.lua's prepare() hands core.build_request for this update.
+-- The table client.lua's prepare() hands the core's build_request for this update.
 local function seed_spec(base_url, key)
   return {
     method = "PATCH", base_url = base_url, path = { "unified", "crm", "opportunities", ID },
@@ -135,11 +175,12 @@ local function machine()
   local model = cpuinfo:match("model name%s*:%s*([^\n]+)") or "unknown CPU"
   local mhz = cpuinfo:match("cpu MHz%s*:%s*([%d.]+)")
   local kernel = capture("uname -sr"):gsub("%s+$", "")
-  local ua = core.build_request { method = "GET", base_url = "http://x", path = {}, token = "t" }.headers
+  local ua = build_request { method = "GET", base_url = "http://x", path = {}, token = "t" }.headers
   local curl_version
   for _, line in ipairs(ua) do curl_version = curl_version or line:match("libcurl/([%d.]+)") end
   local nginx = capture("nginx -v 2>&1"):match("nginx/([%d.]+)") or "?"
   local lua = capture("lua5.4 -v 2>&1"):match("Lua ([%d.]+)") or _VERSION
+  local cjson_c = capture("dpkg-query -W -f '${Version}' libcjson-dev 2>/dev/null"):match("^[^-+]+") or "?"
   local mem = (read_file("/proc/meminfo") or ""):match("MemTotal:%s*(%d+)")
   local ok_socket, socket = pcall(require, "socket")
   return {
@@ -147,8 +188,8 @@ local function machine()
     cores = NCPU,
     mem = mem and ("%.0f GiB"):format(tonumber(mem) / 1048576) or "?",
     kernel = kernel,
-    versions = ("lua-truto %s, Lua %s, libcurl %s, nginx %s, lua-cjson %s, %s"):format(
-      truto.VERSION, lua, curl_version or "?", nginx, require("cjson")._VERSION or "?",
+    versions = ("lua-truto %s, Lua %s, libcurl %s, cJSON %s, nginx %s, lua-cjson %s, %s"):format(
+      truto.VERSION, lua, curl_version or "?", cjson_c, nginx, require("cjson")._VERSION or "?",
       ok_socket and socket._VERSION or "LuaSocket missing"),
   }
 end
@@ -157,8 +198,10 @@ end
 
 -- A static nginx location that answers every request with the bytes the
 -- emulator answers the seed's PATCH with (same headers, gzip as the
--- emulator does it), optionally after X-Emulator-Delay-Ms.  Costs the
--- server ~10x less than the emulator's full handling (see README).
+-- emulator does it), optionally after X-Emulator-Delay-Ms; costs the server
+-- ~10x less than the emulator's full handling (see README).  B6's list page
+-- is a file (not gzip'd: compressing 50 MB per request would cost the server
+-- more than the client spends).  Request bodies (B7's 10 MB) are discarded.
 local STATIC_CONF = [[
 @LOAD_MODULES@
 @USER@
@@ -171,6 +214,7 @@ http {
     access_log off;
     server_tokens off;
     default_type application/json;
+    client_max_body_size 0;
     client_body_buffer_size 1m;
     client_body_temp_path @PREFIX@/cb;
     proxy_temp_path @PREFIX@/p;
@@ -187,6 +231,10 @@ http {
         add_header ratelimit-limit "50;w=10" always;
         add_header ratelimit-remaining "49" always;
         add_header ratelimit-reset "10" always;
+        location = /unified/crm/contacts {
+            gzip off;
+            alias @PAGE@;
+        }
         location / {
             content_by_lua_block {
                 local delay = tonumber(ngx.var.http_x_emulator_delay_ms)
@@ -198,9 +246,9 @@ http {
 }
 ]]
 
-local function start_static(body)
-  local static, err = emulator.nginx { text = STATIC_CONF, values = { BODY = body }, kind = "truto-bench",
-                                       attempts = 20, health = "/", health_status = 200 }
+local function start_static(body, page_path)
+  local static, err = emulator.nginx { text = STATIC_CONF, values = { BODY = body, PAGE = page_path },
+                                       kind = "truto-bench", attempts = 20, health = "/", health_status = 200 }
   if not static then fail("cannot start the static nginx server: " .. err) end
   return static
 end
@@ -215,23 +263,17 @@ end
 local function bench_build()
   local spec = seed_spec("https://api.truto.one")
   -- The Lua side writes the C core's User-Agent (a constant for any client).
-  for _, line in ipairs(core.build_request(spec).headers) do
+  for _, line in ipairs(build_request(spec).headers) do
     local ua = line:match("^User%-Agent: (.*)")
     if ua then lua_builder.USER_AGENT = ua end
   end
-  local c, l = core.build_request(spec), lua_builder.build_request(spec)
+  local c, l = build_request(spec), lua_builder.build_request(spec)
   assert(c.url == l.url, "B1: the two builders disagree on the URL:\n" .. c.url .. "\n" .. l.url)
   for i = 1, math.max(#c.headers, #l.headers) do
     assert(c.headers[i] == l.headers[i], "B1: header lines differ: " .. tostring(c.headers[i]) .. " / "
       .. tostring(l.headers[i]))
   end
   local cjson = require "cjson"
-  local function same(a, b)
-    if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-    for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-    for k in pairs(b) do if a[k] == nil then return false end end
-    return true
-  end
   assert(same(cjson.decode(c.body), cjson.decode(l.body)), "B1: the bodies differ")
 
   local N = QUICK and 20000 or 50000
@@ -243,9 +285,9 @@ local function bench_build()
     end
   end
   local body, query = spec.body, spec.query
-  local cj = require("cjson").new()
+  local cj = cjson.new()
   local r = side_by_side("B1 request building", { "core", "lua", "core_json", "cjson", "core_query", "lua_query" }, {
-    core = timed(core.build_request, spec),
+    core = timed(build_request, spec),
     lua = timed(lua_builder.build_request, spec),
     core_json = timed(truto.encode_json, body),
     cjson = timed(cj.encode, body),
@@ -253,29 +295,33 @@ local function bench_build()
     lua_query = timed(lua_builder.encode_query, query),
   })
   return {
-    core = median(r.core), lua = median(r.lua), speedup = paired_ratio(r.lua, r.core),
-    core_json = median(r.core_json), cjson = median(r.cjson), json_ratio = paired_ratio(r.cjson, r.core_json),
-    core_query = median(r.core_query), lua_query = median(r.lua_query),
-    query_ratio = paired_ratio(r.lua_query, r.core_query),
-    body_bytes = #c.body, url_bytes = #c.url,
+    core = summary(r.core), lua = summary(r.lua), speedup = ratio(r.lua, r.core),
+    core_json = summary(r.core_json), cjson = summary(r.cjson), json_ratio = ratio(r.cjson, r.core_json),
+    core_query = summary(r.core_query), lua_query = summary(r.lua_query),
+    query_ratio = ratio(r.lua_query, r.core_query),
   }
 end
 
--- ---- B2 / B3: round trips ------------------------------------------------------
+-- ---- the C references ------------------------------------------------------------
 
--- Writes the request's body to a file and returns the argument list the C
--- programs take: method, URL, body file, then the fixed header lines (the
--- Idempotency-Key is theirs to vary).
-local function c_request_args(base_url, extra_headers, tmpdir)
-  local req = core.build_request(seed_spec(base_url))
-  local path = tmpdir .. "/body.json"
-  assert(write_file(path, req.body))
-  local args = { req.method, req.url, path }
-  for _, line in ipairs(req.headers) do
-    if not line:match("^Idempotency%-Key:") then args[#args + 1] = line end
+-- What the C programs send for a request the core builds: method, URL, the
+-- body written to a file ("-": none) and the fixed header lines (the
+-- Idempotency-Key is theirs to vary).  seed: the seed's update, whose body
+-- the programs can also build themselves with cJSON.
+local function c_request(spec, extra_headers, tmpdir, name)
+  local req = build_request(spec)
+  local body = "-"
+  if req.body then
+    body = tmpdir .. "/" .. name .. ".json"
+    assert(write_file(body, req.body))
   end
-  for _, line in ipairs(extra_headers or {}) do args[#args + 1] = line end
-  return args, req
+  local headers = {}
+  for _, line in ipairs(req.headers) do
+    if not line:match("^Idempotency%-Key:") then headers[#headers + 1] = line end
+  end
+  for _, line in ipairs(extra_headers or {}) do headers[#headers + 1] = line end
+  return { method = req.method, url = req.url, body = body, headers = headers, bytes = req.body and #req.body or 0,
+           seed = spec.path[3] == "opportunities" and spec.method == "PATCH" }, req
 end
 
 local function quoted(list)
@@ -284,16 +330,34 @@ local function quoted(list)
   return table.concat(out, " ")
 end
 
--- Runs bench/curl_loop (or curl_multi); returns requests/s.
-local function c_program(prefix, program, args, n, concurrency)
-  local head = { args[1], args[2], args[3], tostring(n) }
-  if concurrency then head[#head + 1] = tostring(concurrency) end
-  for i = 4, #args do head[#head + 1] = args[i] end
-  local out = capture(prefix .. BIN .. "/" .. program .. " " .. quoted(head) .. " 2>&1")
-  local rate = tonumber(out:match("^[%d.]+ ([%d.]+)"))
-  if not rate then fail(program .. " failed: " .. out) end
-  return rate
+-- Runs curl_loop (concurrency nil) or curl_multi, n requests.  mode "bare":
+-- the body file's bytes, answers not parsed; "cjson": the seed's body built
+-- with cJSON per request (other requests: the file's bytes) and every answer
+-- parsed with cJSON.  Returns { seconds, rate, peak_kb, before_kb }.
+local function c_program(prefix, request, n, concurrency, mode)
+  local program = concurrency and "curl_multi" or "curl_loop"
+  local words = { BIN .. "/" .. program }
+  if mode == "cjson" then words[#words + 1] = "--cjson" end
+  local body = (mode == "cjson" and request.seed) and "@seed" or request.body
+  for _, w in ipairs { request.method, request.url, body, tostring(n), concurrency and tostring(concurrency) } do
+    words[#words + 1] = w
+  end
+  for _, line in ipairs(request.headers) do words[#words + 1] = line end
+  local out = capture(prefix .. quoted(words) .. " 2>&1")
+  local seconds, rate, peak, before = out:match("^([%d.]+) ([%d.]+) (%d+) (%d+)")
+  if not seconds then fail(program .. " failed: " .. out) end
+  return { seconds = tonumber(seconds), rate = tonumber(rate), peak_kb = tonumber(peak), before_kb = tonumber(before) }
 end
+
+-- The C+cJSON references must send the very body the client sends.
+local function check_cjson_seed()
+  local text = capture(BIN .. "/curl_loop --print-seed")
+  local mine = truto.encode_json(seed_body(), schema.list_fields("crm", "opportunities"))
+  local a, b = truto.decode_json(text), truto.decode_json(mine)
+  if not same(a, b) then fail("curl_loop --print-seed differs from the client's body:\n" .. text .. "\n" .. mine) end
+end
+
+-- ---- B2 / B3: round trips ------------------------------------------------------
 
 local function client_updates(client, n, opts)
   return function()
@@ -318,7 +382,7 @@ local function luasocket_updates(req, n)
     headers[name:lower()] = value
   end
   headers["content-length"] = tostring(#req.body)
-  local prefix = core.random_hex(8)
+  local prefix = random_hex(8)
   return function()
     local t0 = now()
     for i = 1, n do
@@ -335,11 +399,11 @@ local function luasocket_updates(req, n)
 end
 
 -- `curl` started once per request, from one shell loop.
-local function curl_cli_updates(prefix, args, n)
-  local parts = { "curl -sf -o /dev/null --compressed -X", shell_quote(args[1]), shell_quote(args[2]),
-    "--data-binary", shell_quote("@" .. args[3]) }
-  for i = 4, #args do parts[#parts + 1] = "-H " .. shell_quote(args[i]) end
-  local key = core.random_hex(8)
+local function curl_cli_updates(prefix, request, n)
+  local parts = { "curl -sf -o /dev/null --compressed -X", shell_quote(request.method), shell_quote(request.url),
+    "--data-binary", shell_quote("@" .. request.body) }
+  for _, line in ipairs(request.headers) do parts[#parts + 1] = "-H " .. shell_quote(line) end
+  local key = random_hex(8)
   local script = ("i=0; while [ $i -lt %d ]; do i=$((i+1)); %s%s -H \"Idempotency-Key: %s$i\" || exit 1; done"):format(
     n, prefix, table.concat(parts, " "), key)
   return function()
@@ -349,159 +413,252 @@ local function curl_cli_updates(prefix, args, n)
   end
 end
 
-local function bench_sequential(static, emu, tmpdir)
-  local worker = worker_pid(static.pid)
-  set_affinity(worker, "0")
-  set_affinity(SELF_PID, "0")
-  local prefix = pinned_prefix(true)
-  local n = QUICK and 1000 or 3000
-  local args, req = c_request_args(static.base_url, nil, tmpdir)
-  local client = truto.new { token = TOKEN, base_url = static.base_url }
-  local r = side_by_side("B2 sequential round trips", { "client", "c_loop" }, {
+-- client, C loop + cJSON, bare C loop: n sequential PATCHes each, per round.
+local function sequential_trio(label, client, request, n, prefix)
+  local r = side_by_side(label, { "client", "c_cjson", "c_bare" }, {
     client = client_updates(client, n),
-    c_loop = function() return c_program(prefix, "curl_loop", args, n) end,
+    c_cjson = function() return c_program(prefix, request, n, nil, "cjson").rate end,
+    c_bare = function() return c_program(prefix, request, n, nil, "bare").rate end,
   })
-  -- luasocket and curl(1) are far slower: fewer requests, 3 rounds.
-  local slow = side_by_side("B2 luasocket, curl(1)", { "luasocket", "curl_cli" }, {
-    luasocket = luasocket_updates(req, QUICK and 200 or 500),
-    curl_cli = curl_cli_updates(prefix, args, QUICK and 30 or 60),
-  }, 3)
-  client:close()
-
-  -- The same pair against the emulator (the full Truto emulation: auth,
-  -- state, idempotency cache, rate-limit counters, gzip).
-  local eworker = worker_pid(emu.pid)
-  set_affinity(eworker, "0")
-  local eargs = c_request_args(emu.base_url, nil, tmpdir)
-  local eclient = truto.new { token = TOKEN, base_url = emu.base_url }
-  local ne = QUICK and 500 or 1000
-  local e = side_by_side("B2 against the emulator", { "client", "c_loop" }, {
-    client = client_updates(eclient, ne),
-    c_loop = function() return c_program(prefix, "curl_loop", eargs, ne) end,
-  })
-  eclient:close()
-  set_affinity(eworker, ALL_CPUS)
-  set_affinity(worker, ALL_CPUS)
-  set_affinity(SELF_PID, ALL_CPUS)
-  return {
-    client = median(r.client), c_loop = median(r.c_loop), ratio = paired_ratio(r.client, r.c_loop),
-    luasocket = median(slow.luasocket), curl_cli = median(slow.curl_cli),
-    emu_client = median(e.client), emu_c_loop = median(e.c_loop), emu_ratio = paired_ratio(e.client, e.c_loop),
-  }
+  return { client = summary(r.client), c_cjson = summary(r.c_cjson), c_bare = summary(r.c_bare),
+           vs_cjson = ratio(r.client, r.c_cjson), vs_bare = ratio(r.client, r.c_bare) }
 end
 
-local function bench_concurrency(static, tmpdir)
-  local delay = { ["X-Emulator-Delay-Ms"] = tostring(DELAY_MS) }
-  local args = c_request_args(static.base_url, { "X-Emulator-Delay-Ms: " .. DELAY_MS }, tmpdir)
+local function bench_sequential(static, emu, tmpdir)
+  local n = QUICK and 1000 or 3000
+  local request, req = c_request(seed_spec(static.base_url), nil, tmpdir, "seed")
   local client = truto.new { token = TOKEN, base_url = static.base_url }
-  local has_multi = client.transport.multi ~= nil
+  local eclient = truto.new { token = TOKEN, base_url = emu.base_url }
+  local worker, eworker = worker_pid(static.pid), worker_pid(emu.pid)
+  local out = {}
+  -- Pinned first (when pinning), then luasocket, curl(1) and the emulator
+  -- the same way, then everything unpinned.
+  for _, cpus in ipairs { "0", ALL_CPUS } do
+    local pinned = cpus == "0"
+    if PINNING or not pinned then
+      set_affinity(worker, cpus)
+      set_affinity(eworker, cpus)
+      set_affinity(SELF_PID, cpus)
+      local prefix = pinned_prefix(pinned)
+      out[pinned and "pinned" or "unpinned"] = sequential_trio(
+        "B2 sequential" .. (pinned and ", pinned" or ""), client, request, n, prefix)
+      if pinned or not PINNING then
+        -- luasocket and curl(1) are far slower: fewer requests, 3 rounds.
+        local slow = side_by_side("B2 luasocket, curl(1)", { "luasocket", "curl_cli" }, {
+          luasocket = luasocket_updates(req, QUICK and 200 or 500),
+          curl_cli = curl_cli_updates(prefix, request, QUICK and 20 or 60),
+        }, 3)
+        out.luasocket, out.curl_cli = summary(slow.luasocket), summary(slow.curl_cli)
+        -- The emulator does all of Truto's work per request (see README).
+        local erequest = c_request(seed_spec(emu.base_url), nil, tmpdir, "seed")
+        out.emulator = sequential_trio("B2 against the emulator", eclient, erequest, QUICK and 300 or 1000, prefix)
+      end
+    end
+  end
+  client:close()
+  eclient:close()
+  return out
+end
+
+-- B3 at one server delay: client:batch with 16 in flight, curl_multi + cJSON,
+-- bare curl_multi and (with a delay) sequential update calls.
+local BATCH_REQUESTS = { [0] = { 2000, 1000 }, [5] = { 2000, 500 }, [50] = { 320, 160 } }   -- full, --quick
+local SEQUENTIAL_REQUESTS = { [5] = { 200, 100 }, [50] = { 20, 10 } }
+
+local function batch_at(client, static, tmpdir, delay, has_multi)
+  local counts = BATCH_REQUESTS[delay]
   -- Without a multi handle batch runs sequentially: fewer requests then.
-  local n = has_multi and (QUICK and 1000 or 2000) or 200
-  local n_seq = QUICK and 100 or 200
+  local n = has_multi and counts[QUICK and 2 or 1] or 200 // math.max(1, delay // 5)
+  local seq_counts = SEQUENTIAL_REQUESTS[delay]
+  -- At 0 ms no header at all: the client's plain call path, no per-call opts.
+  local opts = delay > 0 and { headers = { ["X-Emulator-Delay-Ms"] = tostring(delay) } } or nil
+  local request = c_request(seed_spec(static.base_url), delay > 0 and { "X-Emulator-Delay-Ms: " .. delay } or nil,
+    tmpdir, "seed")
   local requests = {}
   for i = 1, n do
     requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities", id = ID,
-                    body = seed_body(), query = seed_query(), opts = { headers = delay } }
+                    body = seed_body(), query = seed_query(), opts = opts }
   end
-  local r = side_by_side("B3 concurrency", { "batch", "c_multi", "sequential" }, {
+  local order = { "batch", "c_cjson", "c_bare" }
+  local sides = {
     batch = function()
       local t0 = now()
-      local results = client:batch(requests, { concurrency = 16 })
+      local results = client:batch(requests, { concurrency = CONCURRENCY })
       local dt = now() - t0
       for i = 1, n do
         if results[i][1] == nil then fail("batch request " .. i .. ": " .. tostring(results[i][2])) end
       end
       return n / dt
     end,
-    c_multi = function() return c_program("", "curl_multi", args, n, 16) end,
-    sequential = client_updates(client, n_seq, { headers = delay }),
-  })
-  client:close()
-  return {
-    n = n, has_multi = has_multi,
-    batch = median(r.batch), c_multi = median(r.c_multi), sequential = median(r.sequential),
-    vs_c = paired_ratio(r.batch, r.c_multi), vs_seq = paired_ratio(r.batch, r.sequential),
+    c_cjson = function() return c_program("", request, n, CONCURRENCY, "cjson").rate end,
+    c_bare = function() return c_program("", request, n, CONCURRENCY, "bare").rate end,
   }
+  if seq_counts then
+    order[#order + 1] = "sequential"
+    sides.sequential = client_updates(client, seq_counts[QUICK and 2 or 1], opts)
+  end
+  local r = side_by_side(("B3 batch, %d ms delay"):format(delay), order, sides)
+  return {
+    delay = delay, n = n, batch = summary(r.batch), c_cjson = summary(r.c_cjson), c_bare = summary(r.c_bare),
+    vs_cjson = ratio(r.batch, r.c_cjson), vs_bare = ratio(r.batch, r.c_bare),
+    sequential = r.sequential and summary(r.sequential), vs_seq = r.sequential and ratio(r.batch, r.sequential),
+  }
+end
+
+local function bench_concurrency(static, tmpdir)
+  local client = truto.new { token = TOKEN, base_url = static.base_url }
+  local has_multi = client.transport.multi ~= nil
+  local out = { has_multi = has_multi }
+  for i, delay in ipairs(DELAYS_MS) do out[i] = batch_at(client, static, tmpdir, delay, has_multi) end
+  client:close()
+  return out
 end
 
 -- ---- B4: streaming -------------------------------------------------------------
 
 local function bench_stream(emu)
-  local lua = "lua5.4"
-  local client_cmd = ("%s bench/stream.lua %s %s %d"):format(lua, shell_quote(emu.base_url), shell_quote(ACCOUNT),
+  local client_cmd = ("lua5.4 bench/stream.lua %s %s %d"):format(shell_quote(emu.base_url), shell_quote(ACCOUNT),
     BLOB_BYTES)
   local url = ("%s/custom/blob?bytes=%d&integrated_account_id=%s"):format(emu.base_url, BLOB_BYTES, ACCOUNT)
   local have_time = run("test -x /usr/bin/time")
   local curl_cmd = (have_time and "/usr/bin/time -f 'maxrss %M' " or "")
     .. "curl -sf -o /dev/null -w '%{size_download} %{time_total}\\n' -H "
     .. shell_quote("Authorization: Bearer " .. TOKEN) .. " " .. shell_quote(url) .. " 2>&1"
-  local rss = { client = {}, curl = {}, base = {} }
   local r = side_by_side("B4 streaming 200 MB", { "client", "curl" }, {
     client = function()
       local out = capture(client_cmd .. " 2>&1")
       local bytes, seconds, hwm, base = out:match("^(%d+) ([%d.]+) (%d+) (%d+)")
       if tonumber(bytes) ~= BLOB_BYTES then fail("stream: " .. out) end
-      table.insert(rss.client, tonumber(hwm))
-      table.insert(rss.base, tonumber(base))
-      return BLOB_BYTES / tonumber(seconds) / 1048576
+      return { rate = BLOB_BYTES / tonumber(seconds) / MiB, peak = tonumber(hwm) / 1024, base = tonumber(base) / 1024 }
     end,
     curl = function()
       local out = capture(curl_cmd)
       local bytes, seconds = out:match("(%d+) ([%d.]+)")
       if tonumber(bytes) ~= BLOB_BYTES then fail("curl blob: " .. out) end
-      table.insert(rss.curl, tonumber(out:match("maxrss (%d+)")) or 0)
-      return BLOB_BYTES / tonumber(seconds) / 1048576
+      return { rate = BLOB_BYTES / tonumber(seconds) / MiB, peak = (tonumber(out:match("maxrss (%d+)")) or 0) / 1024 }
     end,
   }, 3)
+  local client_rate, curl_rate = pluck(r.client, "rate"), pluck(r.curl, "rate")
   return {
-    client = median(r.client), curl = median(r.curl), ratio = paired_ratio(r.client, r.curl),
-    rss = math.max(table.unpack(rss.client)) / 1024, base = median(rss.base) / 1024,
-    curl_rss = have_time and math.max(table.unpack(rss.curl)) / 1024 or nil,
+    client = summary(client_rate), curl = summary(curl_rate), ratio = ratio(client_rate, curl_rate),
+    rss = summary(pluck(r.client, "peak")), base = summary(pluck(r.client, "base")),
+    curl_rss = have_time and summary(pluck(r.curl, "peak")) or nil,
+  }
+end
+
+-- ---- B6, B7: a large answer, a large body --------------------------------------
+
+-- The client side in a fresh process (bench/memory.lua): { seconds, peak, growth } (MiB).
+local function memory_client(mode, base_url, count)
+  local cmd = ("lua5.4 bench/memory.lua %s %s %s %d 2>&1"):format(mode, shell_quote(base_url), shell_quote(ACCOUNT),
+    count)
+  return function()
+    local out = capture(cmd)
+    local seconds, peak, before = out:match("^([%d.]+) (%d+) (%d+)")
+    if not seconds then fail("bench/memory.lua " .. mode .. ": " .. out) end
+    peak, before = tonumber(peak), tonumber(before)
+    return { seconds = tonumber(seconds), peak = peak / 1024, growth = (peak - before) / 1024 }
+  end
+end
+
+-- The same from one C request.
+local function memory_c(request, mode)
+  return function()
+    local f = c_program("", request, 1, nil, mode)
+    return { seconds = f.seconds, peak = f.peak_kb / 1024, growth = (f.peak_kb - f.before_kb) / 1024 }
+  end
+end
+
+-- B6: one list page of PAGE_RECORDS records (a file the static server
+-- sends as it is): wall time and peak RSS of a fresh process.
+local function bench_page(static, tmpdir, page_bytes)
+  local request = c_request({ method = "GET", base_url = static.base_url, path = { "unified", "crm", "contacts" },
+                              query = { integrated_account_id = ACCOUNT }, token = TOKEN }, nil, tmpdir, "page")
+  local r = side_by_side("B6 large page", { "client", "c_cjson", "c_bare" }, {
+    client = memory_client("page", static.base_url, PAGE_RECORDS),
+    c_cjson = memory_c(request, "cjson"),
+    c_bare = memory_c(request, "bare"),
+  })
+  local out = { page_mib = page_bytes / MiB }
+  for _, side in ipairs { "client", "c_cjson", "c_bare" } do
+    out[side] = { seconds = summary(pluck(r[side], "seconds")), peak = summary(pluck(r[side], "peak")) }
+  end
+  local client_peak, client_s = pluck(r.client, "peak"), pluck(r.client, "seconds")
+  out.vs_page = summary(each(client_peak, function(v) return v / out.page_mib end))
+  out.peak_vs_cjson = ratio(client_peak, pluck(r.c_cjson, "peak"))
+  out.peak_vs_bare = ratio(client_peak, pluck(r.c_bare, "peak"))
+  out.time_vs_cjson = ratio(pluck(r.c_cjson, "seconds"), client_s)
+  out.time_vs_bare = ratio(pluck(r.c_bare, "seconds"), client_s)
+  return out
+end
+
+-- B7: one create with a BODY_BYTES body: time, and peak RSS growth over the
+-- process's peak before the call (the body table, or the C program's body
+-- bytes, already built).
+local function bench_body(static, tmpdir)
+  local spec = { method = "POST", base_url = static.base_url, path = { "unified", "crm", "opportunities" },
+                 path_names = { "api", "model", "resource" }, query = { integrated_account_id = ACCOUNT },
+                 body = support.large_body(BODY_BYTES), list_fields = schema.list_fields("crm", "opportunities"),
+                 token = TOKEN }
+  local request = c_request(spec, nil, tmpdir, "large")
+  local r = side_by_side("B7 large body", { "client", "c_bare" }, {
+    client = memory_client("body", static.base_url, BODY_BYTES),
+    c_bare = memory_c(request, "bare"),
+  })
+  local body_mib = request.bytes / MiB
+  local growth = pluck(r.client, "growth")
+  return {
+    body_mib = body_mib,
+    client = { seconds = summary(pluck(r.client, "seconds")), growth = summary(growth),
+               peak = summary(pluck(r.client, "peak")) },
+    c_bare = { seconds = summary(pluck(r.c_bare, "seconds")), growth = summary(pluck(r.c_bare, "growth")),
+               peak = summary(pluck(r.c_bare, "peak")) },
+    vs_body = summary(each(growth, function(v) return v / body_mib end)),
+    time_vs_bare = ratio(pluck(r.c_bare, "seconds"), pluck(r.client, "seconds")),
   }
 end
 
 -- ---- B5: start-up ----------------------------------------------------------------
 
 local function bench_startup()
-  local env = ""   -- LUA_PATH / LUA_CPATH come from bench/run
-  local n = QUICK and 10 or 30
-  local function processes(code)
-    local script = ("i=0; while [ $i -lt %d ]; do i=$((i+1)); %slua5.4 -e %s || exit 1; done"):format(
-      n, env, shell_quote(code))
-    return function()
+  -- One process at a time, the three kinds interleaved; LUA_PATH / LUA_CPATH
+  -- come from bench/run, the token for truto.new{} from the environment.
+  local n = QUICK and 20 or 60
+  local kinds = { "bare", "require", "new" }
+  local code = { bare = "", require = 'require "truto"', new = 'require("truto").new {}' }
+  local times = { bare = {}, require = {}, new = {} }
+  for i = 1, n + 1 do
+    progress(("B5 start-up: process %d/%d"):format(i, n + 1))
+    for _, kind in ipairs(kinds) do
+      local command = "TRUTO_API_TOKEN=t lua5.4 -e " .. shell_quote(code[kind])
       local t0 = now()
-      if not run("sh -c " .. shell_quote(script)) then fail("lua5.4 -e " .. code .. " failed") end
-      return (now() - t0) / n * 1e3
+      if not run(command) then fail(command .. " failed") end
+      -- The first of each kind warms the page cache, not counted.
+      if i > 1 then table.insert(times[kind], (now() - t0) * 1e3) end
     end
   end
-  local r = side_by_side("B5 start-up", { "bare", "require", "new" }, {
-    bare = processes(""),
-    require = processes('require "truto"'),
-    new = processes('require("truto").new { token = "t" }'),
-  })
+  local added_require, added_new = {}, {}
+  for i = 1, n do
+    added_require[i] = times.require[i] - times.bare[i]
+    added_new[i] = times.new[i] - times.bare[i]
+  end
   -- In a fresh process: require and the first truto.new, timed by the
   -- process itself (os.clock: CPU time of the process).
-  local code = 'local c = os.clock(); local truto = require "truto"; local r = os.clock() - c; '
+  local inproc = 'local c = os.clock(); local truto = require "truto"; local r = os.clock() - c; '
     .. 'c = os.clock(); truto.new { token = "t" }; io.write(r, " ", os.clock() - c)'
   local req_t, new_t = {}, {}
   for _ = 1, QUICK and 10 or 20 do
-    local a, b = capture("lua5.4 -e " .. shell_quote(code)):match("([%d.e-]+) ([%d.e-]+)")
+    local a, b = capture("lua5.4 -e " .. shell_quote(inproc)):match("([%d.e-]+) ([%d.e-]+)")
     req_t[#req_t + 1], new_t[#new_t + 1] = tonumber(a) * 1e6, tonumber(b) * 1e6
   end
-  -- truto.new in a warm process (a libcurl session each time).
+  -- truto.new in a warm process.
   local m = 2000
   local t0 = now()
   for _ = 1, m do truto.new({ token = "t" }):close() end
   local warm_new = (now() - t0) / m * 1e6
-  local bare, req, new = median(r.bare), median(r.require), median(r.new)
-  local added_req, added_new = {}, {}
-  for i = 1, #r.bare do
-    added_req[i] = r.require[i] - r.bare[i]
-    added_new[i] = r.new[i] - r.bare[i]
-  end
   return {
-    bare = bare, require = req, new = new, added_require = median(added_req), added_new = median(added_new),
-    ratio_require = paired_ratio(r.require, r.bare), ratio_new = paired_ratio(r.new, r.bare),
+    n = n, bare = summary(times.bare), require = summary(times.require), new = summary(times.new),
+    added_require = summary(added_require), added_new = summary(added_new),
     inproc_require = median(req_t), inproc_new = median(new_t), warm_new = warm_new,
   }
 end
@@ -516,72 +673,112 @@ local function fmt(v, decimals)
   return int .. frac
 end
 
-local function verdict(ok) return ok and "met" or "MISSED" end
+-- A figure as "median [min..max]" over its rounds; suffix after the median.
+local function cell(s, decimals, suffix)
+  if s == nil then return "-" end
+  return ("%s%s [%s..%s]"):format(fmt(s.med, decimals), suffix or "", fmt(s.min, decimals), fmt(s.max, decimals))
+end
 
-local function print_table(m, b1, b2, b3, b4, b5, server_note)
+-- "target: met" or "target: MISSED", from the median.
+local function target(text, ok) return text .. ": " .. (ok and "met" or "MISSED") end
+
+local function table_rows(b1, b2, b3, b4, b5, b6, b7)
   local rows = {}
-  local function row(id, what, mine, ref, ratio, target)
-    rows[#rows + 1] = { id, what, mine, ref, ratio, target or "" }
+  local function row(id, what, mine, ref, r, goal)
+    rows[#rows + 1] = { id, what, mine or "", ref or "", r or "", goal or "" }
   end
-  row("B1", "build the seed's update, ns/request",
-    fmt(b1.core) .. " core", fmt(b1.lua) .. " cjson+Lua", fmt(b1.speedup, 2) .. "x",
-    ">= 3x: " .. verdict(b1.speedup >= 3))
-  row("", "  body only: encode_json vs cjson.encode", fmt(b1.core_json), fmt(b1.cjson),
-    fmt(b1.json_ratio, 2) .. "x")
-  row("", "  query only: encode_query vs Lua encoder", fmt(b1.core_query), fmt(b1.lua_query),
-    fmt(b1.query_ratio, 2) .. "x")
-  row("B2", "sequential PATCH, keep-alive, req/s", fmt(b2.client) .. " client", fmt(b2.c_loop) .. " C loop",
-    fmt(b2.ratio, 2), ">= 0.9: " .. verdict(b2.ratio >= 0.9))
-  row("", "  luasocket socket.http (no keep-alive)", "", fmt(b2.luasocket), "client " .. fmt(b2.client / b2.luasocket, 1) .. "x")
-  row("", "  curl(1), one process per request", "", fmt(b2.curl_cli), "client " .. fmt(b2.client / b2.curl_cli, 0) .. "x")
-  row("", "  same, against the emulator", fmt(b2.emu_client) .. " client", fmt(b2.emu_c_loop) .. " C loop",
-    fmt(b2.emu_ratio, 2))
-  local batch_label = b3.has_multi and ("batch, concurrency 16, %d PATCH, req/s"):format(b3.n)
-    or ("batch (SEQUENTIAL FALLBACK: no transport:multi), %d PATCH"):format(b3.n)
-  row("B3", batch_label .. (" [%d ms server delay]"):format(DELAY_MS),
-    fmt(b3.batch) .. " batch", fmt(b3.c_multi) .. " C multi", fmt(b3.vs_c, 2),
-    ">= 0.85: " .. verdict(b3.vs_c >= 0.85))
-  row("", "  vs sequential update calls", "", fmt(b3.sequential) .. " seq", fmt(b3.vs_seq, 1) .. "x",
-    ">= 4x: " .. verdict(b3.vs_seq >= 4))
-  row("B4", "200 MB through a sink: peak RSS, MiB", fmt(b4.rss, 1) .. " client",
-    b4.curl_rss and (fmt(b4.curl_rss, 1) .. " curl") or "-", "",
-    "< 32 MiB: " .. verdict(b4.rss < 32))
-  row("", "  throughput, MiB/s", fmt(b4.client), fmt(b4.curl) .. " curl", fmt(b4.ratio, 2))
-  row("", "  RSS before the transfer, MiB", fmt(b4.base, 1), "", "")
-  row("B5", "lua5.4 -e 'require \"truto\"', ms/process", fmt(b5.require, 2), fmt(b5.bare, 2) .. " bare",
-    "+" .. fmt(b5.added_require, 2) .. " ms")
-  row("", "  ... + truto.new{}, ms/process", fmt(b5.new, 2), fmt(b5.bare, 2) .. " bare",
-    "+" .. fmt(b5.added_new, 2) .. " ms")
-  row("", "  in-process: require / first new, us", fmt(b5.inproc_require) .. " / " .. fmt(b5.inproc_new),
-    "", "")
-  row("", "  truto.new{} + close in a warm process, us", fmt(b5.warm_new, 1), "", "")
+  row("B1", "build the seed's update, ns: core vs Lua + lua-cjson", cell(b1.core), cell(b1.lua),
+    cell(b1.speedup, 2, "x"), target(">= 3x", b1.speedup.med >= 3))
+  row("", "  body only: encode_json vs cjson.encode", cell(b1.core_json), cell(b1.cjson), cell(b1.json_ratio, 2, "x"))
+  row("", "  query only: encode_query vs Lua encoder", cell(b1.core_query), cell(b1.lua_query),
+    cell(b1.query_ratio, 2, "x"))
 
-  local widths = { 2, 0, 0, 0, 0, 0 }
+  local seq = b2.pinned or b2.unpinned
+  if b2.pinned then
+    row("B2", "sequential PATCH/s, pinned: client vs C libcurl + cJSON", cell(b2.pinned.client),
+      cell(b2.pinned.c_cjson), cell(b2.pinned.vs_cjson, 2), target(">= 0.9", b2.pinned.vs_cjson.med >= 0.9))
+    row("", "  pinned: vs bare C libcurl loop", "", cell(b2.pinned.c_bare), cell(b2.pinned.vs_bare, 2))
+  end
+  row(b2.pinned and "" or "B2", (b2.pinned and "  " or "sequential PATCH/s, ") .. "unpinned: vs C libcurl + cJSON",
+    cell(b2.unpinned.client), cell(b2.unpinned.c_cjson), cell(b2.unpinned.vs_cjson, 2))
+  row("", "  unpinned: vs bare C libcurl loop", "", cell(b2.unpinned.c_bare), cell(b2.unpinned.vs_bare, 2))
+  row("", "  luasocket socket.http (no keep-alive)", "", cell(b2.luasocket),
+    "client " .. fmt(seq.client.med / b2.luasocket.med, 1) .. "x")
+  row("", "  curl(1), one process per request", "", cell(b2.curl_cli),
+    "client " .. fmt(seq.client.med / b2.curl_cli.med, 0) .. "x")
+  row("", "  against the emulator: vs C libcurl + cJSON", cell(b2.emulator.client), cell(b2.emulator.c_cjson),
+    cell(b2.emulator.vs_cjson, 2))
+
+  for i, b in ipairs(b3) do
+    local what = b3.has_multi and ("batch of %d, %d ms delay, %d PATCH/s: vs C curl_multi + cJSON"):format(
+      CONCURRENCY, b.delay, b.n) or ("batch (SEQUENTIAL FALLBACK: no transport:multi), %d ms delay, %d PATCH/s"):format(
+      b.delay, b.n)
+    row(i == 1 and "B3" or "", what, cell(b.batch), cell(b.c_cjson), cell(b.vs_cjson, 2),
+      b.delay == 0 and target(">= 0.9", b.vs_cjson.med >= 0.9) or nil)
+    row("", "  vs bare C curl_multi", "", cell(b.c_bare), cell(b.vs_bare, 2))
+    if b.sequential then
+      row("", "  vs sequential update calls", "", cell(b.sequential), cell(b.vs_seq, 1, "x"),
+        b.delay == 5 and target(">= 4x", b.vs_seq.med >= 4) or nil)
+    end
+  end
+
+  row("B4", "200 MiB through a sink: peak RSS, MiB: client vs curl(1)", cell(b4.rss, 1), cell(b4.curl_rss, 1), "",
+    target("< 32 MiB", b4.rss.med < 32))
+  row("", "  throughput, MiB/s", cell(b4.client), cell(b4.curl), cell(b4.ratio, 2))
+  row("", "  RSS before the transfer, MiB", cell(b4.base, 1))
+
+  row("B5", "start-up, ms/process: require + truto.new{} vs bare lua5.4", cell(b5.new, 2), cell(b5.bare, 2),
+    cell(b5.added_new, 2, " ms"), target("<= +1.5 ms", b5.added_new.med <= 1.5))
+  row("", "  require \"truto\" alone", cell(b5.require, 2), "", cell(b5.added_require, 2, " ms"))
+  row("", "  in-process CPU: require / first new, us", fmt(b5.inproc_require) .. " / " .. fmt(b5.inproc_new))
+  row("", "  truto.new{} + close in a warm process, us", fmt(b5.warm_new, 1))
+
+  row("B6", ("one %.1f MiB list page (%s records): peak RSS, MiB: vs C + cJSON"):format(b6.page_mib,
+    fmt(PAGE_RECORDS)), cell(b6.client.peak), cell(b6.c_cjson.peak), cell(b6.peak_vs_cjson, 2))
+  row("", "  client peak RSS / page size", "", "", cell(b6.vs_page, 2, "x"), target("<= 2.5x", b6.vs_page.med <= 2.5))
+  row("", "  vs bare C (no parse), peak RSS, MiB", "", cell(b6.c_bare.peak), cell(b6.peak_vs_bare, 2))
+  row("", "  wall time, ms: vs C + cJSON (ratio: speed)", cell(b6.client.ms), cell(b6.c_cjson.ms),
+    cell(b6.time_vs_cjson, 2))
+  row("", "  wall time, ms: vs bare C", "", cell(b6.c_bare.ms), cell(b6.time_vs_bare, 2))
+
+  row("B7", ("a %.1f MiB request body: peak RSS growth over baseline, MiB: vs bare C"):format(b7.body_mib),
+    cell(b7.client.growth, 1), cell(b7.c_bare.growth, 1), cell(b7.vs_body, 2, "x body"),
+    target("<= 2x body", b7.vs_body.med <= 2))
+  row("", "  peak RSS, MiB", cell(b7.client.peak, 1), cell(b7.c_bare.peak, 1))
+  row("", "  time, ms (ratio: speed)", cell(b7.client.ms, 1), cell(b7.c_bare.ms, 1), cell(b7.time_vs_bare, 2))
+  return rows
+end
+
+local function print_table(m, rows, notes)
   local header = { "#", "figure", "lua-truto", "reference", "ratio", "target" }
-  for i, h in ipairs(header) do widths[i] = math.max(widths[i], #h) end
+  local widths = {}
+  for i, h in ipairs(header) do widths[i] = #h end
   for _, r in ipairs(rows) do
-    for i, cell in ipairs(r) do widths[i] = math.max(widths[i], #cell) end
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i], #c) end
   end
   local function line(cells)
     local out = {}
-    for i, cell in ipairs(cells) do
-      local w = widths[i]
-      if i >= 3 and i <= 5 then out[i] = (" "):rep(w - #cell) .. cell else out[i] = cell .. (" "):rep(w - #cell) end
+    for i, c in ipairs(cells) do
+      local pad = (" "):rep(widths[i] - #c)
+      out[i] = (i >= 3 and i <= 5) and pad .. c or c .. pad
     end
     return (table.concat(out, "  "):gsub("%s+$", ""))
   end
   print(("lua-truto benchmarks, %s"):format(os.date("!%Y-%m-%d %H:%M UTC")))
   print(("machine: %s, %d cores, %s RAM, %s"):format(m.cpu, m.cores, m.mem, m.kernel))
   print("versions: " .. m.versions)
-  print(("method: %d rounds after a warm-up round, sides interleaved; medians; "
-    .. "ratio = median of per-round ratios"):format(RUNS))
-  print("server: " .. server_note)
+  for _, note in ipairs(notes) do print(note) end
   print()
   print(line(header))
   local rule = {}
   for i, w in ipairs(widths) do rule[i] = ("-"):rep(w) end
   print(line(rule))
   for _, r in ipairs(rows) do print(line(r)) end
+end
+
+-- Seconds to milliseconds, in place, for the table.
+local function to_ms(figure)
+  figure.ms = { med = figure.seconds.med * 1e3, min = figure.seconds.min * 1e3, max = figure.seconds.max * 1e3 }
 end
 
 -- ---- main --------------------------------------------------------------------------
@@ -593,6 +790,7 @@ local function main()
       fail(BIN .. "/" .. program .. " is missing (run bench/run)")
     end
   end
+  check_cjson_seed()
   local m = machine()
   local tmpdir = assert(sh.mktemp("truto-bench-req"))
 
@@ -603,12 +801,21 @@ local function main()
   local record = probe.unified_api:update("crm", "opportunities", ID, seed_body(), seed_query())
   if not record then fail("the emulator refused the seed's update") end
   probe:close()
-  local session = core.session {}
-  local req = core.build_request(seed_spec(emu.base_url))
+  local session = support.core_field("session") {}
+  local req = build_request(seed_spec(emu.base_url))
   local status, _, body = session:perform { method = req.method, url = req.url, headers = req.headers, body = req.body }
   session:close()
   if status ~= 200 or body:find("]=====]", 1, true) then fail("unexpected emulator answer " .. tostring(status)) end
-  local static = start_static(body)
+  progress("B6: writing the list page")
+  local page_path = tmpdir .. "/page.json"
+  local page_bytes
+  do
+    local page = support.page_json(PAGE_RECORDS, PAGE_BYTES)
+    page_bytes = #page
+    assert(write_file(page_path, page))
+  end
+  collectgarbage()
+  local static = start_static(body, page_path)
 
   local ok, result = pcall(function()
     set_affinity(SELF_PID, PINNING and "0" or ALL_CPUS)
@@ -617,21 +824,33 @@ local function main()
     local b2 = bench_sequential(static, emu, tmpdir)
     local b3 = bench_concurrency(static, tmpdir)
     local b4 = bench_stream(emu)
+    local b6 = bench_page(static, tmpdir, page_bytes)
+    local b7 = bench_body(static, tmpdir)
     set_affinity(SELF_PID, PINNING and "0" or ALL_CPUS)
     local b5 = bench_startup()
     set_affinity(SELF_PID, ALL_CPUS)
-    return { b1, b2, b3, b4, b5 }
+    return { b1, b2, b3, b4, b5, b6, b7 }
   end)
   progress("")
   static:stop()
   emu:stop()
   run("rm -rf " .. shell_quote(tmpdir))
   if not ok then fail(tostring(result)) end
-  local note = ("B2/B3: a static nginx location (%d byte gzip'd JSON, the emulator's answer to the PATCH; "
-    .. "B3 adds X-Emulator-Delay-Ms: %d); B2 also against the emulator; B4: the emulator's /custom/blob"):format(
-    #body, DELAY_MS)
-  if PINNING then note = note .. "; B1, B2, B5 pinned to CPU 0 (client and server)" end
-  print_table(m, result[1], result[2], result[3], result[4], result[5], note)
+  local b6, b7 = result[6], result[7]
+  for _, side in ipairs { "client", "c_cjson", "c_bare" } do to_ms(b6[side]) end
+  for _, side in ipairs { "client", "c_bare" } do to_ms(b7[side]) end
+  local notes = {
+    ("method: %d rounds after a warm-up round, sides interleaved; median [min..max] over the rounds; "
+      .. "a ratio is the median [min..max] of the per-round ratios (client / reference for rates, "
+      .. "reference / client for times)"):format(RUNS),
+    ("server: B2/B3: a static nginx location (%d byte gzip'd JSON, the emulator's answer to the PATCH; "
+      .. "B3 at %s ms of X-Emulator-Delay-Ms); B2 also against the emulator; B4: the emulator's /custom/blob; "
+      .. "B6: a static file, not gzip'd; B7: the static location"):format(#body, table.concat(DELAYS_MS, "/")),
+    "C + cJSON: builds the seed's body (cJSON tree + print) per request and parses every answer with cJSON_Parse",
+    PINNING and "pinned: client, C programs and the nginx worker on CPU 0 (B1, B2 pinned rows, B5)"
+      or "not pinned (BENCH_PIN=0, no taskset, or one CPU)",
+  }
+  print_table(m, table_rows(result[1], result[2], result[3], result[4], result[5], b6, b7), notes)
 end
 
 main()

@@ -1,27 +1,23 @@
 /*
- * bench/curl_multi.c: the floor for concurrent requests through libcurl.
- * One multi handle keeps C transfers in flight (a pool of C easy handles,
- * each reused, connections kept alive in the multi's cache) until N
- * requests have completed; every request is the same, with its own
- * Idempotency-Key.  Response bodies are collected in memory.
+ * bench/curl_multi.c: the concurrent references.  One multi handle keeps C
+ * transfers in flight (a pool of C easy handles, each reused, connections
+ * kept alive in the multi's cache) until N requests have completed; every
+ * request is the same, with its own Idempotency-Key.  Response bodies are
+ * collected in memory.  With "@seed" and --cjson every request's body is
+ * built with cJSON and every answer parsed with cJSON as it completes (see
+ * bench_common.h).
  *
- *   curl_multi METHOD URL BODYFILE N C [HEADER...]
+ *   curl_multi [--cjson] METHOD URL BODY N C [HEADER...]
  *
- * Prints "<seconds> <requests/s>"; exits 1 on any failure or non-2xx.
+ * Prints "<seconds> <requests/s> <peak RSS kB> <peak RSS kB before the
+ * first request>"; exits 1 on any failure, non-2xx or unparsable answer.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <curl/curl.h>
-
 #include "bench_common.h"
 
 typedef struct {
     CURL *easy;
     struct curl_slist *headers;
+    char *built;             /* the body built for the transfer in flight */
     buffer body;
 } slot;
 
@@ -34,18 +30,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 int main(int argc, char **argv)
 {
-    if (argc < 6) {
-        fprintf(stderr, "usage: curl_multi METHOD URL BODYFILE N C [HEADER...]\n");
-        return 2;
-    }
-    const char *method = argv[1], *url = argv[2];
-    size_t body_len = 0;
-    char *body = read_file(argv[3], &body_len);
-    long n = atol(argv[4]), c = atol(argv[5]);
-    if (body == NULL || n <= 0 || c <= 0) {
-        fprintf(stderr, "curl_multi: bad body file, count or concurrency\n");
-        return 2;
-    }
+    long c = 0;
+    options o = parse_options(argc, argv, "curl_multi [--cjson] METHOD URL BODY N C [HEADER...]", &c);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURLM *m = curl_multi_init();
     curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, c);
@@ -55,43 +41,24 @@ int main(int argc, char **argv)
     for (long i = 0; i < c; i++) {
         slot *s = &slots[i];
         CURL *e = s->easy = curl_easy_init();
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, &s->body);
+        common_setopts(e, &o, &s->body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(e, CURLOPT_PRIVATE, s);
         idle[nidle++] = s;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    unsigned long prefix = ((unsigned long)ts.tv_sec * 1000000000UL + (unsigned long)ts.tv_nsec) ^
-                           ((unsigned long)getpid() << 40);
+    unsigned long prefix = key_prefix();
+    long before = peak_rss_kb();
 
     long started = 0, done = 0;
     int running = 0;
     double t0 = now();
-    while (done < n) {
-        while (nidle > 0 && started < n) {
+    while (done < o.n) {
+        while (nidle > 0 && started < o.n) {
             slot *s = idle[--nidle];
-            struct curl_slist *h = NULL;
-            for (int a = 6; a < argc; a++)
-                h = curl_slist_append(h, argv[a]);
-            char key[64];
-            snprintf(key, sizeof key, "Idempotency-Key: %016lx%016lx", prefix, (unsigned long)started);
-            h = curl_slist_append(h, key);
-            h = curl_slist_append(h, "Expect:");
-            s->headers = h;
+            s->headers = request_headers(&o, prefix, started);
             s->body.len = 0;
-            curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, h);
+            curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+            s->built = set_body(s->easy, &o);
             curl_multi_add_handle(m, s->easy);
             started++;
         }
@@ -112,14 +79,19 @@ int main(int argc, char **argv)
             curl_multi_remove_handle(m, s->easy);
             curl_slist_free_all(s->headers);
             s->headers = NULL;
+            free(s->built);
+            s->built = NULL;
+            if (o.cjson && !parse_answer(&s->body)) {
+                fprintf(stderr, "curl_multi: cJSON cannot parse an answer\n");
+                return 1;
+            }
             idle[nidle++] = s;
             done++;
         }
-        if (done < n && (nidle == 0 || started == n))
+        if (done < o.n && (nidle == 0 || started == o.n))
             curl_multi_poll(m, NULL, 0, 1000, NULL);
     }
-    double dt = now() - t0;
-    printf("%.6f %.1f\n", dt, (double)n / dt);
+    report(now() - t0, o.n, before);
     for (long i = 0; i < c; i++) {
         curl_easy_cleanup(slots[i].easy);
         free(slots[i].body.data);
@@ -127,7 +99,7 @@ int main(int argc, char **argv)
     curl_multi_cleanup(m);
     free(slots);
     free(idle);
-    free(body);
+    free(o.body);
     curl_global_cleanup();
     return 0;
 }
