@@ -7,6 +7,7 @@
 -- sequential benchmarks and their server to CPU 0), BENCH_BIN (directory of
 -- curl_loop and curl_multi, default build/bench).
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local schema = require "truto.schema"
 local truto = require "truto"
@@ -603,7 +604,7 @@ local function main()
   local record = probe.unified_api:update("crm", "opportunities", ID, seed_body(), seed_query())
   if not record then fail("the emulator refused the seed's update") end
   probe:close()
-  local session = core.session {}
+  local session = curl_core.session {}
   local req = core.build_request(seed_spec(emu.base_url))
   local status, _, body = session:perform { method = req.method, url = req.url, headers = req.headers, body = req.body }
   session:close()
