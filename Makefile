@@ -27,9 +27,19 @@ INSTALL_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 BINDIR       ?= $(PREFIX)/bin
 
 BUILD_DIR    ?= build/$(LUA_VERSION)
+# Two C modules: truto.core (the writers, the reader, the request builder,
+# webhooks, inflate, system helpers), which never loads libcurl, and
+# truto.curl_core (the libcurl session and multi), which lua/truto/curl.lua
+# loads at the first transfer.  truto.curl_core carries its own copy of the
+# few helpers of truto.core it uses (CURL_HELPERS).
+CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
+CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c
+CORE_SOURCES := $(filter-out $(CURL_SOURCES),$(wildcard csrc/*.c))
+# The objects of each module built in directory $(1).
+core_objects  = $(CORE_SOURCES:csrc/%.c=$(1)/obj/%.o)
+curl_objects  = $(CURL_SOURCES:csrc/%.c=$(1)/obj/%.o) $(CURL_HELPERS:csrc/%.c=$(1)/obj/%.o)
 CORE         := $(BUILD_DIR)/truto/core.so
-SOURCES      := $(wildcard csrc/*.c)
-OBJECTS      := $(SOURCES:csrc/%.c=$(BUILD_DIR)/obj/%.o)
+CURL_CORE    := $(BUILD_DIR)/truto/curl_core.so
 HEADERS      := $(wildcard csrc/*.h)
 ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
                 -I$(LUA_INCDIR) $(CURL_CFLAGS)
@@ -49,7 +59,7 @@ LUAJIT         ?= luajit
 LUAJIT_INCDIR  ?= $(shell $(PKG_CONFIG) --variable=includedir luajit 2>/dev/null || echo /usr/include/luajit-2.1)
 LUAJIT_DIR     := build/luajit
 LUAJIT_CORE    := $(LUAJIT_DIR)/truto/core.so
-LUAJIT_OBJECTS := $(SOURCES:csrc/%.c=$(LUAJIT_DIR)/obj/%.o)
+LUAJIT_CURL    := $(LUAJIT_DIR)/truto/curl_core.so
 # The specs that need no server: they run under LuaJIT as well as Lua 5.4.
 LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
@@ -64,25 +74,33 @@ LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
 DEMO_ACCOUNT := 62f44730-dd91-461e-bd6a-aedd9e0ad79d
 
-all: $(CORE)
+all: $(CORE) $(CURL_CORE)
 
 $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(CORE): $(OBJECTS)
+$(CORE): $(call core_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $(OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
 
-luajit: $(LUAJIT_CORE)
+$(CURL_CORE): $(call curl_objects,$(BUILD_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
+
+luajit: $(LUAJIT_CORE) $(LUAJIT_CURL)
 
 $(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 -I$(LUAJIT_INCDIR) $(CURL_CFLAGS) -c $< -o $@
 
-$(LUAJIT_CORE): $(LUAJIT_OBJECTS)
+$(LUAJIT_CORE): $(call core_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $(LUAJIT_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+
+$(LUAJIT_CURL): $(call curl_objects,$(LUAJIT_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
 
 # Install whatever Debian package is missing (as root, or through sudo);
 # run-deps: only those the library, the emulator and the examples need.
@@ -142,7 +160,7 @@ test: deps
 ASAN_CC      ?= gcc
 ASAN_DIR     := build/asan
 ASAN_CORE    := $(ASAN_DIR)/truto/core.so
-ASAN_OBJECTS := $(SOURCES:csrc/%.c=$(ASAN_DIR)/obj/%.o)
+ASAN_CURL    := $(ASAN_DIR)/truto/curl_core.so
 # gcc's "undefined" leaves out float-cast-overflow (clang's includes it).
 ASAN_CFLAGS  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
@@ -159,19 +177,23 @@ $(ASAN_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) $(ASAN_CFLAGS) -c $< -o $@
 
-$(ASAN_CORE): $(ASAN_OBJECTS)
+$(ASAN_CORE): $(call core_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $(ASAN_OBJECTS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+
+$(ASAN_CURL): $(call curl_objects,$(ASAN_DIR))
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
 
 $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) -shared -fPIC -O2 -o $@ $<
 
-# bin/truto (run by the CLI spec) loads build/5.4's core: `all` builds it.
+# bin/truto (run by the CLI spec) loads build/5.4's modules: `all` builds them.
 asan: deps
 	@$(MAKE) -s asan-run
 
-asan-run: all $(ASAN_CORE) $(ASAN_DIR)/unpreload.so
+asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_DIR)/unpreload.so
 	@log=$(ASAN_DIR)/busted.log; \
 	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
@@ -208,17 +230,19 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
 # clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.
 FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config
-FUZZ_OBJECTS := $(SOURCES:csrc/%.c=$(FUZZ_DIR)/obj/%.o)
+# truto.core's objects: only the harness that reaches libcurl links it.
+FUZZ_OBJECTS := $(call core_objects,$(FUZZ_DIR))
 FUZZ_LIBS    := $(shell $(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) \
-                $(CURL_LIBS) $(CRYPTO_LIBS) $(ZLIB_LIBS) -lm
+                $(CRYPTO_LIBS) $(ZLIB_LIBS) -lm
 
 $(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
 # The headers harness includes csrc/session.c to reach its static parsers.
-$(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(filter-out $(FUZZ_DIR)/obj/session.o,$(FUZZ_OBJECTS)) $(FUZZ_LIBS)
+$(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/curl_common.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/curl_common.o $(FUZZ_LIBS) \
+	  $(CURL_LIBS)
 
 $(FUZZ_DIR)/%: fuzz/%.c fuzz/fuzz_lua.h $(FUZZ_OBJECTS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
@@ -274,7 +298,7 @@ docs:
 
 # ---- install -------------------------------------------------------------
 # What `make install` puts where, relative to $(DESTDIR): the modules users
-# call (and those they need), the core, the emulator's files beside
+# call (and those they need), the two C modules, the emulator's files beside
 # truto/emulator.lua (it finds them from its own path, so an installed tree
 # can be moved, or used from $(DESTDIR)), and the two commands with the
 # interpreter and the installed directories written into them.
@@ -282,7 +306,8 @@ LUA_MODULES   := $(wildcard lua/truto/*.lua)
 EMULATOR_DIR  := $(INSTALL_LMOD)/truto/emulator
 EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
 COMMANDS      := truto truto-emulator
-INSTALLED     := $(LUA_MODULES:lua/%=$(INSTALL_LMOD)/%) $(INSTALL_CMOD)/truto/core.so \
+INSTALLED     := $(LUA_MODULES:lua/%=$(INSTALL_LMOD)/%) \
+                 $(INSTALL_CMOD)/truto/core.so $(INSTALL_CMOD)/truto/curl_core.so \
                  $(EMULATOR_DIR)/nginx.conf.in $(EMULATOR_DIR)/fixtures.json \
                  $(EMULATOR_LUA:emulator/%=$(EMULATOR_DIR)/%) $(COMMANDS:%=$(BINDIR)/%)
 # Directories that hold nothing but ours, deepest first: uninstall removes them.
@@ -298,11 +323,11 @@ check-install-paths:
 
 install: install-lib install-bin
 
-install-lib: check-install-paths $(CORE)
+install-lib: check-install-paths $(CORE) $(CURL_CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
 	install -m 644 $(LUA_MODULES) $(DESTDIR)$(INSTALL_LMOD)/truto/
-	install -m 755 $(CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/core.so
+	install -m 755 $(CORE) $(CURL_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
 	install -m 644 emulator/nginx.conf.in emulator/fixtures.json $(DESTDIR)$(EMULATOR_DIR)/
 	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
 
@@ -324,10 +349,10 @@ uninstall: check-install-paths
 	  echo "make uninstall: $$d is not empty: left in place"; done
 
 # LuaRocks (truto-*.rockspec, build type "make") runs this one target: the
-# core is compiled in a temp dir, so a `luarocks make` leaves nothing in the
+# C modules are compiled in a temp dir, so a `luarocks make` leaves nothing in the
 # source tree; LuaRocks itself installs and wraps the commands (build.install.bin).
-# For nginx's LuaJIT (OpenResty): the modules, the emulator's files and the core
-# built for LuaJIT (Lua 5.1's API) go where nginx's Lua looks by default
+# For nginx's LuaJIT (OpenResty): the modules, the emulator's files and the C
+# modules built for LuaJIT (Lua 5.1's API) go where nginx's Lua looks by default
 # ($(PREFIX)/share/lua/5.1, $(PREFIX)/lib/lua/5.1); the commands stay Lua 5.4's.
 install-luajit:
 	@$(MAKE) --no-print-directory install-lib LUA_VERSION=5.1 LUA=$(LUAJIT) LUA_INCDIR=$(LUAJIT_INCDIR) \

@@ -31,7 +31,9 @@ external_dependencies = {
 }
 -- Built by the Makefile (`make rock-install`), which compiles in a temp
 -- dir so that nothing is left in the source tree, and installs the modules,
--- the core and the emulator's files; LuaRocks installs the commands.
+-- the two C modules (truto/core.so, and truto/curl_core.so: the libcurl
+-- transport, loaded at the first transfer) and the emulator's files;
+-- LuaRocks installs the commands.
 build = {
   type = "make",
   build_pass = false,

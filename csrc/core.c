@@ -1,8 +1,9 @@
 /*
- * luaopen_truto_core: the private C module behind require "truto".
+ * luaopen_truto_core: the private C module behind require "truto": the
+ * writers, the reader, the request builder and the helpers every transport
+ * uses.  It does not link libcurl (the libcurl transport is truto.curl_core,
+ * csrc/curl_core.c).
  */
-#include <curl/curl.h>
-
 #include "truto.h"
 
 /* truto.encode_query(t) -> "a=1&b%5B%5D=x" */
@@ -54,11 +55,7 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     new_mark(L, TRUTO_RAW_MT, "raw_mt");
     lua_pushliteral(L, TRUTO_VERSION);
     lua_setfield(L, -2, "VERSION");
-    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
-    lua_setfield(L, -2, "curl_version");
     truto_open_request(L);
-    truto_open_session(L);
-    truto_open_multi(L);
     truto_open_response(L);
     truto_open_decode(L);
     truto_open_webhook(L);

@@ -11,7 +11,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include <curl/curl.h>
+#include <curl/curlver.h>   /* LIBCURL_VERSION: a header only, truto.core links no libcurl */
 
 #include "truto.h"
 
@@ -228,7 +228,8 @@ static void add_header(header *h, int *n, const char *name, const char *value)
     (*n)++;
 }
 
-/* Written once: the versions do not change while the module is loaded. */
+/* Written once: the versions do not change while the module is loaded.
+ * libcurl's is the one built against: asking the library would load it. */
 static const char *user_agent(void)
 {
     static char agent[160];
@@ -238,8 +239,8 @@ static const char *user_agent(void)
     const char *lua = LUA_VERSION;
 #endif
     if (agent[0] == '\0')
-        snprintf(agent, sizeof agent, "lua-truto/%s (libcurl/%s; %s)", TRUTO_VERSION,
-                 curl_version_info(CURLVERSION_NOW)->version, lua);
+        snprintf(agent, sizeof agent, "lua-truto/%s (libcurl/%s; %s)", TRUTO_VERSION, LIBCURL_VERSION,
+                 lua);
     return agent;
 }
 

@@ -1,7 +1,9 @@
 /*
- * Private interface shared by the files of the truto.core module.
- * Nothing here is exported: the shared object is built with
- * -fvisibility=hidden and only luaopen_truto_core is marked public.
+ * Private interface shared by the files of the two C modules: truto.core
+ * (core.c and the files it registers) and truto.curl_core (curl_core.c,
+ * session.c, multi.c, curl_common.c: the only ones that call libcurl).
+ * Nothing here is exported: the shared objects are built with
+ * -fvisibility=hidden and only their luaopen_* functions are marked public.
  */
 #ifndef TRUTO_H
 #define TRUTO_H
@@ -153,6 +155,17 @@ void truto_query_encode(lua_State *L, truto_encoder *e, int idx);
 /* list_fields: stack index of a set of top-level field names whose empty
  * tables are arrays, or 0. */
 void truto_json_encode(lua_State *L, truto_encoder *e, int idx, int list_fields);
+
+/* ---- userdata classes (class.c) ------------------------------------- */
+/* __tostring of the userdata at 1 with metatable name: "truto.Session
+ * (0x...)" or "truto.Session (closed, 0x...)".  Returns 1. */
+int truto_push_handle_name(lua_State *L, const char *name, int closed);
+/* Registers the metatable name: __index (methods), __gc and __close
+ * (cleanup), __tostring; then sets field ctor_name of the table on top of the
+ * stack to ctor. */
+void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
+                      lua_CFunction ctor);
 
 /* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
 struct curl_slist;
@@ -315,19 +328,12 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
 /* Header lines -> { ["content-type"] = "...", ... } */
 void truto_push_headers(lua_State *L, const truto_bytes *h);
 
-/* __tostring of the userdata at 1 with metatable name: "truto.Session
- * (0x...)" or "truto.Session (closed, 0x...)".  Returns 1. */
-int truto_push_handle_name(lua_State *L, const char *name, int closed);
-/* Registers the metatable name: __index (methods), __gc and __close
- * (cleanup), __tostring; then sets field ctor_name of the table on top of the
- * stack to ctor. */
-void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
-                      lua_CFunction ctor);
 
 TRUTO_API int luaopen_truto_core(lua_State *L);
+TRUTO_API int luaopen_truto_curl_core(lua_State *L);
 
-/* ---- registration of each file's Lua functions (core.c calls these) - */
+/* ---- registration of each file's Lua functions (core.c and, for
+ * session.c and multi.c, curl_core.c call these) ---------------------- */
 void truto_open_request(lua_State *L);
 void truto_open_session(lua_State *L);
 void truto_open_multi(lua_State *L);

@@ -4,6 +4,7 @@
 local truto = require "truto"
 local cli = require "truto.cli"
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local sh = require "spec.support.shell"
 
@@ -830,7 +831,7 @@ describe("truto command", function()
     -- The one line, pinned: the command ships with lua-truto, so both carry
     -- its version; then the libcurl the core is linked with and the Lua.
     local VERSION = ("truto %s (lua-truto %s, libcurl %s, %s)\n"):format(truto.VERSION, truto.VERSION,
-      core.curl_version, _VERSION)
+      curl_core.curl_version, _VERSION)
 
     it("prints the versions, exit 0, nothing else", function()
       assert.matches("^truto %d+%.%d+%.%d+ %(lua%-truto %d+%.%d+%.%d+, libcurl %d+%.%d+%.%d+[%w.-]*, Lua 5%.4%)\n$",

@@ -5,6 +5,7 @@
 -- expected outcome (kind and retryable, or status and result) and bounds
 -- on time and peak memory, the same for every transport.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local cases = require "spec.support.hostile.cases"
 local ngx_app = require "spec.support.ngx_app"
@@ -80,7 +81,7 @@ setup(function()
     assert(sh.run("cp " .. sh.quote(hostile.ca_file) .. " " .. sh.quote(ca_file)))
     app = ngx_app.start_app { BASE_URL = "http://127.0.0.1:9", CONFORMANCE_TRUST =
       "lua_ssl_trusted_certificate " .. ca_file .. "; lua_ssl_verify_depth 2;" }
-    control = core.session { timeout = 60 }
+    control = curl_core.session { timeout = 60 }
   end)
   if not ok then
     if hostile then hostile:stop() end

@@ -27,10 +27,11 @@ local function check_installed(cwd, env, tree)
   -- the installed commands and modules, not the checkout's
   local ok, out, err = sh.script(cwd, env, "command -v truto; command -v truto-emulator; lua5.4 -e "
     .. sh.quote('print(package.searchpath("truto", package.path)) print(package.searchpath("truto.core", '
-      .. 'package.cpath)) print(require("truto").VERSION)'))
+      .. 'package.cpath)) print(package.searchpath("truto.curl_core", package.cpath)) print(require("truto").VERSION)'))
   assert(ok, err)
   assert.equal(table.concat({ tree .. "/bin/truto", tree .. "/bin/truto-emulator",
-    tree .. "/share/lua/5.4/truto/init.lua", tree .. "/lib/lua/5.4/truto/core.so", truto.VERSION }, "\n") .. "\n", out)
+    tree .. "/share/lua/5.4/truto/init.lua", tree .. "/lib/lua/5.4/truto/core.so",
+    tree .. "/lib/lua/5.4/truto/curl_core.so", truto.VERSION }, "\n") .. "\n", out)
 
   -- truto-emulator --detach, then the README's update through the installed `truto`
   local started, lines, serr = sh.script(cwd, env, "truto-emulator --detach")
@@ -109,12 +110,13 @@ describe("installing #checkout", function()
     assert.equal("opt/t/commands/truto", installed[1])
     assert.equal("opt/t/commands/truto-emulator", installed[2])
     assert.equal("opt/t/lib/truto/core.so", installed[3])
-    assert.equal("opt/t/lua/truto/cli.lua", installed[4])
-    -- 2 commands, the core, the modules, the emulator's template, fixtures and handlers
+    assert.equal("opt/t/lib/truto/curl_core.so", installed[4])
+    assert.equal("opt/t/lua/truto/cli.lua", installed[5])
+    -- 2 commands, the 2 C modules, the Lua modules, the emulator's template, fixtures and handlers
     local modules = select(2, sh.capture("cd " .. sh.quote(dir) .. " && ls lua/truto/*.lua"):gsub("\n", ""))
     local handlers = select(2, sh.capture("cd " .. sh.quote(dir) .. " && ls emulator/lua/truto_emulator/*.lua")
       :gsub("\n", ""))
-    assert.equal(3 + modules + 2 + handlers, #installed)
+    assert.equal(4 + modules + 2 + handlers, #installed)
     assert.truthy(sh.read_file(stage .. "/opt/t/commands/truto-emulator")
       :find("\nlocal LUA_DIR, CORE_DIR = [[/opt/t/lua]], [[/opt/t/lib]]\n", 1, true))
     ok, out, err = sh.script(dir, { DESTDIR = stage }, "make uninstall " .. places)
@@ -134,14 +136,16 @@ describe("installing #checkout", function()
       local server = assert(require("truto.emulator").start())
       local client = truto.new { token = "test-token", base_url = server.base_url }
       local user = assert(client.unified_api:get("crm", "users", "111", { integrated_account_id = "]] .. ACCOUNT .. [[" }))
-      print(user.id, package.searchpath("truto", package.path), package.searchpath("truto.core", package.cpath))
+      print(user.id, package.searchpath("truto", package.path), package.searchpath("truto.core", package.cpath),
+        package.searchpath("truto.curl_core", package.cpath))
       server:stop()]]
     ok, out, err = sh.script(work, {
       HOME = work, LUA_PATH = tree .. "/share/lua/5.1/?.lua;" .. tree .. "/share/lua/5.1/?/init.lua;;",
       LUA_CPATH = tree .. "/lib/lua/5.1/?.so;;",
     }, "luajit -e " .. sh.quote(code))
     assert(ok, out .. err)
-    assert.equal(("111\t%s/share/lua/5.1/truto/init.lua\t%s/lib/lua/5.1/truto/core.so\n"):format(tree, tree), out)
+    assert.equal(("111\t%s/share/lua/5.1/truto/init.lua\t%s/lib/lua/5.1/truto/core.so\t%s/lib/lua/5.1/truto/curl_core.so\n")
+      :format(tree, tree, tree), out)
     assert.equal("", checkout.leftovers(dir), "make install-luajit left files that git does not ignore")
 
     ok, out, err = sh.script(dir, { DESTDIR = stage }, "make uninstall-luajit PREFIX=/usr/local")

@@ -1,6 +1,7 @@
--- truto.core.multi: the libcurl multi handle (csrc/multi.c), concurrent
+-- truto.curl_core.multi: the libcurl multi handle (csrc/multi.c), concurrent
 -- transfers against the emulator over loopback.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local emu = require "spec.support.emulator"
 
@@ -35,23 +36,23 @@ local function get(path, extra)
   return { method = "GET", url = url(path), headers = headers }
 end
 
-describe("core.multi", function()
+describe("curl_core.multi", function()
   describe("arguments", function()
-    it("checks the options like core.session", function()
-      assert.has_error(function() core.multi "x" end)
-      assert.has_error(function() core.multi { bogus = 1 } end, "truto: unknown multi option 'bogus'")
-      assert.has_error(function() core.multi { timeout = 0 } end)
-      assert.has_error(function() core.multi { timeout = "1" } end)
-      assert.has_error(function() core.multi { connect_timeout = -1 } end)
-      assert.has_error(function() core.multi { http2 = "yes" } end)
-      assert.has_error(function() core.multi { insecure = 1 } end)
-      assert.has_error(function() core.multi { ca_file = "" } end)
-      assert.has_error(function() core.multi { max_response_bytes = 1.5 } end)
-      assert.has_error(function() core.multi { max_host_connections = 0 } end)
-      assert.has_error(function() core.multi { max_host_connections = 2.5 } end)
-      assert.has_error(function() core.multi { max_host_connections = "4" } end)
-      assert.has_error(function() core.multi { follow_redirects = true } end)
-      local m = core.multi { timeout = 5, connect_timeout = 1, http2 = false, insecure = false,
+    it("checks the options like curl_core.session", function()
+      assert.has_error(function() curl_core.multi "x" end)
+      assert.has_error(function() curl_core.multi { bogus = 1 } end, "truto: unknown multi option 'bogus'")
+      assert.has_error(function() curl_core.multi { timeout = 0 } end)
+      assert.has_error(function() curl_core.multi { timeout = "1" } end)
+      assert.has_error(function() curl_core.multi { connect_timeout = -1 } end)
+      assert.has_error(function() curl_core.multi { http2 = "yes" } end)
+      assert.has_error(function() curl_core.multi { insecure = 1 } end)
+      assert.has_error(function() curl_core.multi { ca_file = "" } end)
+      assert.has_error(function() curl_core.multi { max_response_bytes = 1.5 } end)
+      assert.has_error(function() curl_core.multi { max_host_connections = 0 } end)
+      assert.has_error(function() curl_core.multi { max_host_connections = 2.5 } end)
+      assert.has_error(function() curl_core.multi { max_host_connections = "4" } end)
+      assert.has_error(function() curl_core.multi { follow_redirects = true } end)
+      local m = curl_core.multi { timeout = 5, connect_timeout = 1, http2 = false, insecure = false,
                              max_response_bytes = 10, max_host_connections = 4 }
       assert.equal(0, m:pending())
       assert.matches("^truto.Multi %(", tostring(m))
@@ -59,7 +60,7 @@ describe("core.multi", function()
     end)
 
     it("checks requests like session:perform, before anything starts", function()
-      local m = core.multi()
+      local m = curl_core.multi()
       local u = "http://127.0.0.1:1/x"
       local bad = {
         { "x" },
@@ -100,7 +101,7 @@ describe("core.multi", function()
       assert.has_error(function() m:add { url = u } end, "truto: multi is closed")
       assert.has_error(function() m:wait(0) end, "truto: multi is closed")
       assert.matches("closed", tostring(m))
-      assert.has_error(function() core.multi().add({}, { url = u }) end)
+      assert.has_error(function() curl_core.multi().add({}, { url = u }) end)
     end)
   end)
 
@@ -118,7 +119,7 @@ describe("core.multi", function()
     end)
 
     it("runs 50 delayed GETs 16 at a time: every id once, in about ceil(50/16) delays", function()
-      local m = core.multi { max_host_connections = 16 }
+      local m = curl_core.multi { max_host_connections = 16 }
       local ids, expected = {}, {}
       local t0 = core.now()
       for i = 1, 50 do
@@ -172,7 +173,7 @@ describe("core.multi", function()
     end)
 
     it("sends PATCH bodies byte-exact", function()
-      local m = core.multi()
+      local m = curl_core.multi()
       local bodies = {}
       local big = {}
       for i = 1, 5000 do big[i] = string.format("%05d", i) end
@@ -217,7 +218,7 @@ describe("core.multi", function()
     end)
 
     it("reports per-transfer errors without disturbing the others", function()
-      local m = core.multi { max_host_connections = 8 }
+      local m = curl_core.multi { max_host_connections = 8 }
       local ok1 = m:add(get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 300" }))
       local timeout = m:add {
         method = "GET", url = url("/unified/crm/opportunities/23423523"),
@@ -266,7 +267,7 @@ describe("core.multi", function()
     end)
 
     it("uses max_response_bytes from the multi, per transfer overridable", function()
-      local m = core.multi { max_response_bytes = 1000 }
+      local m = curl_core.multi { max_response_bytes = 1000 }
       local small = m:add { method = "GET", url = base .. "/_emulator/blob?bytes=500", headers = {} }
       local big = m:add { method = "GET", url = base .. "/_emulator/blob?bytes=5000", headers = {} }
       local allowed = m:add { method = "GET", url = base .. "/_emulator/blob?bytes=5000", headers = {},
@@ -279,7 +280,7 @@ describe("core.multi", function()
     end)
 
     it("wait returns what finished, an empty array when nothing did in time", function()
-      local m = core.multi()
+      local m = curl_core.multi()
       assert.same({}, m:wait(0))
       local slow = m:add(get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 600" }))
       local t0 = core.now()
@@ -304,7 +305,7 @@ describe("core.multi", function()
     end)
 
     it("close aborts transfers in flight; the collector does the same", function()
-      local m = core.multi()
+      local m = curl_core.multi()
       for _ = 1, 20 do m:add(get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 2000" })) end
       m:wait(0.05)
       assert.equal(20, m:pending())
@@ -315,7 +316,7 @@ describe("core.multi", function()
       m:close()
 
       do
-        local g = core.multi()
+        local g = curl_core.multi()
         for _ = 1, 10 do g:add(get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 2000" })) end
         g:wait(0.05)
       end
@@ -324,20 +325,20 @@ describe("core.multi", function()
 
       if _VERSION == "Lua 5.4" then
         local f = assert(load([[
-          local core, req = ...
-          local c <close> = core.multi()
+          local curl_core, req = ...
+          local c <close> = curl_core.multi()
           c:add(req)
           c:wait(0.05)
           return c
         ]]))
-        local c = f(core, get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 2000" }))
+        local c = f(curl_core, get("/unified/crm/opportunities/23423523", { "X-Emulator-Delay-Ms: 2000" }))
         assert.equal(0, c:pending())
         assert.matches("closed", tostring(c))
       end
     end)
 
     it("a failed add part-way leaks nothing and leaves the multi usable", function()
-      local m = core.multi()
+      local m = curl_core.multi()
       local good = m:add(get("/unified/crm/opportunities/23423523"))
       for _ = 1, 200 do
         assert.has_error(function()

@@ -2,12 +2,14 @@
 -- handlers in spec/ngx/truto_app.lua) whose handlers call the emulator with
 -- the ngx (cosocket) transport.  Everything is driven from here over HTTP.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local emu = require "spec.support.emulator"
 local sh = require "spec.support.shell"
 local bodiless = require "spec.support.bodiless"
 local platform_calls = require "spec.support.platform_calls"
 local ngx_app = require "spec.support.ngx_app"
+local memory = require "spec.support.memory"
 
 local ACCOUNT = emu.ACCOUNT
 local shell_quote, capture = sh.quote, sh.capture
@@ -31,7 +33,7 @@ local function with_server(start)
       emu.start()
       server = start()
       target = server
-      session = core.session { timeout = 60 }
+      session = curl_core.session { timeout = 60 }
     end)
     if not ok then
       if server then server:stop() end
@@ -122,6 +124,14 @@ describe("inside nginx (the ngx transport)", function()
     local status, value = json_request("GET", "/transport")
     assert.equal(200, status)
     assert.is_true(value.ngx)
+  end)
+
+  it("never loads libcurl: none in the worker after a call (this process, on libcurl, has it)", function()
+    local status, record = json_request("GET", "/opportunity/get?id=23423523")
+    assert.equal(200, status, app:log())
+    assert.equal("23423523", record.id)
+    assert.is_false(worker_memory().libcurl)
+    assert.is_true(memory.mapped("libcurl"))
   end)
 
   it("updates an opportunity from a content handler; the emulator has the change", function()

@@ -4,6 +4,7 @@
 -- with examples/openresty/nginx.conf, serve the four routes over real HTTP,
 -- clean up after a failure half-way, and stop everything on SIGTERM.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local checkout = require "spec.support.checkout"
 local readme = require "spec.support.readme"
@@ -166,7 +167,7 @@ describe("examples/openresty/run as README.md shows it #checkout", function()
     dir = checkout.fresh("truto-openresty-checkout")
     work = assert(sh.mktemp("truto-openresty-spec"))
     text = readme.block("examples/openresty/run")
-    session = core.session { timeout = 30 }
+    session = curl_core.session { timeout = 30 }
     local all = json(sh.read_file(dir .. "/emulator/fixtures.json"), "emulator/fixtures.json")
     fixtures = all.resources["crm/opportunities"].records
     run = launch(dir, text, free_port(), work, "first")

@@ -150,7 +150,7 @@ describe("README.md #checkout", function()
     assert.equal(5, #assert(truto.decode_json(deals)).result)
     assert.same({ week = 3 }, assert(truto.decode_json(custom)).result.body)
     assert.equal(("truto %s (lua-truto %s, libcurl %s, Lua 5.4)\n"):format(truto.VERSION, truto.VERSION,
-      require("truto.core").curl_version), version)
+      require("truto.curl_core").curl_version), version)
   end)
 
   it("runs the command line's platform examples", function()

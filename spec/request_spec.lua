@@ -1,8 +1,9 @@
 -- truto.core.build_request: the exact request every transport sends.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 
-local UA_PREFIX = "User-Agent: lua-truto/" .. truto.VERSION .. " (libcurl/" .. core.curl_version .. "; Lua"
+local UA_PREFIX = "User-Agent: lua-truto/" .. truto.VERSION .. " (libcurl/" .. curl_core.curl_version .. "; Lua"
 
 local function spec_of(overrides)
   local spec = {

@@ -1,4 +1,4 @@
--- truto.core.session: the libcurl session (csrc/session.c).
+-- truto.curl_core.session: the libcurl session (csrc/session.c).
 --
 -- Argument checks and lifetime need no server.  The transfer tests talk over
 -- loopback to a private nginx started here (plain HTTP on two ports and
@@ -6,7 +6,7 @@
 -- byte-exact control over replies: redirects, repeated and interim headers,
 -- truncated and malformed replies, a gzip bomb (started, like the Truto
 -- emulator of the end-to-end checks, with truto.emulator).
-local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local redirect = require "truto.redirect"
 local sh = require "spec.support.shell"
@@ -162,12 +162,12 @@ local function stop_nginx(n)
   if n then n:stop() end
 end
 
-describe("truto.core.session", function()
+describe("truto.curl_core.session", function()
   describe("options", function()
     it("takes no options, an empty table or every documented one", function()
-      core.session():close()
-      core.session{}:close()
-      core.session{
+      curl_core.session():close()
+      curl_core.session{}:close()
+      curl_core.session{
         timeout = 30, connect_timeout = 10, ca_file = "/nonexistent/ca.pem", ca_path = "/nonexistent",
         insecure = false, proxy = "http://127.0.0.1:3128", max_response_bytes = 1024,
         http2 = false,
@@ -175,25 +175,25 @@ describe("truto.core.session", function()
     end)
 
     it("rejects unknown options and wrong types", function()
-      assert.has_error(function() core.session{ timeout = 1, tiemout = 2 } end,
+      assert.has_error(function() curl_core.session{ timeout = 1, tiemout = 2 } end,
         "truto: unknown session option 'tiemout'")
-      assert.has_error(function() core.session{ [1] = true } end)
-      assert.has_error(function() core.session("x") end)
-      assert.has_error(function() core.session{ timeout = "30" } end)
-      assert.has_error(function() core.session{ insecure = 1 } end)
-      assert.has_error(function() core.session{ http2 = "yes" } end)
+      assert.has_error(function() curl_core.session{ [1] = true } end)
+      assert.has_error(function() curl_core.session("x") end)
+      assert.has_error(function() curl_core.session{ timeout = "30" } end)
+      assert.has_error(function() curl_core.session{ insecure = 1 } end)
+      assert.has_error(function() curl_core.session{ http2 = "yes" } end)
       -- Redirects are the client's (lua/truto/redirect.lua), not a session's.
-      assert.has_error(function() core.session{ follow_redirects = true } end,
+      assert.has_error(function() curl_core.session{ follow_redirects = true } end,
         "truto: unknown session option 'follow_redirects'")
-      assert.has_error(function() core.session{ proxy = 3128 } end)
-      assert.has_error(function() core.session{ ca_file = "" } end)
-      assert.has_error(function() core.session{ ca_file = "a\0b" } end)
+      assert.has_error(function() curl_core.session{ proxy = 3128 } end)
+      assert.has_error(function() curl_core.session{ ca_file = "" } end)
+      assert.has_error(function() curl_core.session{ ca_file = "a\0b" } end)
     end)
 
     it("rejects zero, negative, NaN and infinite timeouts", function()
       for _, name in ipairs{ "timeout", "connect_timeout" } do
         for _, v in ipairs{ 0, -1, 0 / 0, math.huge, -math.huge } do
-          local ok, err = pcall(core.session, { [name] = v })
+          local ok, err = pcall(curl_core.session, { [name] = v })
           assert.is_false(ok)
           assert.matches(name .. " must be a positive number of seconds", err, 1, true)
         end
@@ -202,7 +202,7 @@ describe("truto.core.session", function()
 
     it("rejects negative or fractional max_response_bytes", function()
       for _, v in ipairs{ -1, 1.5, 0 / 0, math.huge } do
-        assert.has_error(function() core.session{ max_response_bytes = v } end,
+        assert.has_error(function() curl_core.session{ max_response_bytes = v } end,
           "truto: max_response_bytes must be a non-negative integer")
       end
     end)
@@ -210,7 +210,7 @@ describe("truto.core.session", function()
 
   describe("lifetime", function()
     it("closes idempotently and refuses to perform afterwards", function()
-      local s = core.session()
+      local s = curl_core.session()
       assert.matches("^truto%.Session", tostring(s))
       s:close()
       s:close()
@@ -221,7 +221,7 @@ describe("truto.core.session", function()
     end)
 
     it("shares one cleanup between close, __gc and __close", function()
-      local mt = getmetatable(core.session())
+      local mt = getmetatable(curl_core.session())
       assert.equal(mt.__gc, mt.__index.close)
       assert.equal(mt.__close, mt.__index.close)
       assert.equal("truto.Session", mt.__name)
@@ -230,20 +230,20 @@ describe("truto.core.session", function()
     it("is closed at the end of a to-be-closed scope", function()
       local kept
       do
-        local s <close> = core.session()
+        local s <close> = curl_core.session()
         kept = s
       end
       assert.matches("closed", tostring(kept))
     end)
 
     it("survives garbage collection of many sessions", function()
-      for _ = 1, 200 do core.session() end
+      for _ = 1, 200 do curl_core.session() end
       collectgarbage()
       collectgarbage()
     end)
 
     it("raises on misuse of the methods", function()
-      local s = core.session()
+      local s = curl_core.session()
       assert.has_error(function() s.perform({}, { url = "http://127.0.0.1:1/" }) end)
       assert.has_error(function() s.close("x") end)
       s:close()
@@ -252,7 +252,7 @@ describe("truto.core.session", function()
 
   describe("request arguments", function()
     local s
-    before_each(function() s = core.session() end)
+    before_each(function() s = curl_core.session() end)
     after_each(function() s:close() end)
 
     local function rejects(req, message)
@@ -305,7 +305,7 @@ describe("truto.core.session", function()
 
   describe("connection failures", function()
     it("reports a refused connection as kind connect", function()
-      local s = core.session{ connect_timeout = 2 }
+      local s = curl_core.session{ connect_timeout = 2 }
       local status, err = s:perform{ url = "http://127.0.0.1:1/", headers = { "Authorization: Bearer s3cr3t" } }
       assert.is_nil(status)
       assert.equal("connect", err.kind)
@@ -329,7 +329,7 @@ describe("truto.core.session", function()
     teardown(function()
       stop_nginx(srv)
     end)
-    before_each(function() s = core.session{ timeout = 10 } end)
+    before_each(function() s = curl_core.session{ timeout = 10 } end)
     after_each(function() s:close() end)
 
     it("sends the body bytes exactly, for every method", function()
@@ -449,7 +449,7 @@ describe("truto.core.session", function()
       local status, err = s:perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 2097151 }
       assert.is_nil(status)
       assert.equal("too_large", err.kind)
-      local small = core.session{ max_response_bytes = 1000 }
+      local small = curl_core.session{ max_response_bytes = 1000 }
       status, err = small:perform{ url = srv.base .. "/two-mb.txt" }
       assert.is_nil(status)
       assert.equal("too_large", err.kind)
@@ -533,7 +533,7 @@ describe("truto.core.session", function()
       assert.is_nil(status)
       assert.equal("timeout", err.kind)
       assert.equal(28, err.curl_code)
-      local quick = core.session{ timeout = 0.3 }
+      local quick = curl_core.session{ timeout = 0.3 }
       status, err = quick:perform{ url = srv.base .. "/slow-body?ms=3000" }
       assert.is_nil(status)
       assert.equal("timeout", err.kind)
@@ -563,7 +563,7 @@ describe("truto.core.session", function()
       end)
 
       it("trusts ca_file, and speaks HTTP/2 unless http2 = false", function()
-        local t = core.session{ ca_file = srv.ca }
+        local t = curl_core.session{ ca_file = srv.ca }
         local status, headers, body, info = t:perform{ method = "PATCH", url = srv.https_base .. "/echo",
                                                        body = '{"a":1}', headers = { "Content-Type: application/json" } }
         assert.equal(200, status)
@@ -573,7 +573,7 @@ describe("truto.core.session", function()
         local _, _, _, again = t:perform{ url = srv.https_base .. "/echo" }
         assert.equal(0, again.new_connections)
         t:close()
-        t = core.session{ ca_file = srv.ca, http2 = false }
+        t = curl_core.session{ ca_file = srv.ca, http2 = false }
         status, _, _, info = t:perform{ url = srv.https_base .. "/echo" }
         assert.equal(200, status)
         assert.equal("1.1", info.http_version)
@@ -581,7 +581,7 @@ describe("truto.core.session", function()
       end)
 
       it("skips verification only when insecure = true", function()
-        local t = core.session{ insecure = true }
+        local t = curl_core.session{ insecure = true }
         assert.equal(200, (t:perform{ url = srv.https_base .. "/echo" }))
         t:close()
       end)
@@ -601,7 +601,7 @@ describe("truto.core.session", function()
       -- here its rules against real 3xx answers, over a session.
       describe("followed with truto.redirect", function()
         local session
-        before_each(function() session = core.session{ ca_file = srv.ca } end)
+        before_each(function() session = curl_core.session{ ca_file = srv.ca } end)
         after_each(function() session:close() end)
         local f = {}
         function f.perform(_, first)
@@ -694,7 +694,7 @@ describe("truto.core.session", function()
 end)
 
 -- End-to-end against the Truto emulator.
-describe("truto.core.session against the emulator", function()
+describe("truto.curl_core.session against the emulator", function()
   local h, s
 
   setup(function()
@@ -703,7 +703,7 @@ describe("truto.core.session against the emulator", function()
   teardown(function()
     if h then h:stop() end
   end)
-  before_each(function() s = core.session{ timeout = 10 } end)
+  before_each(function() s = curl_core.session{ timeout = 10 } end)
   after_each(function() s:close() end)
 
   local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"

@@ -1,7 +1,7 @@
 -- The client over HTTPS against the emulator (emulator.start{ tls = true }:
 -- a throwaway CA, a certificate for 127.0.0.1 and localhost, HTTP/2 when
 -- nginx has it), and what it does with redirects.
-local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local emu = require "spec.support.emulator"
 
@@ -163,7 +163,7 @@ describe("HTTPS", function()
       assert_refused(err, "refused a redirect from https to http")
       assert.equal(1, #emu.requests())
       -- The plain-HTTP server never saw the request.
-      local session = core.session {}
+      local session = curl_core.session {}
       local status, _, body = session:perform { url = plain.base_url .. "/_emulator/requests" }
       session:close()
       assert.equal(200, status)

@@ -4,6 +4,7 @@
 -- What the emulator recorded of each part (name, filename, content type,
 -- size, SHA-256) is checked exactly, and so is the Content-Length.
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local multipart = require "truto.multipart"
 local emu = require "spec.support.emulator"
@@ -39,7 +40,7 @@ setup(function()
     -- transport's child process of run_limited.
     app = ngx_app.start_app { BASE_URL = emu.base_url,
                               WORKER_LIMITS = ("worker_rlimit_nofile %d;"):format(uploads.NOFILE) }
-    control = core.session { timeout = 300 }
+    control = curl_core.session { timeout = 300 }
   end)
   if not ok then
     if app then app:stop() end
@@ -315,7 +316,7 @@ describe("uploads", function()
   end)
 
   it("fail in libcurl's read callback when a file no longer has the size given", function()
-    local session = core.session()
+    local session = curl_core.session()
     local form = assert(multipart.form { f = truto.file(file_path("report.pdf")) })
     assert(multipart.check(form))
     form.parts[1].size = form.parts[1].size + 1
@@ -331,7 +332,7 @@ describe("uploads", function()
   -- file, and the message had no reason.
   it("fail in libcurl's read callback on what is not a regular file or is missing, with the system's reason",
      function()
-    local session = core.session { timeout = 5 }
+    local session = curl_core.session { timeout = 5 }
     local function upload(path, size)
       local form = assert(multipart.form { f = truto.file(file_path("report.pdf")) })
       assert(multipart.check(form))

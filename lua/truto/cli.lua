@@ -3,7 +3,7 @@
 -- environment, output streams and terminal check as parameters so that the
 -- spec can run it in-process.
 local truto = require "truto"
-local core = require "truto.core"   -- curl_version, isatty and file_info, which truto does not export
+local core = require "truto.core"   -- isatty and file_info, which truto does not export
 local client_module = require "truto.client"
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
 
@@ -494,10 +494,10 @@ local function plural(n, noun)
 end
 
 -- The --version line: the command's version (that of lua-truto, which it
--- ships with), then what it runs on.
+-- ships with), then what it runs on (libcurl is loaded for it).
 local function version_line()
-  return ("truto %s (lua-truto %s, libcurl %s, %s)\n"):format(truto.VERSION, truto.VERSION, core.curl_version,
-    _VERSION)
+  return ("truto %s (lua-truto %s, libcurl %s, %s)\n"):format(truto.VERSION, truto.VERSION,
+    require("truto.curl_core").curl_version, _VERSION)
 end
 
 -- The command the words name, and the index of its first word after the

@@ -1,7 +1,13 @@
 --- The libcurl transport: one keep-alive session per client, driven from C.
 -- Used everywhere except inside nginx, where a blocking call would stall
 -- the worker.
-local core = require "truto.core"
+local truto_core = require "truto.core"
+-- session and multi are truto.curl_core's, the C module that links libcurl:
+-- it is required at their first use, not with this module, so that a process
+-- that never makes a transfer here (inside nginx, say) never loads libcurl.
+local core = setmetatable({ sleep = truto_core.sleep, now = truto_core.now }, {
+  __index = function(_, name) return require("truto.curl_core")[name] end,
+})
 
 local _M = {}
 local mt = { __index = _M }

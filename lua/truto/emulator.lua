@@ -11,6 +11,7 @@
 --   -- server.base_url = "http://127.0.0.1:PORT"; server:requests(), server:reset() ...
 --   server:stop()
 local core = require "truto.core"
+local curl_core = require "truto.curl_core"   -- the launcher talks to the server over libcurl
 local truto = require "truto"
 
 local _M = {}
@@ -144,7 +145,7 @@ end
 -- Waits until url answers (with the HTTP status `status` when given, any
 -- status otherwise) or the process dies.
 local function wait_ready(url, pid, ca_file, status)
-  local session = core.session { ca_file = ca_file, timeout = 1, connect_timeout = 1 }
+  local session = curl_core.session { ca_file = ca_file, timeout = 1, connect_timeout = 1 }
   local deadline = os.time() + START_TIMEOUT
   local ready = false
   repeat
@@ -371,7 +372,7 @@ Emulator.__gc = Server.stop
 -- A control request (/_emulator/...): the decoded answer, or nil and an error.
 local function control(server, method, path, body)
   if server.stopped then return nil, "the emulator is stopped" end
-  server.session = server.session or core.session { ca_file = server.ca_file, timeout = 10 }
+  server.session = server.session or curl_core.session { ca_file = server.ca_file, timeout = 10 }
   local status, headers_or_err, text = server.session:perform {
     method = method, url = server.base_url .. "/_emulator/" .. path,
     headers = { "Content-Type: application/json" }, body = body and truto.encode_json(body) or nil,

@@ -46,7 +46,8 @@ end
 
 function _M.worker()
   local memory = require "spec.support.memory"
-  send_json(200, { pid = ngx.worker.pid(), rss_kb = memory.kb("VmRSS"), hwm_kb = memory.kb("VmHWM") })
+  send_json(200, { pid = ngx.worker.pid(), rss_kb = memory.kb("VmRSS"), hwm_kb = memory.kb("VmHWM"),
+                   libcurl = memory.mapped("libcurl") })
 end
 
 function _M.transport()

@@ -1,5 +1,6 @@
--- This process's memory, from /proc/self/status: the flat-memory checks of
--- the specs, in busted and inside nginx (no busted here).
+-- This process's memory, from /proc/self/status and /proc/self/maps: the
+-- flat-memory checks of the specs and the libraries loaded, in busted and
+-- inside nginx (no busted here).
 local _M = {}
 
 --- A field of /proc/self/status in kB (VmRSS, VmHWM, ...), 0 when unknown.
@@ -26,6 +27,17 @@ function _M.watch()
   end
   local before = _M.kb("VmRSS")
   return function() return _M.kb("VmHWM") - before end
+end
+
+--- Whether a shared object whose path contains name (plain text) is mapped
+-- into this process (/proc/self/maps): which libraries it has loaded.
+---@param name string
+---@return boolean
+function _M.mapped(name)
+  local f = assert(io.open("/proc/self/maps"))
+  local maps = f:read("*a")
+  f:close()
+  return maps:find(name, 1, true) ~= nil
 end
 
 return _M

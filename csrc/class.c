@@ -1,0 +1,36 @@
+/*
+ * The Lua classes of the C modules' userdata (truto.Session, truto.Multi,
+ * truto.Inflater): their metatables and __tostring.  Shared by truto.core
+ * and truto.curl_core (each links its own copy).
+ */
+#include "truto.h"
+
+int truto_push_handle_name(lua_State *L, const char *name, int closed)
+{
+    lua_pushfstring(L, "%s (%s%p)", name, closed ? "closed, " : "", lua_touserdata(L, 1));
+    return 1;
+}
+
+void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
+                      lua_CFunction ctor)
+{
+    if (luaL_newmetatable(L, name)) {
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "__name");
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, cleanup);
+        lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+        lua_pushcfunction(L, cleanup);
+        lua_setfield(L, -2, "__close");
+#endif
+        lua_pushcfunction(L, tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, ctor);
+    lua_setfield(L, -2, ctor_name);
+}
