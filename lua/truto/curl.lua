@@ -15,13 +15,14 @@ local mt = { __index = _M }
 local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
   "max_response_bytes", "http2" }
 
---- A transport for one client: its libcurl session is made here and kept.
+--- A transport for one client: its libcurl session is made at the first
+-- transfer and kept (making a client loads no libcurl).
 ---@param options truto.Options the client's, timeouts filled in
 ---@return table transport
 function _M.new(options)
   local session_options = {}
   for _, name in ipairs(SESSION_OPTIONS) do session_options[name] = options[name] end
-  return setmetatable({ session = core.session(session_options), options = session_options }, mt)
+  return setmetatable({ options = session_options }, mt)
 end
 
 --- The multi handle batches run on, made on first use and kept, so that its
