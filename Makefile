@@ -12,6 +12,11 @@ CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null) $(if $(CURL_
 CURL_LIBS    ?= $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+# truto.core loads libcrypto (HMAC, for webhooks) with dlopen at the first
+# check rather than linking it: its file name is the soname of the libcrypto
+# a link would use.
+LIBCRYPTO_SONAME ?= $(or $(shell objdump -p "$$($(CC) -print-file-name=libcrypto.so)" 2>/dev/null \
+                      | awk '/SONAME/ { print $$2 }'),libcrypto.so.3)
 # zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
 ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
@@ -42,7 +47,7 @@ CORE         := $(BUILD_DIR)/truto/core.so
 CURL_CORE    := $(BUILD_DIR)/truto/curl_core.so
 HEADERS      := $(wildcard csrc/*.h)
 ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
-                -I$(LUA_INCDIR) $(CURL_CFLAGS)
+                -I$(LUA_INCDIR) $(CURL_CFLAGS) -DTRUTO_LIBCRYPTO='"$(LIBCRYPTO_SONAME)"'
 
 # Debian packages, installed on demand when missing: what the library, the
 # emulator and the examples need (README.md's "Requirements" lists the same,
@@ -82,7 +87,7 @@ $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(CORE): $(call core_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
 
 $(CURL_CORE): $(call curl_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
@@ -92,11 +97,12 @@ luajit: $(LUAJIT_CORE) $(LUAJIT_CURL)
 
 $(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 -I$(LUAJIT_INCDIR) $(CURL_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 -I$(LUAJIT_INCDIR) $(CURL_CFLAGS) \
+	  -DTRUTO_LIBCRYPTO='"$(LIBCRYPTO_SONAME)"' -c $< -o $@
 
 $(LUAJIT_CORE): $(call core_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
 
 $(LUAJIT_CURL): $(call curl_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
@@ -164,7 +170,7 @@ ASAN_CURL    := $(ASAN_DIR)/truto/curl_core.so
 # gcc's "undefined" leaves out float-cast-overflow (clang's includes it).
 ASAN_CFLAGS  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
-                -std=gnu99 -I$(LUA_INCDIR) $(CURL_CFLAGS)
+                -std=gnu99 -I$(LUA_INCDIR) $(CURL_CFLAGS) -DTRUTO_LIBCRYPTO='"$(LIBCRYPTO_SONAME)"'
 # The specs that stream 50-100 MB check that RSS stays flat: a small
 # quarantine, and a collector that waits less (redzones make the live heap,
 # and so Lua's default 200% pause, much larger than natively).
@@ -179,7 +185,7 @@ $(ASAN_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(ASAN_CORE): $(call core_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(CRYPTO_LIBS) $(ZLIB_LIBS)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
 
 $(ASAN_CURL): $(call curl_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)

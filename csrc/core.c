@@ -53,6 +53,10 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     new_mark(L, TRUTO_OBJECT_MT, "object_mt");
     new_mark(L, TRUTO_FILE_MT, "file_mt");
     new_mark(L, TRUTO_RAW_MT, "raw_mt");
+    /* JSON null as every reader of it spells it: lua-cjson's cjson.null is
+     * this same NULL light userdata, so truto.null needs no cjson loaded. */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     lua_pushliteral(L, TRUTO_VERSION);
     lua_setfield(L, -2, "VERSION");
     truto_open_request(L);

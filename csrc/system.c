@@ -16,7 +16,7 @@
 
 #include <sys/stat.h>
 
-#include <openssl/rand.h>
+#include <sys/random.h>
 
 #include "truto.h"
 #include <lualib.h>     /* LUA_FILEHANDLE in the Lua 5.1 API (LuaJIT) */
@@ -44,8 +44,9 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
-/* Random bytes are drawn from OpenSSL's CSPRNG a pool at a time: one call
- * per 4 KiB rather than one per idempotency key.  Each byte is served once. */
+/* Random bytes are drawn from the kernel's CSPRNG (getrandom(2)) a pool at a
+ * time: one call per 4 KiB rather than one per idempotency key.  Each byte
+ * is served once. */
 static unsigned char pool[4096];
 static size_t pool_left;
 static pid_t pool_pid;      /* a forked child (an nginx worker) refills its own */
@@ -54,8 +55,13 @@ static int random_bytes(unsigned char *out, size_t n)
 {
     if (pool_left < n || pool_pid != getpid()) {
         pool_pid = getpid();
-        if (RAND_bytes(pool, (int)sizeof pool) != 1)
-            return 0;
+        for (size_t got = 0; got < sizeof pool;) {
+            ssize_t r = getrandom(pool + got, sizeof pool - got, 0);
+            if (r < 0 && errno != EINTR)
+                return 0;
+            if (r > 0)
+                got += (size_t)r;
+        }
         pool_left = sizeof pool;
     }
     pool_left -= n;

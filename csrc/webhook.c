@@ -6,14 +6,54 @@
  * digits (either case), or the 44-character base64 of the 32 bytes (43
  * without its "=", the URL-safe alphabet too), decoded strictly (the unused
  * low bits must be zero, so one digest has one spelling per alphabet).
+ *
+ * OpenSSL's HMAC is loaded with dlopen at the first check, not linked: most
+ * processes never verify a webhook, and mapping libcrypto cost about 1 ms of
+ * every `require "truto"` (issue 12).  TRUTO_LIBCRYPTO is the library's file
+ * name, from the Makefile (the soname of the libcrypto it would link).
  */
+#include <dlfcn.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "truto.h"
+
+#ifndef TRUTO_LIBCRYPTO
+#define TRUTO_LIBCRYPTO "libcrypto.so.3"
+#endif
+
+/* HMAC() and EVP_sha256() of libcrypto, as declared in <openssl/hmac.h>. */
+typedef unsigned char *(*hmac_fn)(const void *md, const void *key, int key_len, const unsigned char *data,
+                                  size_t data_len, unsigned char *out, unsigned int *out_len);
+typedef const void *(*md_fn)(void);
+static hmac_fn hmac;
+static md_fn sha256;
+
+/* Loads HMAC and EVP_sha256 once; 0 when libcrypto cannot be loaded.  A
+ * process that races here loads the same library twice, harmlessly. */
+static int load_hmac(void)
+{
+    if (hmac != NULL)
+        return 1;
+    void *lib = dlopen(TRUTO_LIBCRYPTO, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        return 0;
+    md_fn md = (md_fn)dlsym(lib, "EVP_sha256");
+    hmac_fn h = (hmac_fn)dlsym(lib, "HMAC");
+    if (md == NULL || h == NULL)
+        return 0;
+    sha256 = md;
+    hmac = h;
+    return 1;
+}
+
+/* Compares n bytes in a time that does not depend on where they differ. */
+static int same_bytes(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    volatile unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
 
 #define DIGEST_LEN 32
 
@@ -87,7 +127,9 @@ static int l_verify_webhook(lua_State *L)
 
     unsigned char expected[DIGEST_LEN];
     unsigned int expectedlen = 0;
-    if (HMAC(EVP_sha256(), secret, (int)secretlen, (const unsigned char *)body, bodylen,
+    if (!load_hmac())
+        return luaL_error(L, "truto: cannot load %s for HMAC-SHA256: %s", TRUTO_LIBCRYPTO, dlerror());
+    if (hmac(sha256(), secret, (int)secretlen, (const unsigned char *)body, bodylen,
              expected, &expectedlen) == NULL || expectedlen != DIGEST_LEN)
         return luaL_error(L, "truto: HMAC-SHA256 is not available");
 
@@ -116,7 +158,7 @@ static int l_verify_webhook(lua_State *L)
             if (!read_digest(value, valuelen, given))
                 return reject(L, "malformed signature: expected 64 hex digits or 44 base64 characters");
             signatures++;
-            matched |= CRYPTO_memcmp(given, expected, DIGEST_LEN) == 0;
+            matched |= same_bytes(given, expected, DIGEST_LEN);
         }
         p = comma ? comma + 1 : end;
     }

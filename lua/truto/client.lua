@@ -4,7 +4,12 @@
 -- or `nil, err`.  Users reach it through `truto.new`, not `require`.
 local core = require "truto.core"
 local errors = require "truto.errors"
-local multipart = require "truto.multipart"
+-- Loaded at the first upload (or the first body that is no plain string).
+local multipart = setmetatable({}, { __index = function(self, name)
+  local module = require "truto.multipart"
+  setmetatable(self, { __index = module })
+  return module[name]
+end })
 local ratelimit = require "truto.ratelimit"
 local redirect = require "truto.redirect"
 local retry = require "truto.retry"
@@ -328,7 +333,7 @@ local function redacted(req, shown_url)
       or line
   end
   local body = req.body
-  if multipart.is_form(body) then body = multipart.describe(body) end
+  if type(body) == "table" and multipart.is_form(body) then body = multipart.describe(body) end
   return { method = req.method, url = shown_url or req.url, headers = headers, body = body }
 end
 
@@ -499,7 +504,7 @@ end
 local function arm(self, call)
   if call.failed then return nil, call.failed end
   -- Each send reads the files again: they must still be there, and the size the Content-Length says.
-  if multipart.is_form(call.hop.body) then
+  if type(call.hop.body) == "table" and multipart.is_form(call.hop.body) then
     local ok, err = multipart.check(call.hop.body)
     if not ok then return nil, err end
   end
@@ -1206,7 +1211,7 @@ end
 local MCP_PROTOCOL_VERSION = "2024-11-05"   -- what Truto's TypeScript SDK sends
 local rpc_ids = 0
 
-local NULL = require("cjson").null
+local NULL = core.null
 
 local function present(v) return v ~= nil and v ~= NULL end
 

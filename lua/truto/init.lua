@@ -3,7 +3,6 @@
 -- a client (`truto.Client`); the rest are JSON and query helpers.  The C core
 -- (truto.core) is private.
 local core = require "truto.core"
-local cjson = require "cjson"
 local client = require "truto.client"
 local multipart = require "truto.multipart"
 
@@ -15,7 +14,7 @@ local _M = {
   -- PATCH), in a query an empty value (`k=`).  It is the very value lua-cjson
   -- decodes null to (`cjson.null`), so a decoded null compares equal to it.
   ---@type lightuserdata
-  null = cjson.null,
+  null = core.null,
 }
 
 local array_mt, object_mt = core.array_mt, core.object_mt

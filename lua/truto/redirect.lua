@@ -4,7 +4,6 @@
 -- origin; 303 turns anything but HEAD into a GET and 301/302 turn a POST
 -- into one (as browsers and libcurl do), dropping the body; 307 and 308
 -- keep method and body.
-local http1 = require "truto.http1"
 
 local _M = {}
 
@@ -89,7 +88,8 @@ function _M.next(first, req, status, headers, hops)
   if req.url:match("^[Hh][Tt][Tt][Pp][Ss]:") and scheme == "http" then
     return refused("refused a redirect from https to http")
   end
-  local target, from = http1.parse_url(url), http1.parse_url(first.url)
+  local parse_url = require("truto.http1").parse_url   -- loaded at the first redirect only
+  local target, from = parse_url(url), parse_url(first.url)
   if not target then return refused("refused a redirect to a malformed URL") end
   local method, body, lines = req.method, req.body, req.headers
   if (status == 303 and method ~= "HEAD") or ((status == 301 or status == 302) and method == "POST") then
