@@ -138,21 +138,28 @@ static void copy_string(lua_State *L, int idx, const char *what, char **slot)
     *slot = copy;
 }
 
-/* Raises unless every key of the table at idx is one of names. */
-static void check_fields(lua_State *L, int idx, const char *const *names, const char *what)
+/* Raises unless every key of the table at idx is one of names.  With
+ * first_slot, the value of names[i] goes to stack slot first_slot + i
+ * (which the caller filled with nil): the fields are read in the same walk
+ * that checks them. */
+static void check_fields(lua_State *L, int idx, const char *const *names, const char *what,
+                         int first_slot)
 {
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "truto: %s keys must be strings, got %s", what, luaL_typename(L, -1));
-        const char *key = lua_tostring(L, -1);
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "truto: %s keys must be strings, got %s", what, luaL_typename(L, -2));
+        const char *key = lua_tostring(L, -2);
         int i;
         for (i = 0; names[i] != NULL; i++)
             if (strcmp(key, names[i]) == 0)
                 break;
         if (names[i] == NULL)
             luaL_error(L, "truto: unknown %s '%s'", what, key);
+        if (first_slot != 0)
+            lua_replace(L, first_slot + i);
+        else
+            lua_pop(L, 1);
     }
 }
 
@@ -577,7 +584,7 @@ void truto_options_read(lua_State *L, const char *const *fields, const char *wha
     options_init(o);
     if (!lua_istable(L, 1))
         return;
-    check_fields(L, 1, fields, what);
+    check_fields(L, 1, fields, what, 0);
     for (int i = 0; fields[i] != NULL; i++) {
         lua_getfield(L, 1, fields[i]);
         if (!lua_isnil(L, -1) && !read_option(L, o, fields[i]))
@@ -599,11 +606,13 @@ void truto_options_free(truto_transfer_options *o)
 void truto_check_request(lua_State *L, const char *const *fields,
                          const truto_transfer_options *o, truto_transfer_request *r)
 {
+    int n = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    check_fields(L, 2, fields, "request field");
-    for (int i = 0; fields[i] != NULL; i++)
-        lua_getfield(L, 2, fields[i]);
+    while (fields[n] != NULL)
+        n++;
+    luaL_checkstack(L, n + 4, "truto: request");
+    lua_settop(L, 2 + n);
+    check_fields(L, 2, fields, "request field", TRUTO_ARG_METHOD);
 
     memset(r, 0, sizeof *r);
     r->method = check_method(L, TRUTO_ARG_METHOD);

@@ -237,7 +237,7 @@ typedef struct {
     int fresh_connect;              /* never on a reused connection */
 } truto_transfer_request;
 
-/* Checks the request table at stack index 2 (keys: fields) up to
+/* Checks the request table at stack index 2 (keys: fields, read raw) up to
  * max_response_bytes, defaults from o.  fresh_connect is left to the caller,
  * after its own fields: r->fresh_connect is 0. */
 void truto_check_request(lua_State *L, const char *const *fields,
