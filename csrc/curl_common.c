@@ -138,21 +138,28 @@ static void copy_string(lua_State *L, int idx, const char *what, char **slot)
     *slot = copy;
 }
 
-/* Raises unless every key of the table at idx is one of names. */
-static void check_fields(lua_State *L, int idx, const char *const *names, const char *what)
+/* Raises unless every key of the table at idx is one of names.  With
+ * first_slot, the value of names[i] goes to stack slot first_slot + i
+ * (which the caller filled with nil): the fields are read in the same walk
+ * that checks them. */
+static void check_fields(lua_State *L, int idx, const char *const *names, const char *what,
+                         int first_slot)
 {
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "truto: %s keys must be strings, got %s", what, luaL_typename(L, -1));
-        const char *key = lua_tostring(L, -1);
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "truto: %s keys must be strings, got %s", what, luaL_typename(L, -2));
+        const char *key = lua_tostring(L, -2);
         int i;
         for (i = 0; names[i] != NULL; i++)
             if (strcmp(key, names[i]) == 0)
                 break;
         if (names[i] == NULL)
             luaL_error(L, "truto: unknown %s '%s'", what, key);
+        if (first_slot != 0)
+            lua_replace(L, first_slot + i);
+        else
+            lua_pop(L, 1);
     }
 }
 
@@ -295,44 +302,58 @@ static int check_body(lua_State *L, int idx, const char *method, const char **bo
     return 0;
 }
 
-/* Appends the lines at idx (already checked) to *list, then "Expect:" (no
+/* Makes the list at *at hold line next: the node there is kept when it
+ * already holds it (a session sends the same lines again and again), else
+ * it and every node after it are freed and line is appended.  0 on OOM. */
+static int keep_or_append(struct curl_slist **list, struct curl_slist ***at, const char *line)
+{
+    if (**at != NULL) {
+        if (strcmp((**at)->data, line) == 0) {
+            *at = &(**at)->next;
+            return 1;
+        }
+        curl_slist_free_all(**at);
+        **at = NULL;
+    }
+    struct curl_slist *l = curl_slist_append(*list, line);
+    if (l == NULL)
+        return 0;
+    *list = l;
+    *at = &(**at)->next;        /* **at is the node just appended */
+    return 1;
+}
+
+/* Makes *list the lines at idx (already checked), then "Expect:" (no
  * 100-continue round trip) and, for a body sent without a Content-Type,
- * "Content-Type:" (no form type made up by libcurl).  Never raises: returns
- * 0 when memory runs out, *list then holding what was appended so far. */
+ * "Content-Type:" (no form type made up by libcurl).  The nodes of *list
+ * that already match are kept: only the lines from the first one that
+ * differs are built again.  Never raises: returns 0 when memory runs out,
+ * *list then holding a valid prefix. */
 int truto_header_list(lua_State *L, int idx, const truto_transfer_request *r, struct curl_slist **list)
 {
     int content_type = 0;
-    struct curl_slist *l;
+    struct curl_slist **at = list;
     if (lua_istable(L, idx)) {
         size_t n = lua_rawlen(L, idx);
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, (int)i);
             const char *line = lua_tostring(L, -1);
-            if (truto_has_prefix_ci(line, "content-type:") ||
-                truto_has_prefix_ci(line, "content-type;")) {
-                content_type = 1;
-                if (r->form) {
-                    lua_pop(L, 1);
-                    continue;
-                }
-            }
-            l = curl_slist_append(*list, line);
+            int is_type = truto_has_prefix_ci(line, "content-type:") ||
+                          truto_has_prefix_ci(line, "content-type;");
+            content_type |= is_type;
+            /* A form's type is libcurl's, with its boundary. */
+            int ok = (is_type && r->form) || keep_or_append(list, &at, line);
             lua_pop(L, 1);
-            if (l == NULL)
+            if (!ok)
                 return 0;
-            *list = l;
         }
     }
-    l = curl_slist_append(*list, "Expect:");
-    if (l == NULL)
+    if (!keep_or_append(list, &at, "Expect:"))
         return 0;
-    *list = l;
-    if (r->has_body && !r->form && !content_type) {
-        l = curl_slist_append(*list, "Content-Type:");
-        if (l == NULL)
-            return 0;
-        *list = l;
-    }
+    if (r->has_body && !r->form && !content_type && !keep_or_append(list, &at, "Content-Type:"))
+        return 0;
+    curl_slist_free_all(*at);   /* lines the previous list had beyond these */
+    *at = NULL;
     return 1;
 }
 
@@ -563,7 +584,7 @@ void truto_options_read(lua_State *L, const char *const *fields, const char *wha
     options_init(o);
     if (!lua_istable(L, 1))
         return;
-    check_fields(L, 1, fields, what);
+    check_fields(L, 1, fields, what, 0);
     for (int i = 0; fields[i] != NULL; i++) {
         lua_getfield(L, 1, fields[i]);
         if (!lua_isnil(L, -1) && !read_option(L, o, fields[i]))
@@ -585,11 +606,13 @@ void truto_options_free(truto_transfer_options *o)
 void truto_check_request(lua_State *L, const char *const *fields,
                          const truto_transfer_options *o, truto_transfer_request *r)
 {
+    int n = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    check_fields(L, 2, fields, "request field");
-    for (int i = 0; fields[i] != NULL; i++)
-        lua_getfield(L, 2, fields[i]);
+    while (fields[n] != NULL)
+        n++;
+    luaL_checkstack(L, n + 4, "truto: request");
+    lua_settop(L, 2 + n);
+    check_fields(L, 2, fields, "request field", TRUTO_ARG_METHOD);
 
     memset(r, 0, sizeof *r);
     r->method = check_method(L, TRUTO_ARG_METHOD);
@@ -687,66 +710,13 @@ void truto_reply_free(truto_reply *r)
             rc = curl_easy_setopt(e, (opt), (val));            \
     } while (0)
 
-/* TLS verification (on unless insecure), CA locations, proxy. */
-static CURLcode setopt_tls(CURL *e, const truto_transfer_options *o)
-{
-    CURLcode rc = CURLE_OK;
-    SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
-    if (o->ca_file != NULL)
-        SETOPT(CURLOPT_CAINFO, o->ca_file);
-    if (o->ca_path != NULL)
-        SETOPT(CURLOPT_CAPATH, o->ca_path);
-    if (o->proxy != NULL)
-        SETOPT(CURLOPT_PROXY, o->proxy);
-    return rc;
-}
-
-/* Method and payload, then the HTTP version (HTTP/2 over TLS when http2 and
- * libcurl supports it, else HTTP/1.1).  copy_body: libcurl keeps its own
- * copy of the body (the transfer outlives the Lua string). */
-static CURLcode setopt_method(CURL *e, const truto_transfer_request *r, int http2, int copy_body)
-{
-    CURLcode rc = CURLE_OK;
-    if (strcmp(r->method, "HEAD") == 0) {
-        SETOPT(CURLOPT_NOBODY, 1L);
-    } else if (r->form) {
-        if (strcmp(r->method, "POST") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
-        SETOPT(CURLOPT_MIMEPOST, r->mime);
-    } else if (r->has_body) {
-        if (strcmp(r->method, "POST") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        if (copy_body)
-            SETOPT(CURLOPT_COPYPOSTFIELDS, r->body);
-        else
-            SETOPT(CURLOPT_POSTFIELDS, r->body);
-    } else {
-        SETOPT(CURLOPT_HTTPGET, 1L);
-        if (strcmp(r->method, "GET") != 0)
-            SETOPT(CURLOPT_CUSTOMREQUEST, r->method);
-    }
-    if (rc == CURLE_OK) {
-        /* Without HTTP/2 support libcurl refuses 2TLS: HTTP/1.1 then. */
-        if (!http2 ||
-            curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    }
-    return rc;
-}
-
-int truto_setopt_transfer(void *easy, const truto_transfer_options *o,
-                          const truto_transfer_request *r, const char *url, long timeout_ms,
-                          struct curl_slist *headers, truto_reply *reply,
-                          truto_curl_callback on_body, truto_curl_callback on_header, void *ud,
-                          int copy_body)
+int truto_setopt_handle(void *easy, const truto_transfer_options *o, truto_reply *reply,
+                        truto_curl_callback on_body, truto_curl_callback on_header, void *ud)
 {
     CURL *e = (CURL *)easy;
     CURLcode rc = CURLE_OK;
     SETOPT(CURLOPT_ERRORBUFFER, reply->errbuf);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
-    SETOPT(CURLOPT_URL, url);
 #if LIBCURL_VERSION_NUM >= 0x075500
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -757,19 +727,109 @@ int truto_setopt_transfer(void *easy, const truto_transfer_options *o,
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(CURLOPT_HEADERDATA, ud);
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
-    SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    /* TLS verification (on unless insecure), CA locations, proxy. */
+    SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
+    if (o->ca_file != NULL)
+        SETOPT(CURLOPT_CAINFO, o->ca_file);
+    if (o->ca_path != NULL)
+        SETOPT(CURLOPT_CAPATH, o->ca_path);
+    if (o->proxy != NULL)
+        SETOPT(CURLOPT_PROXY, o->proxy);
+    /* HTTP/2 over TLS when asked for and libcurl supports it (without it
+     * libcurl refuses 2TLS), else HTTP/1.1. */
+    if (rc == CURLE_OK &&
+        (!o->http2 || curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK))
+        rc = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    return (int)rc;
+}
+
+/* Sets option opt to v unless *applied already holds v. */
+#define SETOPT_CHANGED(opt, applied, v)                        \
+    do {                                                       \
+        if (rc == CURLE_OK && (applied) != (v)) {              \
+            rc = curl_easy_setopt(e, (opt), (v));              \
+            (applied) = (v);                                   \
+        }                                                      \
+    } while (0)
+
+/* The method libcurl sends in place of the one its mode implies (POST for
+ * a payload, GET without), or NULL. */
+static const char *custom_method(const truto_transfer_request *r)
+{
+    if (strcmp(r->method, "HEAD") == 0)
+        return NULL;
+    if (r->has_body)
+        return strcmp(r->method, "POST") != 0 ? r->method : NULL;
+    return strcmp(r->method, "GET") != 0 ? r->method : NULL;
+}
+
+static CURLcode setopt_custom_method(CURL *e, truto_applied *a, const char *method)
+{
+    size_t len = method != NULL ? strlen(method) : 0;
+    if (a->known && len < sizeof a->custom && strcmp(a->custom, method != NULL ? method : "") == 0)
+        return CURLE_OK;
+    CURLcode rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    /* A method too long to remember is set again every time. */
+    if (len < sizeof a->custom)
+        memcpy(a->custom, method != NULL ? method : "", len + 1);
+    else
+        a->custom[0] = '\1';
+    return rc;
+}
+
+/* The mode (HEAD, a form, a payload, or none), then the method's name.
+ * Every mode is set in full, whatever the previous request left: a payload
+ * pointer is cleared after each transfer, which libcurl takes as a POST. */
+static CURLcode setopt_method(CURL *e, truto_applied *a, const truto_transfer_request *r, int copy_body)
+{
+    CURLcode rc = CURLE_OK;
+    if (strcmp(r->method, "HEAD") == 0) {
+        SETOPT(CURLOPT_NOBODY, 1L);
+        a->nobody = 1;
+    } else if (r->has_body) {
+        SETOPT_CHANGED(CURLOPT_NOBODY, a->nobody, 0L);
+        if (r->form) {
+            SETOPT(CURLOPT_MIMEPOST, r->mime);
+        } else {
+            SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+            if (copy_body)
+                SETOPT(CURLOPT_COPYPOSTFIELDS, r->body);
+            else
+                SETOPT(CURLOPT_POSTFIELDS, r->body);
+        }
+    } else {
+        SETOPT(CURLOPT_HTTPGET, 1L);    /* also clears NOBODY */
+        a->nobody = 0;
+    }
     if (rc == CURLE_OK)
-        rc = setopt_tls(e, o);
-    SETOPT(CURLOPT_HTTPHEADER, headers);
+        rc = setopt_custom_method(e, a, custom_method(r));
+    return rc;
+}
+
+int truto_setopt_request(void *easy, truto_applied *a, const truto_transfer_request *r,
+                         struct curl_slist *headers, int copy_body)
+{
+    CURL *e = (CURL *)easy;
+    CURLcode rc = CURLE_OK;
+    if (!a->known) {
+        /* Values no request asks for: each option is set at once. */
+        a->timeout_ms = a->connect_timeout_ms = a->fresh_connect = a->nobody = -1;
+        a->headers = (struct curl_slist *)a;
+    }
+    SETOPT(CURLOPT_URL, r->url);
+    SETOPT_CHANGED(CURLOPT_TIMEOUT_MS, a->timeout_ms, r->timeout_ms);
+    SETOPT_CHANGED(CURLOPT_CONNECTTIMEOUT_MS, a->connect_timeout_ms, r->connect_timeout_ms);
+    SETOPT_CHANGED(CURLOPT_HTTPHEADER, a->headers, headers);
     /* libcurl silently sends a request again when a reused connection dies
      * before any answer; a request that must not be repeated (a POST or
      * PATCH without an Idempotency-Key) goes on a new connection instead. */
-    if (r->fresh_connect)
-        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+    SETOPT_CHANGED(CURLOPT_FRESH_CONNECT, a->fresh_connect, (long)r->fresh_connect);
     if (rc == CURLE_OK)
-        rc = setopt_method(e, r, o->http2, copy_body);
+        rc = setopt_method(e, a, r, copy_body);
+    /* After a failure what libcurl holds is unknown: all is set next time. */
+    a->known = rc == CURLE_OK;
     return (int)rc;
 }
 
@@ -878,13 +938,27 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
     lua_setfield(L, -2, "curl_code");
 }
 
+/* The number of lines from p to end (the last may have no LF). */
+static int count_lines(const char *p, const char *end)
+{
+    int n = 0;
+    while (p != NULL && p < end) {
+        p = (const char *)memchr(p, '\n', (size_t)(end - p));
+        n++;
+        if (p != NULL)
+            p++;
+    }
+    return n;
+}
+
 /* Header lines -> { ["content-type"] = "...", ... }: names lower-cased,
  * repeated fields joined with ", ", folded lines unfolded. */
 void truto_push_headers(lua_State *L, const truto_bytes *h)
 {
     /* No arithmetic on a NULL buffer (nothing received yet): UB in C. */
     const char *p = h->data, *end = h->len ? h->data + h->len : h->data;
-    lua_newtable(L);
+    /* Sized once (the status line is one too many): no rehash as it fills. */
+    lua_createtable(L, 0, count_lines(p, end));
     int t = lua_gettop(L);
     lua_pushnil(L);                 /* t + 1: name of the previous field */
     while (p != NULL && p < end) {

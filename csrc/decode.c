@@ -350,10 +350,10 @@ static void read_value(lua_State *L, reader *r)
     }
 }
 
-static int decode_raising(lua_State *L)
+/* Reads the document text, argument 1 being its source (the marks go to
+ * slots 2 and 3). */
+static int read_document(lua_State *L, const char *text, size_t len)
 {
-    size_t len;
-    const char *text = lua_tolstring(L, 1, &len);
     luaL_getmetatable(L, TRUTO_ARRAY_MT);
     luaL_getmetatable(L, TRUTO_OBJECT_MT);
     reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3 };
@@ -362,6 +362,36 @@ static int decode_raising(lua_State *L)
     if (r.p != r.end)
         fail(L, &r, "trailing characters");
     truto_encoder_done(r.e);
+    return 1;
+}
+
+static int decode_raising(lua_State *L)
+{
+    size_t len;
+    const char *text = lua_tolstring(L, 1, &len);
+    return read_document(L, text, len);
+}
+
+typedef struct {
+    const char *text;
+    size_t len;
+} json_text;
+
+static int decode_text_raising(lua_State *L)
+{
+    const json_text *t = (const json_text *)lua_touserdata(L, 1);
+    return read_document(L, t->text, t->len);
+}
+
+int truto_decode_json_text(lua_State *L, const char *text, size_t len)
+{
+    json_text t = { text, len };
+    lua_pushcfunction(L, decode_text_raising);
+    lua_pushlightuserdata(L, &t);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
     return 1;
 }
 

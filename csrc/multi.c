@@ -278,8 +278,11 @@ static int l_add(lua_State *L)
     if (rc == CURLE_OK && m->opts.http2 && truto_has_prefix_ci(r.url, "https://"))
         rc = curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_transfer(e, &m->opts, &r, r.url, r.timeout_ms, x->headers,
-                                             &x->reply, on_body, on_header, x, 1);
+        rc = (CURLcode)truto_setopt_handle(e, &m->opts, &x->reply, on_body, on_header, x);
+    truto_applied reset_handle;     /* acquire() reset it: nothing is known */
+    memset(&reset_handle, 0, sizeof reset_handle);
+    if (rc == CURLE_OK)
+        rc = (CURLcode)truto_setopt_request(e, &reset_handle, &r, x->headers, 1);
 
     m->pending++;
     if (rc == CURLE_OK && curl_multi_add_handle(m->cm, e) != CURLM_OK)

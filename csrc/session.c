@@ -7,6 +7,14 @@
  *   -- or nil, { kind =, message =, curl_code = }
  *   s:close()
  *
+ * The handle is never reset: the options that stay for its life are set by
+ * the first perform, and each request sets only the options that differ
+ * from the previous one's (truto_setopt_request), on the header list of the
+ * previous request, kept and rebuilt from its first changed line.  The
+ * response buffers stay between calls (truto_buf_reset returns big ones).
+ * With decode_json, a JSON 2xx body is decoded straight from the buffer:
+ * its Lua string is never made.
+ *
  * Redirects are followed by the client (lua/truto/redirect.lua), the same
  * over every transport: a session makes exactly one request per perform.
  *
@@ -29,12 +37,14 @@
 
 typedef struct {
     CURL *easy;
-    struct curl_slist *headers;     /* request header lines of the transfer */
-    curl_mime *mime;                /* its multipart form, if any */
+    struct curl_slist *headers;     /* request header lines, kept for the next request */
+    curl_mime *mime;                /* the multipart form of the transfer, if any */
     truto_reply reply;              /* decoded body (without a sink), header lines */
 
     /* session options */
     truto_transfer_options opts;
+    int handle_ready;               /* truto_setopt_handle done */
+    truto_applied applied;          /* the request options the handle holds */
 
     int closed, busy;
 
@@ -51,12 +61,8 @@ static session *check_session(lua_State *L)
     return (session *)luaL_checkudata(L, 1, SESSION_MT);
 }
 
-static void free_headers(session *s)
+static void free_form(session *s)
 {
-    if (s->headers != NULL) {
-        curl_slist_free_all(s->headers);
-        s->headers = NULL;
-    }
     curl_mime_free(s->mime);        /* closes the files it opened */
     s->mime = NULL;
 }
@@ -67,11 +73,13 @@ static int session_cleanup(lua_State *L)
     session *s = check_session(L);
     if (s->busy)
         return luaL_error(L, "truto: cannot close a session while its transfer is running");
-    free_headers(s);
+    free_form(s);
     if (s->easy != NULL) {
-        curl_easy_cleanup(s->easy);
+        curl_easy_cleanup(s->easy);     /* before the list it points to */
         s->easy = NULL;
     }
+    curl_slist_free_all(s->headers);
+    s->headers = NULL;
     truto_reply_free(&s->reply);
     truto_options_free(&s->opts);
     s->closed = 1;
@@ -177,10 +185,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* ---- s:perform(request) ---------------------------------------------------- */
 
-static const char *const request_fields[] = { TRUTO_REQUEST_FIELDS, "sink", NULL };
+static const char *const request_fields[] = { TRUTO_REQUEST_FIELDS, "sink", "decode_json", NULL };
 
 /* Stack slots of perform after the fields of TRUTO_REQUEST_FIELDS. */
-enum { ARG_SINK = TRUTO_ARG_EXTRA, ARG_SINK_CALL };
+enum { ARG_SINK = TRUTO_ARG_EXTRA, ARG_DECODE_JSON, ARG_SINK_CALL };
 
 typedef truto_transfer_request request;
 
@@ -199,31 +207,73 @@ static void check_request(lua_State *L, session *s, request *r)
                        truto_check_boolean(L, TRUTO_ARG_FRESH_CONNECT, "request fresh_connect");
 }
 
-/* Builds the header list and the form's parts from the validated fields.
- * Both live in the session as they grow, so an allocation failure leaks
- * nothing. */
+/* Brings the header list up to date and builds the form's parts from the
+ * validated fields.  Both live in the session as they grow, so an
+ * allocation failure leaks nothing. */
 static void build_headers(lua_State *L, session *s, request *r)
 {
-    free_headers(s);
+    free_form(s);
     if (!truto_header_list(L, TRUTO_ARG_HEADERS, r, &s->headers) ||
-        (r->form && !truto_mime_build(L, s->easy, &s->reply, &s->mime)))
+        (r->form && !truto_mime_build(L, s->easy, &s->reply, &s->mime))) {
+        /* The list may have lost the node the handle points to. */
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+        s->applied.known = 0;
         luaL_error(L, "truto: out of memory");
+    }
     r->mime = s->mime;
 }
 
 /* The one exchange.  Never raises: runs while the session is busy and
- * libcurl frames may be on the C stack.  curl_easy_reset keeps the live
- * connections, the DNS cache and the TLS session cache. */
+ * libcurl frames may be on the C stack. */
 static void transfer(session *s, request *r, outcome *o)
 {
     memset(o, 0, sizeof *o);
     truto_reply_start(&s->reply, r->max_bytes);
-    curl_easy_reset(s->easy);
-    o->code = (CURLcode)truto_setopt_transfer(s->easy, &s->opts, r, r->url, r->timeout_ms,
-                                              s->headers, &s->reply, on_body, on_header, s, 0);
+    if (!s->handle_ready) {
+        o->code = (CURLcode)truto_setopt_handle(s->easy, &s->opts, &s->reply, on_body, on_header, s);
+        s->handle_ready = o->code == CURLE_OK;
+    }
+    if (o->code == CURLE_OK)
+        o->code = (CURLcode)truto_setopt_request(s->easy, &s->applied, r, s->headers, 0);
     if (o->code == CURLE_OK)
         o->code = curl_easy_perform(s->easy);
     truto_collect_info(s->easy, &o->info);
+}
+
+/* Lua's %s (isspace in the C locale). */
+static int is_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* The media type of the content-type in the headers table at idx is JSON
+ * (application/json or a +json type), as the client's is_json reads it;
+ * without one, the body is taken for JSON.  The body is decoded here only
+ * when it is an object or an array, so that a decoded value is always a
+ * table. */
+static int is_json_document(lua_State *L, int idx, const truto_bytes *body)
+{
+    const char *p = body->data, *end = body->len ? body->data + body->len : body->data;
+    while (p < end && is_space(*p))
+        p++;
+    if (p == end || (*p != '{' && *p != '['))
+        return 0;
+    lua_getfield(L, idx, "content-type");
+    size_t len = 0;
+    const char *type = lua_tolstring(L, -1, &len), *stop;
+    lua_pop(L, 1);              /* the string stays in the headers table */
+    if (type == NULL)
+        return 1;
+    const char *tend = type + len;
+    while (type < tend && is_space(*type))
+        type++;
+    for (stop = type; stop < tend && *stop != ';' && !is_space(*stop); stop++)
+        ;
+    len = (size_t)(stop - type);
+    if (len == 0)
+        return 1;
+    return (len == 16 && strncasecmp(type, "application/json", 16) == 0) ||
+           (len >= 5 && strncasecmp(stop - 5, "+json", 5) == 0);
 }
 
 /* nil, { kind =, message =, curl_code = } */
@@ -244,6 +294,8 @@ static int l_perform(lua_State *L)
     if (s->busy)
         return luaL_error(L, "truto: session is busy (perform called from its own sink)");
     check_request(L, s, &r);
+    int decode_json = !lua_isnil(L, ARG_DECODE_JSON) &&
+                      truto_check_boolean(L, ARG_DECODE_JSON, "request decode_json");
 
     /* Room for the callbacks' pushes, and sink_call created up front so
      * that nothing allocates outside lua_pcall inside a callback. */
@@ -264,11 +316,13 @@ static int l_perform(lua_State *L)
     transfer(s, &r, &o);
     s->busy = 0;
     s->L = NULL;
-    /* The handle must not keep pointers to the list, the body or the form. */
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, (char *)NULL);
-    curl_easy_setopt(s->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
-    free_headers(s);
+    /* The handle must not keep pointers to the body or the form (the list
+     * is kept for the next request). */
+    if (r.form)
+        curl_easy_setopt(s->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
+    else if (r.has_body)
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, (char *)NULL);
+    free_form(s);
 
     if (s->sink_err != 0) {
         truto_reply_reset(&s->reply);
@@ -287,13 +341,15 @@ static int l_perform(lua_State *L)
     }
 
     long status = o.info.status;
+    int success = status >= 200 && status < 300;
     lua_pushinteger(L, (lua_Integer)status);
     truto_push_headers(L, &s->reply.head);
     truto_buf_reset(&s->reply.head);
-    if (s->sink_fn != 0 && status >= 200 && status < 300)
+    if (s->sink_fn != 0 && success)
         lua_pushnil(L);
-    else
-        truto_bytes_push(L, &s->reply.body);
+    else if (!(decode_json && success && is_json_document(L, lua_gettop(L), &s->reply.body) &&
+               truto_decode_json_text(L, s->reply.body.data, s->reply.body.len)))
+        truto_bytes_push(L, &s->reply.body);   /* a body the client decodes, or reports */
     truto_buf_reset(&s->reply.body);
     truto_push_info(L, &o.info);
     return 4;

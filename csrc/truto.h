@@ -167,6 +167,12 @@ void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,
                       lua_CFunction ctor);
 
+/* ---- the JSON reader (decode.c) --------------------------------------- */
+/* Pushes the value of the JSON document text (as core.decode_json reads
+ * it) and returns 1; returns 0, pushing nothing, when it is not valid JSON
+ * or memory runs out.  text needs not be a Lua string. */
+int truto_decode_json_text(lua_State *L, const char *text, size_t len);
+
 /* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
 struct curl_slist;
 struct curl_mime;
@@ -244,15 +250,16 @@ typedef struct {
     int fresh_connect;              /* never on a reused connection */
 } truto_transfer_request;
 
-/* Checks the request table at stack index 2 (keys: fields) up to
+/* Checks the request table at stack index 2 (keys: fields, read raw) up to
  * max_response_bytes, defaults from o.  fresh_connect is left to the caller,
  * after its own fields: r->fresh_connect is 0. */
 void truto_check_request(lua_State *L, const char *const *fields,
                          const truto_transfer_options *o, truto_transfer_request *r);
-/* Appends the header lines at idx (checked), "Expect:" and, for a body
- * without a Content-Type, "Content-Type:" to *list; for a form, every line
- * but Content-Type (libcurl writes it, with its own boundary).  0 on OOM
- * (never raises). */
+/* Makes *list the header lines at idx (checked), "Expect:" and, for a body
+ * without a Content-Type, "Content-Type:"; for a form, every line but
+ * Content-Type (libcurl writes it, with its own boundary).  The nodes of
+ * *list that already hold the right lines are kept, the rest freed and
+ * built again.  0 on OOM, *list then valid (never raises). */
 int truto_header_list(lua_State *L, int idx, const truto_transfer_request *r, struct curl_slist **list);
 
 /* What one transfer receives, written by the libcurl callbacks (which never
@@ -295,15 +302,30 @@ int truto_mime_build(lua_State *L, void *easy, truto_reply *reply, struct curl_m
 
 /* The callbacks' type (CURLOPT_WRITEFUNCTION, CURLOPT_HEADERFUNCTION). */
 typedef size_t (*truto_curl_callback)(char *p, size_t size, size_t n, void *ud);
-/* Every option of one transfer to url from a clean handle: callbacks (with
- * ud) and error buffer (reply's), timeouts (timeout_ms, r's connect timeout),
- * TLS and proxy (o), headers, fresh_connect, method and body (a copy when
- * copy_body), HTTP version.  Returns a CURLcode. */
-int truto_setopt_transfer(void *easy, const truto_transfer_options *o,
-                          const truto_transfer_request *r, const char *url, long timeout_ms,
-                          struct curl_slist *headers, truto_reply *reply,
-                          truto_curl_callback on_body, truto_curl_callback on_header, void *ud,
-                          int copy_body);
+/* The options that stay for a handle's life (set once on a session's
+ * handle, after each curl_easy_reset on a multi's): callbacks (with ud) and
+ * error buffer (reply's), TLS and proxy (o), HTTP version, content
+ * decoding, protocols.  Returns a CURLcode. */
+int truto_setopt_handle(void *easy, const truto_transfer_options *o, truto_reply *reply,
+                        truto_curl_callback on_body, truto_curl_callback on_header, void *ud);
+
+/* What the request options of a handle were last set to, so that the next
+ * request sets only what differs.  Zeroed: nothing known (a new or reset
+ * handle), every option is set. */
+typedef struct {
+    int known;
+    long timeout_ms, connect_timeout_ms, fresh_connect, nobody;
+    struct curl_slist *headers;
+    char custom[16];                /* CURLOPT_CUSTOMREQUEST, "" for none */
+} truto_applied;
+
+/* The options of one request that differ from *a (updated): url, timeouts,
+ * header list, fresh_connect, then method and payload, which are set every
+ * time (the body a copy when copy_body).  The handle keeps a pointer to the
+ * body (unless copied) and the form: clear them once the transfer is over.
+ * Returns a CURLcode. */
+int truto_setopt_request(void *easy, truto_applied *a, const truto_transfer_request *r,
+                         struct curl_slist *headers, int copy_body);
 
 /* The info table of a reply. */
 typedef struct {

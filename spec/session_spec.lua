@@ -6,6 +6,7 @@
 -- byte-exact control over replies: redirects, repeated and interim headers,
 -- truncated and malformed replies, a gzip bomb (started, like the Truto
 -- emulator of the end-to-end checks, with truto.emulator).
+local core = require "truto.core"
 local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local redirect = require "truto.redirect"
@@ -93,6 +94,13 @@ http {
             "Set-Cookie: c=1\r\nSET-COOKIE: d=2\r\nX-Spaces:   padded value  \r\n" ..
             "X-Empty:\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
       }
+    }
+    location = /bad.json { return 200 '{"a":'; }
+    location = /scalar.json { return 200 '"text"'; }
+    location = /error.json { return 422 '{"error":"x"}'; }
+    location = /problem { default_type application/problem+json; return 200 '{"type":"x"}'; }
+    location = /untyped {
+      content_by_lua_block { raw("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n [1,2,3]\n") }
     }
     location = /bomb.json { gzip_static always; gunzip off; types { } default_type application/json; }
     location = /same-origin { return 302 /echo; }
@@ -553,6 +561,228 @@ describe("truto.curl_core.session", function()
       status, err = s:perform{ url = srv.base .. "/malformed" }
       assert.is_nil(status)
       assert.equal("protocol", err.kind)
+    end)
+
+    -- The handle is never reset: each request sets only what differs from
+    -- the one before, so nothing of one request may reach the next.
+    describe("one handle, request after request", function()
+      local function echo(req)
+        req.url = req.url or srv.base .. "/echo"
+        local status, headers, body = s:perform(req)
+        assert.equal(200, status)
+        return headers, body
+      end
+
+      it("sends each request's own method and body, never the previous one's", function()
+        local headers, body = echo{ method = "PATCH", headers = { "Content-Type: application/json" }, body = '{"a":1}' }
+        assert.same({ "PATCH", "7", "application/json", '{"a":1}' },
+          { headers["x-method"], headers["x-content-length"], headers["x-content-type"], body })
+        headers, body = echo{}
+        assert.same({ "GET", "-", "-", "" }, { headers["x-method"], headers["x-content-length"], headers["x-content-type"], body })
+        headers, body = echo{ method = "POST", body = "abc" }
+        assert.same({ "POST", "3", "-", "abc" }, { headers["x-method"], headers["x-content-length"], headers["x-content-type"], body })
+        headers, body = echo{ method = "HEAD" }
+        assert.same({ "HEAD", "" }, { headers["x-method"], body })
+        headers, body = echo{ method = "PUT", body = "after head" }
+        assert.same({ "PUT", "10", "after head" }, { headers["x-method"], headers["x-content-length"], body })
+        headers, body = echo{ method = "DELETE" }
+        assert.same({ "DELETE", "-", "" }, { headers["x-method"], headers["x-content-length"], body })
+        headers, body = echo{ method = "HEAD" }
+        assert.same({ "HEAD", "" }, { headers["x-method"], body })
+        headers, body = echo{ method = "HEAD" }
+        assert.same({ "HEAD", "" }, { headers["x-method"], body })
+        headers, body = echo{ method = "POST" }
+        assert.same({ "POST", "0", "" }, { headers["x-method"], headers["x-content-length"], body })
+        -- A method too long to be remembered is set again every time.
+        for _ = 1, 2 do
+          headers = echo{ method = "VERYLONGMETHODNAME" }
+          assert.equal("VERYLONGMETHODNAME", headers["x-method"])
+        end
+        headers = echo{ method = "GET" }
+        assert.equal("GET", headers["x-method"])
+      end)
+
+      it("sends a form, then a plain body, with the type of each", function()
+        local form = { parts = { { lines = { 'Content-Disposition: form-data; name="a"' }, data = "1" } } }
+        local lines = { "Content-Type: multipart/form-data; boundary=mine", "X-A: 1" }
+        local headers, body = echo{ method = "POST", headers = lines, body = form }
+        assert.matches("^multipart/form%-data; boundary=%-*%w+$", headers["x-content-type"])
+        assert.is_nil(headers["x-content-type"]:find("mine", 1, true))
+        assert.matches('name="a"\r\n\r\n1\r\n', body, 1, true)
+        headers, body = echo{ method = "POST", headers = lines, body = "plain" }
+        assert.same({ "multipart/form-data; boundary=mine", "plain" }, { headers["x-content-type"], body })
+        headers, body = echo{ method = "PATCH", headers = lines, body = form }
+        assert.same({ "PATCH", "multipart/form-data; boundary" },
+          { headers["x-method"], headers["x-content-type"]:match("^[^=]+") })
+        assert.matches('name="a"\r\n\r\n1\r\n', body, 1, true)
+        headers, body = echo{}
+        assert.same({ "GET", "-", "-", "" }, { headers["x-method"], headers["x-content-type"], headers["x-content-length"], body })
+      end)
+
+      it("builds the header lines again from the first one that changed", function()
+        local function sent(lines, body)
+          local headers = echo{ method = body and "PATCH" or "GET", headers = lines, body = body }
+          return { headers["x-auth"], headers["x-cookie"], headers["x-content-type"] }
+        end
+        assert.same({ "Bearer one", "c=1", "-" }, sent{ "Authorization: Bearer one", "Cookie: c=1" })
+        assert.same({ "Bearer one", "c=1", "-" }, sent{ "Authorization: Bearer one", "Cookie: c=1" })
+        assert.same({ "Bearer two", "-", "-" }, sent{ "Authorization: Bearer two" })
+        assert.same({ "Bearer two", "c=2", "-" }, sent{ "Authorization: Bearer two", "Cookie: c=2" })
+        assert.same({ "-", "c=2", "-" }, sent{ "Cookie: c=2" })
+        assert.same({ "-", "-", "-" }, sent{})
+        assert.same({ "Bearer one", "c=1", "application/json" },
+          sent({ "Authorization: Bearer one", "Cookie: c=1", "Content-Type: application/json" }, "{}"))
+        -- Without a Content-Type line the body is sent with none (not a form type).
+        assert.same({ "Bearer one", "c=1", "-" }, sent({ "Authorization: Bearer one", "Cookie: c=1" }, "{}"))
+        assert.same({ "Bearer one", "c=1", "-" }, sent{ "Authorization: Bearer one", "Cookie: c=1" })
+        assert.same({ "-", "-", "-" }, sent(nil))
+      end)
+
+      it("applies a per-call timeout to its own request only", function()
+        local status, err = s:perform{ url = srv.base .. "/delay?ms=3000", timeout = 0.3 }
+        assert.is_nil(status)
+        assert.equal("timeout", err.kind)
+        assert.equal(200, (s:perform{ url = srv.base .. "/delay?ms=600" }))      -- the session's 10 s
+        local quick = curl_core.session{ timeout = 0.3 }
+        assert.equal(200, (quick:perform{ url = srv.base .. "/delay?ms=600", timeout = 5 }))
+        status, err = quick:perform{ url = srv.base .. "/delay?ms=600" }
+        assert.is_nil(status)
+        assert.equal("timeout", err.kind)
+        quick:close()
+      end)
+
+      it("opens a fresh connection for the request that asks, and only for it", function()
+        local _, _, _, info = s:perform{ url = srv.base .. "/echo" }
+        assert.equal(1, info.new_connections)
+        _, _, _, info = s:perform{ method = "POST", url = srv.base .. "/echo", body = "x", fresh_connect = true }
+        assert.equal(1, info.new_connections)
+        _, _, _, info = s:perform{ url = srv.base .. "/echo" }
+        assert.equal(0, info.new_connections)
+      end)
+
+      it("keeps a sink, and its limit, to the request that has them", function()
+        local file = read_file(srv.dir .. "/static/data.json")
+        local got = {}
+        local status, _, body = s:perform{ url = srv.base .. "/data.json", sink = function(c) got[#got + 1] = c end }
+        assert.equal(200, status)
+        assert.is_nil(body)
+        assert.is_true(table.concat(got) == file, "the sink got another body")
+        status, _, body = s:perform{ url = srv.base .. "/data.json" }
+        assert.equal(200, status)
+        assert.is_true(body == file, "the body came back changed")
+        local err
+        status, err = s:perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 1000, sink = function() end }
+        assert.is_nil(status)
+        assert.equal("too_large", err.kind)
+        status, _, body = s:perform{ url = srv.base .. "/two-mb.txt" }
+        assert.equal(200, status)
+        assert.equal(2097152, #body)
+      end)
+
+      it("never returns what is left of a previous body", function()
+        assert.equal(2097152, #select(3, s:perform{ url = srv.base .. "/two-mb.txt" }))
+        assert.equal("ok", select(3, s:perform{ url = srv.base .. "/headers" }))
+        assert.equal("", select(3, s:perform{ url = srv.base .. "/echo" }))
+        assert.equal("", select(3, s:perform{ method = "HEAD", url = srv.base .. "/data.json" }))
+        local status, headers, body = s:perform{ url = srv.base .. "/echo" }
+        assert.same({ 200, "GET", "" }, { status, headers["x-method"], body })
+      end)
+
+      it("gives a large response's buffer back to the system", function()
+        s:perform{ url = srv.base .. "/echo" }
+        collectgarbage()
+        collectgarbage()
+        local before = rss_kb()
+        local status, _, body = s:perform{ url = srv.base .. "/big.txt", max_response_bytes = 64 * 1024 * 1024 }
+        assert.equal(200, status)
+        assert.equal(52428800, #body)
+        body = nil   -- luacheck: ignore 311
+        collectgarbage()
+        collectgarbage()
+        local kept = rss_kb() - before
+        assert.is_true(kept < 8 * 1024, "the idle session holds " .. kept .. " kB")
+        -- and keeps a small one: the next bodies still come back whole
+        status, _, body = s:perform{ url = srv.base .. "/data.json" }
+        assert.equal(200, status)
+        assert.is_true(body == read_file(srv.dir .. "/static/data.json"), "the body came back changed")
+      end)
+
+      it("keeps TLS verification and HTTP/2 on every request, whatever the scheme of the one before", function()
+        assert.equal(200, (s:perform{ url = srv.base .. "/echo" }))
+        local status, err = s:perform{ url = srv.https_base .. "/echo" }
+        assert.is_nil(status)
+        assert.equal("tls", err.kind)
+        assert.equal(200, (s:perform{ url = srv.base .. "/echo" }))
+        status, err = s:perform{ url = srv.https_base .. "/echo" }
+        assert.is_nil(status)
+        assert.equal("tls", err.kind)
+        local t = curl_core.session{ ca_file = srv.ca }
+        for _ = 1, 2 do
+          local info, _
+          status, _, _, info = t:perform{ url = srv.https_base .. "/echo" }
+          assert.same({ 200, "2" }, { status, info.http_version })
+          status, _, _, info = t:perform{ url = srv.base .. "/echo" }
+          assert.same({ 200, "1.1" }, { status, info.http_version })
+        end
+        t:close()
+      end)
+    end)
+
+    describe("decode_json", function()
+      local function get(path, extra)
+        local req = { url = srv.base .. path, decode_json = true }
+        for k, v in pairs(extra or {}) do req[k] = v end
+        return s:perform(req)
+      end
+
+      it("decodes a 2xx JSON object or array from the buffer, gzipped or not", function()
+        local status, headers, value = get("/data.json")
+        local _
+        assert.equal(200, status)
+        assert.equal("gzip", headers["content-encoding"])
+        assert.same(core.decode_json(read_file(srv.dir .. "/static/data.json")), value)
+        assert.equal(core.array_mt, getmetatable(value))
+        assert.equal(501, #value)
+        assert.equal(core.object_mt, getmetatable(value[501]))
+        status, _, value = get("/problem")
+        assert.same({ 200, { type = "x" } }, { status, value })
+        -- without a Content-Type, the body is taken for JSON, as the client does
+        status, _, value = get("/untyped")
+        assert.same({ 200, { 1, 2, 3 } }, { status, value })
+      end)
+
+      it("leaves every other body a string", function()
+        local function body_of(path, extra) return select(3, get(path, extra)) end
+        assert.equal('{"a":', body_of("/bad.json"))                -- not valid JSON: the client reports it
+        assert.equal('"text"', body_of("/scalar.json"))            -- JSON, but not a table
+        assert.equal('{"error":"x"}', body_of("/error.json"))      -- not a 2xx
+        assert.equal("ok", body_of("/headers"))                    -- text/plain
+        assert.equal('{"a":1}', body_of("/echo", { method = "POST", body = '{"a":1}' }))   -- text/plain too
+        assert.equal("", body_of("/data.json", { method = "HEAD" }))
+        assert.matches("404", body_of("/missing.json"))
+        local n = 0
+        local status, _, body = get("/data.json", { sink = function(c) n = n + #c end })
+        assert.same({ 200, #read_file(srv.dir .. "/static/data.json") }, { status, n })
+        assert.is_nil(body)
+        -- and without the flag a JSON body stays text
+        assert.equal(read_file(srv.dir .. "/static/data.json"), select(3, s:perform{ url = srv.base .. "/data.json" }))
+      end)
+
+      it("must be a boolean", function()
+        local ok, err = pcall(s.perform, s, { url = srv.base .. "/data.json", decode_json = "yes" })
+        assert.is_false(ok)
+        assert.matches("request decode_json must be a boolean, got string", err, 1, true)
+      end)
+
+      it("is passed on by the libcurl transport", function()
+        local transport = require("truto.curl").new{ timeout = 10 }
+        local status, _, value = transport:perform({ method = "GET", url = srv.base .. "/problem", headers = {} },
+                                                   { decode_json = true })
+        assert.same({ 200, { type = "x" } }, { status, value })
+        status, _, value = transport:perform({ method = "GET", url = srv.base .. "/problem", headers = {} }, {})
+        assert.same({ 200, '{"type":"x"}' }, { status, value })
+        transport:close()
+      end)
     end)
 
     describe("TLS", function()

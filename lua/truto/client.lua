@@ -302,6 +302,7 @@ end
 -- The result of a 2xx response: decoded JSON, the raw text for other
 -- content, true for an empty body or a body that went to a sink.
 local function decode_success(status, headers, body, streamed, secret)
+  if type(body) == "table" then return body end   -- decoded by the transport (decode_json)
   if streamed or body == nil or body == "" then return true end
   if not is_json(headers, body) then return body end
   local value, err = core.decode_json(body)
@@ -458,6 +459,9 @@ function Client:prepare(spec, opts, level)
     attempt = 0,
     delivered = false,
     failed = failed,   -- the error of every attempt: nothing is sent
+    -- A 2xx JSON body decoded by the transport from its own buffer (libcurl's
+    -- does; the others hand over the text).
+    decode_json = true,
   }
   if spec.shown_path then
     call.shown_url = req.url:gsub("^(https?://[^/?]*)[^?]*", function(origin) return origin .. spec.shown_path end)

@@ -34,14 +34,17 @@ function _M:multi()
 end
 
 --- Sends req ({method, url, headers, body}); call: {timeout,
--- connect_timeout, sink, max_response_bytes, repeatable}.  Returns status,
--- headers, body, info, or nil, err.  A request that is not repeatable goes
--- on a new connection: on a reused one that dies, libcurl would send it again.
+-- connect_timeout, sink, max_response_bytes, repeatable, decode_json}.
+-- Returns status, headers, body, info, or nil, err.  A request that is not
+-- repeatable goes on a new connection: on a reused one that dies, libcurl
+-- would send it again.  With decode_json, a 2xx JSON object or array comes
+-- back decoded (a table in place of the body, whose string is never made);
+-- any other body, or one that is not valid JSON, stays a string.
 ---@param req table
 ---@param call table
 ---@return integer|nil status
 ---@return table headers_or_err
----@return string? body
+---@return string|table|nil body a table when decode_json decoded it
 ---@return table? info
 function _M:perform(req, call)
   if not self.session then self.session = core.session(self.options) end   -- after close()
@@ -49,7 +52,7 @@ function _M:perform(req, call)
     method = req.method, url = req.url, headers = req.headers, body = req.body,
     timeout = call.timeout, connect_timeout = call.connect_timeout,
     sink = call.sink, max_response_bytes = call.max_response_bytes,
-    fresh_connect = call.repeatable == false,
+    fresh_connect = call.repeatable == false, decode_json = call.decode_json,
   }
 end
 
