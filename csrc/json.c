@@ -4,6 +4,8 @@
  * keys, exact integers, round-trip floats, validated UTF-8, and errors that
  * name the offending path.
  */
+#include <string.h>
+
 #include "truto.h"
 
 /* list_fields, here and below: the stack index of the set of top-level
@@ -30,14 +32,26 @@ static void add_string(lua_State *L, truto_encoder *e, const char *s, size_t len
     out->len = (size_t)(o - out->data);
 }
 
+/* Whether list_fields names the top-level field being written.  Walked,
+ * not indexed: pushing the key as a string could run the collector, whose
+ * finalizers could free the keys this writer points to. */
 static int is_list_field(lua_State *L, truto_encoder *e, int list_fields)
 {
     const truto_path_elem *field = &e->path[e->depth];
-    lua_pushlstring(L, field->key, field->keylen);
-    lua_rawget(L, list_fields);
-    int yes = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return yes;
+    lua_pushnil(L);
+    while (lua_next(L, list_fields) != 0) {
+        size_t len;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *name = lua_tolstring(L, -2, &len);
+            if (len == field->keylen && memcmp(name, field->key, len) == 0) {
+                int yes = lua_toboolean(L, -1);
+                lua_pop(L, 2);
+                return yes;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
 }
 
 static void encode_object(lua_State *L, truto_encoder *e, size_t first, int list_fields)
