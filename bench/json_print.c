@@ -1,6 +1,6 @@
 /*
  * The body writer against cJSON's printer, on the seed's opportunity body.
- * Run: gcc -O2 -o build/bench/json_print bench/json_print.c $(pkg-config --cflags --libs lua5.4 libcjson) && make && build/bench/json_print
+ * Run: make && mkdir -p build/bench && gcc -O2 -o build/bench/json_print bench/json_print.c $(pkg-config --cflags --libs lua5.4 libcjson) && build/bench/json_print
  *
  * What is compared (issue 12, "Request building"):
  *   core   truto.core.encode_json(body, list_fields) on the Lua table, called
