@@ -79,10 +79,8 @@ void truto_encoder_done(truto_encoder *e)
     e->busy = 0;
 }
 
-void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
+void truto_bytes_grow(lua_State *L, truto_bytes *b, size_t extra)
 {
-    if (b->cap - b->len >= extra)
-        return;
     if (extra > ((size_t)-1 >> 2) - b->len)
         luaL_error(L, "truto: output too large");
     size_t cap = b->cap ? b->cap : 1024;   /* one allocation holds a typical request */
@@ -213,9 +211,13 @@ void truto_check_utf8(lua_State *L, truto_encoder *e, const char *s, size_t len,
         truto_path_error(L, e, "invalid UTF-8 %sat byte %d", what, (int)bad + 1);
 }
 
-static int key_cmp(const void *a, const void *b)
+/* Bytewise order.  Most keys differ in their first byte, which an empty
+ * key has too: Lua ends every string with a '\0'. */
+static int key_cmp(const truto_key *x, const truto_key *y)
 {
-    const truto_key *x = (const truto_key *)a, *y = (const truto_key *)b;
+    unsigned char a = (unsigned char)x->str[0], b = (unsigned char)y->str[0];
+    if (a != b)
+        return a < b ? -1 : 1;
     size_t n = x->len < y->len ? x->len : y->len;
     int c = memcmp(x->str, y->str, n);
     if (c != 0)
@@ -223,7 +225,12 @@ static int key_cmp(const void *a, const void *b)
     return x->len < y->len ? -1 : x->len > y->len;
 }
 
-void truto_push_key(lua_State *L, truto_encoder *e, int idx)
+static int key_order(const void *a, const void *b)
+{
+    return key_cmp((const truto_key *)a, (const truto_key *)b);
+}
+
+void truto_add_key(lua_State *L, truto_encoder *e, const char *str, size_t len, int value)
 {
     if (e->nkeys == e->capkeys) {
         size_t cap = e->capkeys ? e->capkeys * 2 : 32;
@@ -233,24 +240,21 @@ void truto_push_key(lua_State *L, truto_encoder *e, int idx)
         e->keys = k;
         e->capkeys = cap;
     }
-    /* The key strings stay alive: the table holds them and no Lua code runs
-     * while it is walked. */
     truto_key *k = &e->keys[e->nkeys++];
-    k->str = lua_tolstring(L, idx, &k->len);
-    k->slot = 0;
-}
-
-void truto_push_field(lua_State *L, truto_encoder *e, size_t i, int idx)
-{
-    /* The key's own string: no hashing and interning, as a new one needs. */
-    lua_pushvalue(L, e->keys[i].slot);
-    lua_rawget(L, idx);
+    k->str = str;
+    k->len = len;
+    k->value = value;
 }
 
 void truto_drop_keys(lua_State *L, truto_encoder *e, size_t first)
 {
-    if (first < e->nkeys && e->keys[first].slot > 0)
-        lua_settop(L, e->keys[first].slot - 1);
+    /* Sorting moved the keys: the lowest value slot is where the run began. */
+    int lowest = 0;
+    for (size_t i = first; i < e->nkeys; i++)
+        if (lowest == 0 || e->keys[i].value < lowest)
+            lowest = e->keys[i].value;
+    if (lowest > 0)
+        lua_settop(L, lowest - 1);
     e->nkeys = first;
 }
 
@@ -261,7 +265,7 @@ void truto_sort_keys(truto_encoder *e, size_t first)
     truto_key *keys = e->keys + first;
     size_t n = e->nkeys - first;
     if (n > 16) {
-        qsort(keys, n, sizeof *keys, key_cmp);
+        qsort(keys, n, sizeof *keys, key_order);
         return;
     }
     /* Objects in requests are small: an insertion sort beats qsort there. */
@@ -280,7 +284,10 @@ size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx)
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
-        truto_push_key(L, e, -1);
+        size_t len;
+        /* The table holds the string: it outlives the walk. */
+        const char *str = lua_tolstring(L, -1, &len);
+        truto_add_key(L, e, str, len, 0);
     }
     truto_sort_keys(e, first);
     return first;

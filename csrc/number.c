@@ -273,11 +273,31 @@ static size_t format_double(double d, char *out)
     return (size_t)(o - out);
 }
 
+#if LUA_VERSION_NUM >= 503
+static size_t format_integer(lua_Integer v, char *out)
+{
+    char digits[24];
+    /* Unsigned, so that the most negative integer has a magnitude. */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + u % 10);     /* reversed */
+        u /= 10;
+    } while (u > 0);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = digits[--n];
+    return len;
+}
+#endif
+
 size_t truto_format_number(lua_State *L, int idx, char *out)
 {
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx))
-        return (size_t)snprintf(out, 32, "%lld", (long long)lua_tointeger(L, idx));
+        return format_integer(lua_tointeger(L, idx), out);
 #endif
     double d = (double)lua_tonumber(L, idx);
     if (!isfinite(d))

@@ -47,7 +47,7 @@ static void check_key(lua_State *L, truto_encoder *e, const char *key, size_t le
     truto_check_utf8(L, e, key, len, "in key ");
 }
 
-static void encode_object(lua_State *L, truto_encoder *e, int idx, size_t first)
+static void encode_object(lua_State *L, truto_encoder *e, size_t first)
 {
     size_t last = e->nkeys;
     for (size_t i = first; i < last; i++) {
@@ -62,9 +62,7 @@ static void encode_object(lua_State *L, truto_encoder *e, int idx, size_t first)
             truto_pct_encode(L, &e->prefix, k->str, k->len);
             truto_bytes_addlit(L, &e->prefix, "%5D");
         }
-        truto_push_field(L, e, i, idx);
-        encode_value(L, e, lua_gettop(L));
-        lua_pop(L, 1);
+        encode_value(L, e, k->value);
         e->prefix.len = saved;
     }
     truto_drop_keys(L, e, first);
@@ -114,7 +112,7 @@ static void encode_value(lua_State *L, truto_encoder *e, int idx)
         truto_path_error(L, e, "must be a table of named parameters, not an array");
     truto_enter(L, e, idx);
     if (shape == TRUTO_OBJECT)
-        encode_object(L, e, idx, first);
+        encode_object(L, e, first);
     else
         encode_array(L, e, idx, n);
     truto_leave(e);

@@ -5,14 +5,34 @@
  */
 #include "truto.h"
 
-static int has_mark(lua_State *L, int idx, const char *name)
+/* Whether the metatable on top of the stack is the registry's name. */
+static int is_mark(lua_State *L, const char *name)
 {
-    if (!lua_getmetatable(L, idx))
-        return 0;
     luaL_getmetatable(L, name);
     int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    lua_pop(L, 1);
     return same;
+}
+
+typedef enum { MARK_NONE, MARK_ARRAY, MARK_OBJECT } table_mark;
+
+static table_mark mark_of(lua_State *L, truto_encoder *e, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return MARK_NONE;
+    table_mark m = MARK_NONE;
+    if (is_mark(L, TRUTO_ARRAY_MT))
+        m = MARK_ARRAY;
+    /* The client takes these out of a body's top level before writing it. */
+    else if (is_mark(L, TRUTO_FILE_MT))
+        truto_path_error(L, e, "a truto.file value can only be a top-level field of a body "
+                               "(or an item of a top-level list), sent as multipart/form-data");
+    else if (is_mark(L, TRUTO_RAW_MT))
+        truto_path_error(L, e, "a truto.raw value can only be a whole body");
+    else if (is_mark(L, TRUTO_OBJECT_MT))
+        m = MARK_OBJECT;
+    lua_pop(L, 1);
+    return m;
 }
 
 truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n,
@@ -20,53 +40,55 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
 {
     lua_Integer count = 0, max = 0;
     int strings = 0, others = 0;
+    int top = lua_gettop(L), room = 0;
 
     *first = e->nkeys;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        int t = lua_type(L, -1);
-        if (t == LUA_TSTRING) {
-            /* A copy of the key stays below the iteration key, for the
-             * encoder to look the value up with. */
-            if (!lua_checkstack(L, 3))
-                truto_path_error(L, e, "Lua stack exhausted");
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            /* The value stays on the stack, below the key that drives the
+             * walk: one slot per key, and no lookup to find it again. */
+            if (room < 3) {
+                if (!lua_checkstack(L, 32))
+                    truto_path_error(L, e, "Lua stack exhausted");
+                room = 32;
+            }
+            room--;
             strings++;
-            lua_pushvalue(L, -1);
+            size_t len;
+            const char *key = lua_tolstring(L, -2, &len);
+            truto_add_key(L, e, key, len, ++top);
             lua_insert(L, -2);
-            truto_push_key(L, e, -2);
-            e->keys[e->nkeys - 1].slot = lua_gettop(L) - 1;
-        } else if (t == LUA_TNUMBER) {
-            lua_Number d = lua_tonumber(L, -1);
-            lua_Integer i = 0;
+            continue;
+        }
+        lua_pop(L, 1);
+        lua_Integer i = 0;
 #if LUA_VERSION_NUM >= 503
-            if (lua_isinteger(L, -1))
-                i = lua_tointeger(L, -1);
-            else
-#endif
+        /* A table keeps an integral float key as an integer, so any other
+         * key (a float, a boolean, ...) is no index. */
+        int is_integer;
+        i = lua_tointegerx(L, -1, &is_integer);
+        if (!is_integer)
+            i = 0;
+#else
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Number d = lua_tonumber(L, -1);
             /* In range before the cast: converting 2^63 or inf is UB. */
             if (d >= 1 && d < 9223372036854775807.0 && d == (lua_Number)(lua_Integer)d)
                 i = (lua_Integer)d;
-            if (i >= 1) {
-                count++;
-                if (i > max)
-                    max = i;
-            } else {
-                others++;
-            }
+        }
+#endif
+        if (i >= 1) {
+            count++;
+            if (i > max)
+                max = i;
         } else {
             others++;
         }
     }
 
-    int as_array = has_mark(L, idx, TRUTO_ARRAY_MT);
-    /* The client takes these out of a body's top level before writing it. */
-    if (has_mark(L, idx, TRUTO_FILE_MT))
-        truto_path_error(L, e, "a truto.file value can only be a top-level field of a body "
-                               "(or an item of a top-level list), sent as multipart/form-data");
-    if (has_mark(L, idx, TRUTO_RAW_MT))
-        truto_path_error(L, e, "a truto.raw value can only be a whole body");
-    int as_object = !as_array && has_mark(L, idx, TRUTO_OBJECT_MT);
+    table_mark m = mark_of(L, e, idx);
+    int as_array = m == MARK_ARRAY, as_object = m == MARK_OBJECT;
     *n = max;
     if (others)
         truto_path_error(L, e, "table keys must be strings (object) or 1..n (array)");

@@ -24,6 +24,37 @@ static const unsigned char unreserved[256] = {
 
 static const char hex[] = "0123456789ABCDEF";
 
+/* The length of the valid UTF-8 sequence that starts with the non-ASCII
+ * byte s[0], of the avail bytes at s; 0 if none does. */
+static size_t utf8_sequence(const unsigned char *s, size_t avail)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;   /* bounds of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;          /* overlong */
+        if (c == 0xED) hi = 0x9F;          /* UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;          /* overlong */
+        if (c == 0xF4) hi = 0x8F;          /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (avail <= need || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k <= need; k++)
+        if ((s[k] & 0xC0) != 0x80)
+            return 0;
+    return need + 1;
+}
+
+#define BYTES_01 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
 size_t truto_utf8_invalid_at(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -33,38 +64,20 @@ size_t truto_utf8_invalid_at(const char *str, size_t len)
         while (len - i >= 8) {
             uint64_t word;
             memcpy(&word, s + i, 8);
-            if (word & 0x8080808080808080ULL)
+            if (word & BYTES_80)
                 break;
             i += 8;
         }
         if (i >= len)
             break;
-        unsigned char c = s[i];
-        if (c < 0x80) {
+        if (s[i] < 0x80) {
             i++;
             continue;
         }
-        size_t need;
-        unsigned char lo = 0x80, hi = 0xBF;   /* bounds of the second byte */
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;          /* overlong */
-            if (c == 0xED) hi = 0x9F;          /* UTF-16 surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;          /* overlong */
-            if (c == 0xF4) hi = 0x8F;          /* past U+10FFFF */
-        } else {
+        size_t n = utf8_sequence(s + i, len - i);
+        if (n == 0)
             return i;
-        }
-        if (len - i <= need || s[i + 1] < lo || s[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-        i += need + 1;
+        i += n;
     }
     return (size_t)-1;
 }
@@ -87,50 +100,91 @@ void truto_pct_encode(lua_State *L, truto_bytes *b, const char *str, size_t len)
     b->len = (size_t)(o - b->data);
 }
 
-/* Bytes a JSON string cannot hold as they are. */
-static const unsigned char json_escaped[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    ['"'] = 1, ['\\'] = 1,
+/* What a byte needs in a JSON string: nothing, an escape, or a check that
+ * it starts a valid UTF-8 sequence. */
+enum { JSON_PLAIN, JSON_ESCAPE, JSON_UTF8 };
+static const unsigned char json_class[256] = {
+    [0x00 ... 0x1F] = JSON_ESCAPE, ['"'] = JSON_ESCAPE, ['\\'] = JSON_ESCAPE,
+    [0x80 ... 0xFF] = JSON_UTF8,
 };
 
-void truto_json_quote(lua_State *L, truto_bytes *b, const char *str, size_t len)
+/* Whether the 8 bytes of w are all plain (each test below is exact for the
+ * word as a whole, which is all this needs). */
+static int json_plain8(uint64_t w)
+{
+    uint64_t quote = w ^ (BYTES_01 * '"'), backslash = w ^ (BYTES_01 * '\\');
+    uint64_t control = (w - BYTES_01 * 0x20) & ~w;
+    uint64_t is_quote = (quote - BYTES_01) & ~quote;
+    uint64_t is_backslash = (backslash - BYTES_01) & ~backslash;
+    return ((control | is_quote | is_backslash | w) & BYTES_80) == 0;
+}
+
+/* One unit at s[i]: a plain byte, an escape or a UTF-8 sequence.  Returns
+ * the new end of the output, or NULL for invalid UTF-8. */
+static char *json_unit(char *o, const unsigned char *s, size_t *i, size_t len)
+{
+    unsigned char c = s[*i];
+    if (json_class[c] == JSON_PLAIN) {
+        *o++ = (char)c;
+        (*i)++;
+        return o;
+    }
+    if (json_class[c] == JSON_UTF8) {
+        size_t n = utf8_sequence(s + *i, len - *i);
+        if (n == 0)
+            return NULL;
+        memcpy(o, s + *i, n);
+        *i += n;
+        return o + n;
+    }
+    (*i)++;
+    *o++ = '\\';
+    switch (c) {
+    case '"':  *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\b': *o++ = 'b'; break;
+    case '\f': *o++ = 'f'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+        /* lowercase, as JSON.stringify writes them */
+        memcpy(o, "u00", 3);
+        o += 3;
+        *o++ = "0123456789abcdef"[c >> 4];
+        *o++ = "0123456789abcdef"[c & 15];
+    }
+    return o;
+}
+
+char *truto_json_string(char *o, const char *str, size_t len, size_t *bad)
 {
     const unsigned char *s = (const unsigned char *)str;
-    /* Worst case: every byte becomes \u00XX. */
-    truto_bytes_reserve(L, b, len * 6 + 2);
-    char *o = b->data + b->len;
-    *o++ = '"';
     size_t i = 0;
+    *o++ = '"';
     while (i < len) {
-        size_t run = i;
-        while (run < len && !json_escaped[s[run]])
-            run++;
-        memcpy(o, s + i, run - i);
-        o += run - i;
-        if (run == len)
-            break;
-        unsigned char c = s[run];
-        i = run + 1;
-        *o++ = '\\';
-        switch (c) {
-        case '"':  *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            /* lowercase, as JSON.stringify writes them */
-            memcpy(o, "u00", 3);
-            o += 3;
-            *o++ = "0123456789abcdef"[c >> 4];
-            *o++ = "0123456789abcdef"[c & 15];
+        /* Eight bytes at a time, a short tail padded with spaces: most text
+         * in requests is plain ASCII.  Each input byte takes at most 6
+         * output bytes, so the 8 stored here fit in the room promised. */
+        size_t n = len - i < 8 ? len - i : 8;
+        uint64_t word = BYTES_01 * ' ';
+        memcpy(&word, s + i, n);
+        if (json_plain8(word)) {
+            memcpy(o, &word, 8);
+            o += n;
+            i += n;
+            continue;
+        }
+        for (size_t stop = i + n; i < stop;) {
+            o = json_unit(o, s, &i, len);
+            if (o == NULL) {
+                *bad = i;
+                return NULL;
+            }
         }
     }
     *o++ = '"';
-    b->len = (size_t)(o - b->data);
+    return o;
 }
 
 /* RFC 9110 token characters (method and header names). */

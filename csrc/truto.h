@@ -47,9 +47,9 @@ typedef struct {
 } truto_path_elem;
 
 typedef struct {
-    const char *str;
+    const char *str;    /* held by the table being walked, which no Lua code changes meanwhile */
     size_t len;
-    int slot;           /* stack index of the key string, or 0 */
+    int value;          /* stack index of the key's value (truto_table_shape), or 0 */
 } truto_key;
 
 typedef struct {
@@ -74,13 +74,18 @@ typedef struct {
  * Call truto_encoder_done when the call has pushed its result. */
 truto_encoder *truto_encoder_new(lua_State *L, const char *root);
 void truto_encoder_done(truto_encoder *e);
-void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra);
+void truto_bytes_grow(lua_State *L, truto_bytes *b, size_t extra);
+static inline void truto_bytes_reserve(lua_State *L, truto_bytes *b, size_t extra)
+{
+    if (b->cap - b->len < extra)
+        truto_bytes_grow(L, b, extra);
+}
 void truto_bytes_add(lua_State *L, truto_bytes *b, const char *s, size_t n);
 #define truto_bytes_addlit(L, b, s) truto_bytes_add((L), (b), "" s, sizeof(s) - 1)
 static inline void truto_bytes_addc(lua_State *L, truto_bytes *b, char c)
 {
     if (b->len == b->cap)
-        truto_bytes_reserve(L, b, 1);
+        truto_bytes_grow(L, b, 1);
     b->data[b->len++] = c;
 }
 void truto_bytes_push(lua_State *L, const truto_bytes *b);
@@ -99,13 +104,11 @@ void truto_check_utf8(lua_State *L, truto_encoder *e, const char *s, size_t len,
 /* Collects the string keys of the object at idx, sorted bytewise; returns
  * the index of the first key in e->keys (the run ends at e->nkeys). */
 size_t truto_sorted_keys(lua_State *L, truto_encoder *e, int idx);
-/* Appends the string at stack index idx to e->keys. */
-void truto_push_key(lua_State *L, truto_encoder *e, int idx);
+/* Appends a key (its string, and the stack index of its value or 0) to e->keys. */
+void truto_add_key(lua_State *L, truto_encoder *e, const char *str, size_t len, int value);
 /* Sorts e->keys[first .. nkeys) bytewise. */
 void truto_sort_keys(truto_encoder *e, size_t first);
-/* Pushes the value of key i (from truto_table_shape) of the table at idx. */
-void truto_push_field(lua_State *L, truto_encoder *e, size_t i, int idx);
-/* Forgets the keys from first on, and their strings on the stack. */
+/* Forgets the keys from first on, and their values on the stack. */
 void truto_drop_keys(lua_State *L, truto_encoder *e, size_t first);
 
 /* ---- table shapes (table.c) ----------------------------------------- */
@@ -117,8 +120,9 @@ typedef enum {
 
 /* Classifies the table at idx in one walk; *n receives the length of an
  * array.  For an object its keys are left, sorted, in e->keys[first ..
- * nkeys), *first receiving the start.  Sparse, mixed and non-string-keyed
- * tables raise a path error. */
+ * nkeys), *first receiving the start, and their values on the stack (at
+ * e->keys[i].value) until truto_drop_keys.  Sparse, mixed and
+ * non-string-keyed tables raise a path error. */
 truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integer *n,
                               size_t *first);
 
@@ -127,8 +131,10 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
 size_t truto_utf8_invalid_at(const char *s, size_t len);
 /* Appends s percent-encoded: only A-Z a-z 0-9 - . _ ~ stay as they are. */
 void truto_pct_encode(lua_State *L, truto_bytes *b, const char *s, size_t len);
-/* Appends a JSON string literal, quotes included. */
-void truto_json_quote(lua_State *L, truto_bytes *b, const char *s, size_t len);
+/* Writes s as a JSON string literal, quotes included, at o, which has room
+ * for len * 6 + 8 bytes (6 per byte at worst, and 8-byte stores).  Returns the end; or NULL when s is not valid
+ * UTF-8, *bad then receiving the offset of the first invalid byte. */
+char *truto_json_string(char *o, const char *s, size_t len, size_t *bad);
 /* An RFC 9110 token (method, header name): non-empty, tchar only. */
 int truto_is_token(const char *s, size_t len);
 /* A header field value: no control character but tab, no DEL. */
