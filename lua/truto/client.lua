@@ -4,12 +4,12 @@
 -- or `nil, err`.  Users reach it through `truto.new`, not `require`.
 local core = require "truto.core"
 local errors = require "truto.errors"
--- Loaded at the first upload (or the first body that is no plain string).
-local multipart = setmetatable({}, { __index = function(self, name)
-  local module = require "truto.multipart"
-  setmetatable(self, { __index = module })
-  return module[name]
-end })
+-- truto.multipart, loaded at the first upload.
+local multipart_module
+local function multipart()
+  multipart_module = multipart_module or require "truto.multipart"
+  return multipart_module
+end
 local ratelimit = require "truto.ratelimit"
 local redirect = require "truto.redirect"
 local retry = require "truto.retry"
@@ -334,7 +334,7 @@ local function redacted(req, shown_url)
       or line
   end
   local body = req.body
-  if type(body) == "table" and multipart.is_form(body) then body = multipart.describe(body) end
+  if type(body) == "table" and multipart().is_form(body) then body = multipart().describe(body) end
   return { method = req.method, url = shown_url or req.url, headers = headers, body = body }
 end
 
@@ -343,9 +343,9 @@ end
 -- a body holding truto.file values, with its Content-Type.  Raises (level 0)
 -- on a misplaced truto.file.
 local function upload_body(body)
-  local bytes, content_type = multipart.raw_body(body)
+  local bytes, content_type = multipart().raw_body(body)
   if bytes then return nil, bytes, content_type end
-  local form = multipart.form(body)
+  local form = multipart().form(body)
   if form then return nil, form, "multipart/form-data; boundary=" .. form.boundary end
   return body
 end
@@ -416,7 +416,7 @@ function Client:prepare(spec, opts, level)
   local ok, req = pcall(core.build_request, args)
   restore_headers(self, headers)
   local upload
-  if not ok and multipart.is_upload(spec.body) then
+  if not ok and multipart().is_upload(spec.body) then
     -- The C writer refuses truto.file and truto.raw values: an upload is
     -- built here, on this slower path only.  Through pcall so that a
     -- misplaced file is reported at the caller's line, not at this one.
@@ -435,7 +435,7 @@ function Client:prepare(spec, opts, level)
   if upload then
     req.body = upload
     -- A missing or unreadable file fails the call before anything is sent.
-    if multipart.is_form(upload) then failed = select(2, multipart.check(upload)) end
+    if multipart().is_form(upload) then failed = select(2, multipart().check(upload)) end
   end
 
   local query = spec.query
@@ -508,8 +508,8 @@ end
 local function arm(self, call)
   if call.failed then return nil, call.failed end
   -- Each send reads the files again: they must still be there, and the size the Content-Length says.
-  if type(call.hop.body) == "table" and multipart.is_form(call.hop.body) then
-    local ok, err = multipart.check(call.hop.body)
+  if type(call.hop.body) == "table" and multipart().is_form(call.hop.body) then
+    local ok, err = multipart().check(call.hop.body)
     if not ok then return nil, err end
   end
   local left = call.ends - self.now()
