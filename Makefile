@@ -309,6 +309,11 @@ docs:
 # can be moved, or used from $(DESTDIR)), and the two commands with the
 # interpreter and the installed directories written into them.
 LUA_MODULES   := $(wildcard lua/truto/*.lua)
+# The modules are installed compiled (luac, debug information kept, so errors
+# still name file and line): loading bytecode skips the parser, about 2 ms of
+# every `require "truto"`.  Empty LUAC (as for LuaJIT, whose bytecode is tied
+# to the VM build nginx links) installs the sources.
+LUAC          ?= luac$(LUA_VERSION)
 EMULATOR_DIR  := $(INSTALL_LMOD)/truto/emulator
 EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
 COMMANDS      := truto truto-emulator
@@ -332,7 +337,12 @@ install: install-lib install-bin
 install-lib: check-install-paths $(CORE) $(CURL_CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
-	install -m 644 $(LUA_MODULES) $(DESTDIR)$(INSTALL_LMOD)/truto/
+	@for f in $(LUA_MODULES); do \
+	  dest=$(DESTDIR)$(INSTALL_LMOD)/truto/$${f##*/}; \
+	  if [ -n "$(LUAC)" ] && command -v $(LUAC) >/dev/null 2>&1; then \
+	    $(LUAC) -o "$$dest" "$$f" && chmod 644 "$$dest" || exit 1; \
+	  else install -m 644 "$$f" "$$dest" || exit 1; fi; \
+	done
 	install -m 755 $(CORE) $(CURL_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
 	install -m 644 emulator/nginx.conf.in emulator/fixtures.json $(DESTDIR)$(EMULATOR_DIR)/
 	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
@@ -362,7 +372,7 @@ uninstall: check-install-paths
 # ($(PREFIX)/share/lua/5.1, $(PREFIX)/lib/lua/5.1); the commands stay Lua 5.4's.
 install-luajit:
 	@$(MAKE) --no-print-directory install-lib LUA_VERSION=5.1 LUA=$(LUAJIT) LUA_INCDIR=$(LUAJIT_INCDIR) \
-	  BUILD_DIR=$(LUAJIT_DIR)
+	  BUILD_DIR=$(LUAJIT_DIR) LUAC=
 
 uninstall-luajit:
 	@$(MAKE) --no-print-directory uninstall LUA_VERSION=5.1 COMMANDS=
