@@ -98,8 +98,14 @@ end
 -- The emulator's files: installed beside this module (<dir>/truto/emulator/),
 -- or the clone's emulator/ (this file being <clone>/lua/truto/emulator.lua).
 local function data_dir()
-  local source = debug.getinfo(1, "S").source
-  local here = real_dir(source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or ".") or "."
+  -- Where require found this module; else the file name compiled into it
+  -- (installed modules are luac's bytecode, which names the build's path).
+  local file = package.searchpath and package.searchpath("truto.emulator", package.path)
+  if not file then
+    local source = debug.getinfo(1, "S").source
+    file = source:sub(1, 1) == "@" and source:sub(2) or nil
+  end
+  local here = real_dir(file and file:match("^(.*)/[^/]+$") or ".") or "."
   for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
     if exists(dir .. "/nginx.conf.in") then return real_dir(dir) end
   end
