@@ -360,7 +360,7 @@ static int l_build_request(lua_State *L)
     size_t baselen;
     const char *base = get_string_field(L, 1, "base_url", &baselen, 1);
 
-    lua_newtable(L);        /* stack 3: the result */
+    lua_createtable(L, 0, 4);   /* stack 3: the result: url, body, method, headers */
     truto_bytes *out = &e->out;
     add_base_url(L, out, base, baselen);
     add_path(L, out, 1);
