@@ -260,6 +260,32 @@ static const char *framing_header(const char *name, size_t len)
     return NULL;
 }
 
+/* The call's Idempotency-Key (spec.idempotency_key, given apart so that a
+ * client's header table serves every call unchanged): it replaces a header
+ * of that name in any case, else comes last. */
+static void set_idempotency_key(lua_State *L, int spec, header *h, int *n)
+{
+    size_t len;
+    const char *key = get_string_field(L, spec, "idempotency_key", &len, 0);
+    if (key == NULL)
+        return;
+    if (len == 0 || !truto_is_field_value(key, len))
+        luaL_error(L, "truto: header Idempotency-Key: value contains CR, LF, NUL or another control character");
+    int k;
+    for (k = 0; k < *n; k++)
+        if (h[k].namelen == 15 && strncasecmp(h[k].name, "Idempotency-Key", 15) == 0)
+            break;
+    if (k == *n) {
+        if (*n == MAX_HEADERS)
+            luaL_error(L, "truto: more than %d headers", MAX_HEADERS);
+        (*n)++;
+    }
+    h[k].name = "Idempotency-Key";
+    h[k].namelen = 15;
+    h[k].value = key;
+    h[k].valuelen = len;
+}
+
 /* Defaults first, in a fixed order; a caller's header of the same name
  * (any case) replaces the default's value, or removes it when false; the
  * caller's other headers follow, sorted.  A framing header (above) raises,
@@ -284,8 +310,10 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
 
     lua_getfield(L, spec, "headers");
     int t = lua_gettop(L);
-    if (lua_isnil(L, t))
+    if (lua_isnil(L, t)) {
+        set_idempotency_key(L, spec, h, &n);
         return n;
+    }
     if (lua_type(L, t) != LUA_TTABLE)
         luaL_error(L, "truto: headers must be a table, got %s", luaL_typename(L, t));
     lua_pushnil(L);
@@ -343,6 +371,7 @@ static int collect_headers(lua_State *L, int spec, truto_encoder *e, header *h, 
         h[k].valuelen = valuelen;
     }
     e->nkeys = first;
+    set_idempotency_key(L, spec, h, &n);
     return n;
 }
 

@@ -292,7 +292,7 @@ static int l_perform(lua_State *L)
     if (s->closed)
         return luaL_error(L, "truto: session is closed");
     if (s->busy)
-        return luaL_error(L, "truto: session is busy (perform called from its own sink)");
+        return luaL_error(L, "truto: session is busy (perform called during its own transfer: from a sink or a finalizer)");
     check_request(L, s, &r);
     int decode_json = !lua_isnil(L, ARG_DECODE_JSON) &&
                       truto_check_boolean(L, ARG_DECODE_JSON, "request decode_json");
@@ -312,9 +312,11 @@ static int l_perform(lua_State *L)
     s->L = L;
     s->sink_err = 0;
     truto_reply_start(&s->reply, r.max_bytes);
+    /* Busy until the reply is handed over: pushing the headers and decoding
+     * the body allocate, so a finalizer may run and call close or perform
+     * on this session, which must not free or refill the buffers read. */
     s->busy = 1;
     transfer(s, &r, &o);
-    s->busy = 0;
     s->L = NULL;
     /* The handle must not keep pointers to the body or the form (the list
      * is kept for the next request). */
@@ -326,18 +328,22 @@ static int l_perform(lua_State *L)
 
     if (s->sink_err != 0) {
         truto_reply_reset(&s->reply);
+        s->busy = 0;
         lua_settop(L, s->sink_err);
         return lua_error(L);
     }
     if (s->reply.oom) {
         truto_reply_reset(&s->reply);
+        s->busy = 0;
         return luaL_error(L, "truto: out of memory");
     }
     if (o.code != CURLE_OK || s->reply.too_large) {
         if (o.code == CURLE_OK)
             o.code = CURLE_WRITE_ERROR;
         truto_reply_reset(&s->reply);
-        return push_failure(L, s, &o);
+        int pushed = push_failure(L, s, &o);
+        s->busy = 0;
+        return pushed;
     }
 
     long status = o.info.status;
@@ -351,6 +357,7 @@ static int l_perform(lua_State *L)
                truto_decode_json_text(L, s->reply.body.data, s->reply.body.len)))
         truto_bytes_push(L, &s->reply.body);   /* a body the client decodes, or reports */
     truto_buf_reset(&s->reply.body);
+    s->busy = 0;
     truto_push_info(L, &o.info);
     return 4;
 }

@@ -191,6 +191,84 @@ describe("a call", function()
   end)
 end)
 
+describe("the tables a client reuses from call to call", function()
+  -- All the header lines of a request, by lower-case name, repeats counted.
+  local function lines_of(req)
+    local by_name = {}
+    for _, line in ipairs(req.headers) do
+      local name, value = line:match("^([^:]+): (.*)$")
+      name = name:lower()
+      by_name[name] = by_name[name] and by_name[name] .. " | " .. value or value
+    end
+    return by_name
+  end
+
+  it("keep a client's own Idempotency-Key header on every call, or give way to the call's", function()
+    local client, t = new_client({}, { idempotency = false, headers = { ["Idempotency-Key"] = "fixed" } })
+    client.custom_api:get("a")
+    client.custom_api:post("b", { n = 1 })
+    client.custom_api:get("c")
+    for i = 1, 3 do assert.equal("fixed", lines_of(t.requests[i])["idempotency-key"], "request " .. i) end
+    local auto, u = new_client({}, { headers = { ["idempotency-key"] = "fixed", ["X-Team"] = "a" } })
+    auto.custom_api:post("b", { n = 1 })
+    auto.custom_api:post("b", { n = 1 }, nil, { idempotency_key = "mine" })
+    auto.custom_api:get("c")
+    assert.matches("^%x+$", lines_of(u.requests[1])["idempotency-key"])   -- one line: the call's replaces it
+    assert.equal("mine", lines_of(u.requests[2])["idempotency-key"])
+    assert.equal("fixed", lines_of(u.requests[3])["idempotency-key"])
+    assert.same({ ["idempotency-key"] = "fixed", ["X-Team"] = "a" }, auto.headers)
+  end)
+
+  it("are not shared with a call a finalizer makes while a call is being built", function()
+    -- GC steps at every allocation: a finalizer calling the client runs while
+    -- core.build_request of another call allocates.
+    local client, t = new_client({}, { headers = { ["X-Client"] = "yes" } })
+    local bad, fired = {}, 0
+    local function gc_mode(pause, stepmul)
+      if _VERSION == "Lua 5.4" then return collectgarbage("incremental", pause, stepmul) end
+      collectgarbage("setpause", pause)
+      collectgarbage("setstepmul", stepmul)
+    end
+    -- Garbage with a finalizer: a table in 5.2+, a proxy userdata in 5.1/LuaJIT.
+    local function finalized(f)
+      local newproxy = rawget(_G, "newproxy")
+      if newproxy then
+        local proxy = newproxy(true)
+        getmetatable(proxy).__gc = f
+        return proxy
+      end
+      return setmetatable({}, { __gc = f })
+    end
+    gc_mode(0, 1000)
+    local rounds = rawget(_G, "jit") and 2000 or 20000   -- LuaJIT collects fully at each step here: slow
+    for _ = 1, rounds do
+      finalized(function()
+        fired = fired + 1
+        client.custom_api:get("inner")
+      end)
+      local body = {}
+      for k = 1, 20 do body["k" .. k] = ("v"):rep(k) end
+      t.requests = {}
+      local ok, err = pcall(client.custom_api.post, client.custom_api, "outer", body)
+      if not ok then bad[#bad + 1] = "raised: " .. tostring(err) end
+      for _, req in ipairs(t.requests) do
+        local h = lines_of(req)
+        if req.url:find("outer", 1, true) and (req.method ~= "POST" or not h["idempotency-key"] or h["x-client"] ~= "yes"
+            or req.body ~= truto.encode_json(body)) then
+          bad[#bad + 1] = "outer sent wrong"
+        end
+        if req.url:find("inner", 1, true) and (h["idempotency-key"] or h["x-client"] ~= "yes") then
+          bad[#bad + 1] = "inner sent wrong"
+        end
+      end
+    end
+    gc_mode(200, 100)
+    collectgarbage()
+    assert.is_true(fired > rounds / 2, "only " .. fired .. " finalizer calls")
+    assert.same({}, bad)
+  end)
+end)
+
 describe("retries", function()
   it("retry GET on 429 after Retry-After, and on 502 with back-off", function()
     local client, t, slept = new_client({
@@ -377,8 +455,8 @@ describe("on_request", function()
         "Authorization: Bearer " .. TOKEN,
         "Content-Type: application/json",
         "User-Agent: " .. header(t.requests[1], "User-Agent"),
-        "Idempotency-Key: " .. key,
         "X-Team: a",
+        "Idempotency-Key: " .. key,   -- the call's own, after the client's
       },
       body = '{"name":"x"}',
     }

@@ -358,18 +358,11 @@ end
 -- No per-call options: read only, shared by every such call.
 local NO_OPTS = setmetatable({}, { __newindex = function() error("NO_OPTS is read-only", 2) end })
 
--- The headers of a call: the client's, the call's over them, the
--- Idempotency-Key.  Without call headers the client's own table is lent
--- with the key set in it (build_request reads it at once and keeps
--- nothing; restore_headers puts back what was there): no table per call.
-local function call_headers(self, opts, key, upload_type)
-  if not (opts.headers or upload_type) then
-    if key then
-      self.lent_key = self.headers["Idempotency-Key"]
-      self.headers["Idempotency-Key"] = key
-    end
-    return self.headers
-  end
+-- The headers of a call: the client's own table when the call adds none
+-- (build_request reads it and changes nothing: the Idempotency-Key goes
+-- apart), else the call's over a copy of the client's.
+local function call_headers(self, opts, upload_type)
+  if not (opts.headers or upload_type) then return self.headers end
   local headers = {}
   for name, value in pairs(self.headers) do headers[name] = value end
   for name, value in pairs(opts.headers or NO_OPTS) do headers[name] = value end
@@ -380,15 +373,7 @@ local function call_headers(self, opts, key, upload_type)
     end
     headers["Content-Type"] = upload_type
   end
-  if key then headers["Idempotency-Key"] = key end
   return headers
-end
-
-local function restore_headers(self, lent)
-  if lent == self.headers then
-    self.headers["Idempotency-Key"] = self.lent_key
-    self.lent_key = nil
-  end
 end
 
 --- Prepares one logical call: the request is built once, here, and sent
@@ -412,14 +397,18 @@ function Client:prepare(spec, opts, level)
   end
 
   -- One argument table per client, refilled for each call: build_request
-  -- reads it at once and keeps nothing.
+  -- reads it and keeps nothing.  A call made meanwhile (by a finalizer that
+  -- runs while build_request allocates) gets a table of its own.
   local args = self.build_args
+  if self.building then
+    args = { base_url = self.base_url, token = self.token }
+  else
+    self.building = true
+  end
   args.method, args.path, args.path_names, args.query = method, spec.path, spec.path_names, spec.query
   args.body, args.list_fields = spec.body, spec.list_fields
-  local headers = call_headers(self, opts, key, nil)
-  args.headers = headers
+  args.headers, args.idempotency_key = call_headers(self, opts, nil), key
   local ok, req = pcall(core.build_request, args)
-  restore_headers(self, headers)
   local upload
   if not ok and multipart().is_upload(spec.body) then
     -- The C writer refuses truto.file and truto.raw values: an upload is
@@ -428,13 +417,16 @@ function Client:prepare(spec, opts, level)
     local body, upload_type
     ok, body, upload, upload_type = pcall(upload_body, spec.body)
     if ok then
-      args.body, args.headers = body, call_headers(self, opts, key, upload_type)
+      args.body, args.headers = body, call_headers(self, opts, upload_type)
       ok, req = pcall(core.build_request, args)
     else
       req = body
     end
   end
-  args.path, args.path_names, args.query, args.body, args.list_fields, args.headers = nil, nil, nil, nil, nil, nil
+  if args == self.build_args then
+    args.path, args.path_names, args.query, args.body, args.list_fields = nil, nil, nil, nil, nil
+    args.headers, args.idempotency_key, self.building = nil, nil, false
+  end
   if not ok then error(req, level + 1) end
   local failed
   if upload then
@@ -1361,15 +1353,12 @@ local function api_methods(api)
   methods.__index = methods
   for name, op in pairs(OPERATIONS[api]) do
     local params, n = op.params, #op.params
-    -- The named arguments, one table per method refilled by each call:
-    -- build reads it and keeps nothing, before anything can call back.
-    local a = {}
     -- Positional arguments as locals (no vararg copies): the longest
     -- parameter list has six names, then opts.
     assert(n <= 6, "an operation takes at most 6 parameters")
     local p1, p2, p3, p4, p5, p6 = params[1], params[2], params[3], params[4], params[5], params[6]
     methods[name] = function(self, v1, v2, v3, v4, v5, v6, v7)
-      local opts
+      local a, opts = {}, nil
       if n == 0 then opts = v1 else a[p1] = v1 end
       if n == 1 then opts = v2 elseif n > 1 then a[p2] = v2 end
       if n == 2 then opts = v3 elseif n > 2 then a[p3] = v3 end
@@ -1379,7 +1368,6 @@ local function api_methods(api)
       if n == 6 then opts = v7 end
       check_args(op, name, a)
       local spec = op.build(a, name)
-      for i = 1, n do a[params[i]] = nil end   -- nothing of the caller's kept past the call
       -- Not a tail call: error levels count this frame.
       local result, response = self.client:call(spec, opts, 2)
       return result, response
