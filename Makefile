@@ -15,8 +15,9 @@ CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
 # truto.core loads libcrypto (HMAC, for webhooks) with dlopen at the first
 # check rather than linking it: its file name is the soname of the libcrypto
 # a link would use.
-LIBCRYPTO_SONAME ?= $(or $(shell objdump -p "$$($(CC) -print-file-name=libcrypto.so)" 2>/dev/null \
-                      | awk '/SONAME/ { print $$2 }'),libcrypto.so.3)
+LIBCRYPTO_SONAME ?= $(if $(CRYPTO_LIBDIR),$(CRYPTO_LIBDIR)/)$(or $(shell objdump -p \
+                      "$$($(CC) $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) -print-file-name=libcrypto.so)" \
+                      2>/dev/null | awk '/SONAME/ { print $$2 }'),libcrypto.so.3)
 # zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
 ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
@@ -309,11 +310,13 @@ docs:
 # can be moved, or used from $(DESTDIR)), and the two commands with the
 # interpreter and the installed directories written into them.
 LUA_MODULES   := $(wildcard lua/truto/*.lua)
-# The modules are installed compiled (luac, debug information kept, so errors
-# still name file and line): loading bytecode skips the parser, about 2 ms of
-# every `require "truto"`.  Empty LUAC (as for LuaJIT, whose bytecode is tied
-# to the VM build nginx links) installs the sources.
-LUAC          ?= luac$(LUA_VERSION)
+# The modules are installed compiled by $(LUA) (string.dump: debug information
+# kept, named by their installed path, so errors and tracebacks read as from
+# the sources): loading bytecode skips the parser, about 2 ms of every
+# `require "truto"`.  Empty COMPILE_LUA installs the sources: for LuaJIT,
+# whose bytecode is tied to the VM build nginx links, and for LuaRocks, which
+# does not say which Lua the tree is for.
+COMPILE_LUA   ?= yes
 EMULATOR_DIR  := $(INSTALL_LMOD)/truto/emulator
 EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
 COMMANDS      := truto truto-emulator
@@ -339,8 +342,10 @@ install-lib: check-install-paths $(CORE) $(CURL_CORE)
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
 	@for f in $(LUA_MODULES); do \
 	  dest=$(DESTDIR)$(INSTALL_LMOD)/truto/$${f##*/}; \
-	  if [ -n "$(LUAC)" ] && command -v $(LUAC) >/dev/null 2>&1; then \
-	    $(LUAC) -o "$$dest" "$$f" && chmod 644 "$$dest" || exit 1; \
+	  if [ -n "$(COMPILE_LUA)" ]; then \
+	    $(LUA) -e "local f = assert(load(assert(io.open('$$f')):read('a'), '@$(INSTALL_LMOD)/truto/$${f##*/}')) \
+	      local out = assert(io.open('$$dest', 'wb')) out:write(string.dump(f)) out:close()" \
+	      && chmod 644 "$$dest" || exit 1; \
 	  else install -m 644 "$$f" "$$dest" || exit 1; fi; \
 	done
 	install -m 755 $(CORE) $(CURL_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
@@ -372,7 +377,7 @@ uninstall: check-install-paths
 # ($(PREFIX)/share/lua/5.1, $(PREFIX)/lib/lua/5.1); the commands stay Lua 5.4's.
 install-luajit:
 	@$(MAKE) --no-print-directory install-lib LUA_VERSION=5.1 LUA=$(LUAJIT) LUA_INCDIR=$(LUAJIT_INCDIR) \
-	  BUILD_DIR=$(LUAJIT_DIR) LUAC=
+	  BUILD_DIR=$(LUAJIT_DIR) COMPILE_LUA=
 
 uninstall-luajit:
 	@$(MAKE) --no-print-directory uninstall LUA_VERSION=5.1 COMMANDS=
@@ -380,7 +385,7 @@ uninstall-luajit:
 rock-install:
 	@case "$${TMPDIR:-/tmp}" in *[[:space:]]*) base=/tmp ;; *) base=$${TMPDIR:-/tmp} ;; esac; \
 	tmp=$$(mktemp -d "$$base/truto-rock.XXXXXX") || exit 1; \
-	$(MAKE) --no-print-directory install-lib BUILD_DIR="$$tmp"; rc=$$?; rm -rf "$$tmp"; exit $$rc
+	$(MAKE) --no-print-directory install-lib BUILD_DIR="$$tmp" COMPILE_LUA=; rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 clean:
 	rm -rf build

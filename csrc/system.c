@@ -51,17 +51,32 @@ static unsigned char pool[4096];
 static size_t pool_left;
 static pid_t pool_pid;      /* a forked child (an nginx worker) refills its own */
 
+/* n bytes from getrandom(2), or from /dev/urandom where a kernel or a
+ * seccomp filter refuses the call (ENOSYS, EPERM). */
+static int fill(unsigned char *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r < 0 && errno != EINTR) {
+            FILE *f = fopen("/dev/urandom", "rb");
+            if (f == NULL)
+                return 0;
+            size_t read = fread(buf + got, 1, n - got, f);
+            fclose(f);
+            return read == n - got;
+        }
+    }
+    return 1;
+}
+
 static int random_bytes(unsigned char *out, size_t n)
 {
     if (pool_left < n || pool_pid != getpid()) {
         pool_pid = getpid();
-        for (size_t got = 0; got < sizeof pool;) {
-            ssize_t r = getrandom(pool + got, sizeof pool - got, 0);
-            if (r < 0 && errno != EINTR)
-                return 0;
-            if (r > 0)
-                got += (size_t)r;
-        }
+        if (!fill(pool, sizeof pool))
+            return 0;
         pool_left = sizeof pool;
     }
     pool_left -= n;

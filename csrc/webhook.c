@@ -39,8 +39,10 @@ static int load_hmac(void)
         return 0;
     md_fn md = (md_fn)dlsym(lib, "EVP_sha256");
     hmac_fn h = (hmac_fn)dlsym(lib, "HMAC");
-    if (md == NULL || h == NULL)
+    if (md == NULL || h == NULL) {
+        dlclose(lib);
         return 0;
+    }
     sha256 = md;
     hmac = h;
     return 1;

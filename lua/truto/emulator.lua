@@ -98,19 +98,20 @@ end
 -- The emulator's files: installed beside this module (<dir>/truto/emulator/),
 -- or the clone's emulator/ (this file being <clone>/lua/truto/emulator.lua).
 local function data_dir()
-  -- Where require found this module; else the file name compiled into it
-  -- (installed modules are luac's bytecode, which names the build's path).
-  local file = package.searchpath and package.searchpath("truto.emulator", package.path)
-  if not file then
-    local source = debug.getinfo(1, "S").source
-    file = source:sub(1, 1) == "@" and source:sub(2) or nil
+  -- This module's directory as its chunk is named (`make install` compiles
+  -- it under its installed path), then where require's path finds it (files
+  -- staged under a DESTDIR are not where their names say).
+  local source = debug.getinfo(1, "S").source
+  local heres = { real_dir(source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or ".") or "." }
+  local found = package.searchpath and package.searchpath("truto.emulator", package.path)
+  if found then heres[2] = real_dir(found:match("^(.*)/[^/]+$") or ".") end
+  for _, here in ipairs(heres) do
+    for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
+      if exists(dir .. "/nginx.conf.in") then return real_dir(dir) end
+    end
   end
-  local here = real_dir(file and file:match("^(.*)/[^/]+$") or ".") or "."
-  for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
-    if exists(dir .. "/nginx.conf.in") then return real_dir(dir) end
-  end
-  return nil, "the emulator's files are missing: no nginx.conf.in in " .. here
-    .. "/emulator (installed) or " .. here .. "/../../emulator (a clone)"
+  return nil, "the emulator's files are missing: no nginx.conf.in in " .. heres[1]
+    .. "/emulator (installed) or " .. heres[1] .. "/../../emulator (a clone)"
 end
 
 -- A random integer in [low, high] from the core's CSPRNG: Lua's math.random
