@@ -237,19 +237,19 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
 # clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.
 FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config
-# truto.core's objects: only the harness that reaches libcurl links it.
-FUZZ_OBJECTS := $(call core_objects,$(FUZZ_DIR))
+# truto.core's objects and curl_common.c (its byte buffers serve the inflate
+# and http1 harnesses, its header parsing the headers harness), with libcurl.
+FUZZ_OBJECTS := $(call core_objects,$(FUZZ_DIR)) $(FUZZ_DIR)/obj/curl_common.o
 FUZZ_LIBS    := $(shell $(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) \
-                $(CRYPTO_LIBS) $(ZLIB_LIBS) -lm
+                $(CRYPTO_LIBS) $(ZLIB_LIBS) $(CURL_LIBS) -lm
 
 $(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
 # The headers harness includes csrc/session.c to reach its static parsers.
-$(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/curl_common.o
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/curl_common.o $(FUZZ_LIBS) \
-	  $(CURL_LIBS)
+$(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
 
 $(FUZZ_DIR)/%: fuzz/%.c fuzz/fuzz_lua.h $(FUZZ_OBJECTS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
