@@ -284,15 +284,14 @@ static int push_failure(lua_State *L, session *s, const outcome *o)
     return 2;
 }
 
-static int l_perform(lua_State *L)
+/* The body of s:perform, run under lua_pcall by l_perform with the session
+ * already busy: from the first allocation on, a finalizer that closes or
+ * reuses this session is refused. */
+static int perform_busy(lua_State *L)
 {
     session *s = check_session(L);
     request r;
     outcome o;
-    if (s->closed)
-        return luaL_error(L, "truto: session is closed");
-    if (s->busy)
-        return luaL_error(L, "truto: session is busy (perform called during its own transfer: from a sink or a finalizer)");
     check_request(L, s, &r);
     int decode_json = !lua_isnil(L, ARG_DECODE_JSON) &&
                       truto_check_boolean(L, ARG_DECODE_JSON, "request decode_json");
@@ -312,10 +311,10 @@ static int l_perform(lua_State *L)
     s->L = L;
     s->sink_err = 0;
     truto_reply_start(&s->reply, r.max_bytes);
-    /* Busy until the reply is handed over: pushing the headers and decoding
-     * the body allocate, so a finalizer may run and call close or perform
-     * on this session, which must not free or refill the buffers read. */
-    s->busy = 1;
+    /* Busy (since l_perform) until the reply is handed over: pushing the
+     * headers and decoding the body allocate, so a finalizer may run and
+     * call close or perform on this session, which must not free or refill
+     * the buffers read. */
     transfer(s, &r, &o);
     s->L = NULL;
     /* The handle must not keep pointers to the body or the form (the list
@@ -328,22 +327,18 @@ static int l_perform(lua_State *L)
 
     if (s->sink_err != 0) {
         truto_reply_reset(&s->reply);
-        s->busy = 0;
         lua_settop(L, s->sink_err);
         return lua_error(L);
     }
     if (s->reply.oom) {
         truto_reply_reset(&s->reply);
-        s->busy = 0;
         return luaL_error(L, "truto: out of memory");
     }
     if (o.code != CURLE_OK || s->reply.too_large) {
         if (o.code == CURLE_OK)
             o.code = CURLE_WRITE_ERROR;
         truto_reply_reset(&s->reply);
-        int pushed = push_failure(L, s, &o);
-        s->busy = 0;
-        return pushed;
+        return push_failure(L, s, &o);
     }
 
     long status = o.info.status;
@@ -357,9 +352,26 @@ static int l_perform(lua_State *L)
                truto_decode_json_text(L, s->reply.body.data, s->reply.body.len)))
         truto_bytes_push(L, &s->reply.body);   /* a body the client decodes, or reports */
     truto_buf_reset(&s->reply.body);
-    s->busy = 0;
     truto_push_info(L, &o.info);
     return 4;
+}
+
+static int l_perform(lua_State *L)
+{
+    session *s = check_session(L);
+    if (s->closed)
+        return luaL_error(L, "truto: session is closed");
+    if (s->busy)
+        return luaL_error(L, "truto: session is busy (perform called during its own transfer: from a sink or a finalizer)");
+    luaL_checktype(L, 2, LUA_TTABLE);   /* here, where the error names perform */
+    s->busy = 1;
+    lua_pushcfunction(L, perform_busy);
+    lua_insert(L, 1);
+    int failed = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0) != LUA_OK;
+    s->busy = 0;
+    if (failed)
+        return lua_error(L);        /* an argument error, or a sink's, as raised */
+    return lua_gettop(L);
 }
 
 void truto_open_session(lua_State *L)
