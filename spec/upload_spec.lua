@@ -134,6 +134,64 @@ local function check_form_request(entry, parts)
   assert.is_nil(entry.parts_error)
 end
 
+-- A seeded random form in dir/random.json, its files beside it (the case
+-- "random" of spec/support/uploads.lua sends it), and the parts the
+-- emulator must read: contents that look like a delimiter without being one
+-- (libcurl's boundaries are dashes and hex, ours "lua-truto-" and hex),
+-- sizes about the reader's 64 KiB pieces, names and filenames that RFC 7578
+-- escapes.  (Not a literal "%22": that escaping leaves "%" alone, so a
+-- reader cannot tell it from an escaped quote.)
+local TRICKY = { "\r\n--", "\r\n------------------------", "\r\n--lua-truto-", "--\r\n", "\r\n\r\n", '"',
+                 "\0", "\255\254" }
+local SIZES = { 0, 1, 65535, 65536, 65537, 131072 }
+local NAMES = { "doc", 'quoted "name"', "line\r\nbreak", "caf\195\169", "50%", "a;b=c" }
+
+-- size bytes: any byte, or (text) printable ASCII, as a text field must be UTF-8.
+local function random_content(size, text)
+  local pieces, n = {}, 0
+  while n < size do
+    local piece = math.random(3) == 1 and TRICKY[math.random(text and #TRICKY - 2 or #TRICKY)]
+      or string.char(text and math.random(32, 126) or math.random(0, 255)):rep(math.random(1, 4096))
+    pieces[#pieces + 1] = piece
+    n = n + #piece
+  end
+  return table.concat(pieces):sub(1, size)
+end
+
+local function random_form(seed)
+  math.randomseed(seed)
+  local fields, expected, names = {}, {}, {}
+  for i = 1, math.random(1, 4) do
+    local name = NAMES[math.random(#NAMES)] .. " " .. i
+    names[#names + 1] = name
+    if i > 1 and math.random(3) == 1 then   -- the first a file: a form has one
+      local text = random_content(math.random(0, 300), true)
+      fields[#fields + 1] = { name = name, text = text }
+      expected[name] = { { name = name, value = text, size = #text, sha256 = text_sha256(text) } }
+    else
+      local files = {}
+      expected[name] = {}
+      for k = 1, math.random(1, 2) do
+        local size = math.random(2) == 1 and SIZES[math.random(#SIZES)] or math.random(0, 200000)
+        local path = ("%s/random-%d-%d-%d"):format(dir, seed, i, k)
+        assert(sh.write_file(path, random_content(size)))
+        local filename = NAMES[math.random(#NAMES)] .. ".bin"
+        files[k] = { path = path, filename = filename }
+        expected[name][k] = { name = name, filename = filename, content_type = "application/x-test", size = size,
+                              sha256 = sha256sum(path) }
+      end
+      fields[#fields + 1] = { name = name, files = files }
+    end
+  end
+  assert(sh.write_file(dir .. "/random.json", truto.encode_json(fields)))
+  table.sort(names)   -- the form's parts go in the order of their sorted names
+  local parts = {}
+  for _, name in ipairs(names) do
+    for _, part in ipairs(expected[name]) do parts[#parts + 1] = part end
+  end
+  return parts
+end
+
 for _, transport in ipairs(TRANSPORTS) do
   local name, run = transport[1], transport[2]
 
@@ -156,6 +214,20 @@ for _, transport in ipairs(TRANSPORTS) do
                     meta = parts[5].value, note = "Q3 report", photos = { file(parts[7]), file(parts[8]) } },
                   o.result.result.body)
     end)
+
+    it("reaches the emulator's reader part for part, whatever bytes and names a form holds (seeded random forms)",
+      function()
+        for seed = 1, 8 do
+          emu.reset()
+          local parts = random_form(seed)
+          local o = run("random")
+          assert.equal(200, o.status, o.text)
+          local log = emu.requests()
+          assert.equal(1, #log, "seed " .. seed)
+          assert.is_nil(log[1].parts_error, "seed " .. seed)
+          assert.same(parts, log[1].parts, "seed " .. seed)
+        end
+      end)
 
     it("sends truto.raw bytes unchanged with their Content-Type", function()
       local o = run("raw")

@@ -82,6 +82,26 @@ _M.CASES = {
     end
     return outcomes, { status = 200, attempts = 1 }
   end,
+  -- The form described in dir/random.json (spec/upload_spec.lua writes it):
+  -- { { name =, text = } or { name =, files = { { path =, filename = } ... } } ... }.
+  random = function(client, dir)
+    local f = assert(io.open(dir .. "/random.json"))
+    local fields = assert(truto.decode_json(f:read("*a")))
+    f:close()
+    local body = {}
+    for _, field in ipairs(fields) do
+      if field.text then
+        body[field.name] = field.text
+      else
+        local files = {}
+        for k, file in ipairs(field.files) do
+          files[k] = truto.file(file.path, { filename = file.filename, content_type = "application/x-test" })
+        end
+        body[field.name] = #files == 1 and files[1] or files
+      end
+    end
+    return client.custom_api:post("random", body, Q)
+  end,
   -- MANY files in one body, the transport allowed NOFILE open files.
   many = function(client, dir)
     local files = {}
