@@ -39,7 +39,7 @@ BUILD_DIR    ?= build/$(LUA_VERSION)
 # loads at the first transfer.  truto.curl_core carries its own copy of the
 # few helpers of truto.core it uses (CURL_HELPERS).
 CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
-CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c
+CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c csrc/headers.c
 CORE_SOURCES := $(filter-out $(CURL_SOURCES),$(wildcard csrc/*.c))
 # The objects of each module built in directory $(1).
 core_objects  = $(CORE_SOURCES:csrc/%.c=$(1)/obj/%.o)

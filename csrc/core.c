@@ -65,5 +65,6 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     truto_open_webhook(L);
     truto_open_system(L);
     truto_open_inflate(L);
+    truto_open_headers(L);
     return 1;
 }

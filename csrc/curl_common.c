@@ -938,85 +938,11 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
     lua_setfield(L, -2, "curl_code");
 }
 
-/* The number of lines from p to end (the last may have no LF). */
-static int count_lines(const char *p, const char *end)
-{
-    int n = 0;
-    while (p != NULL && p < end) {
-        p = (const char *)memchr(p, '\n', (size_t)(end - p));
-        n++;
-        if (p != NULL)
-            p++;
-    }
-    return n;
-}
-
-/* Header lines -> { ["content-type"] = "...", ... }: names lower-cased,
- * repeated fields joined with ", ", folded lines unfolded. */
+/* The header block as a truto.headers userdata (headers.c): the table is
+ * built only if the client's caller reads it. */
 void truto_push_headers(lua_State *L, const truto_bytes *h)
 {
-    /* No arithmetic on a NULL buffer (nothing received yet): UB in C. */
-    const char *p = h->data, *end = h->len ? h->data + h->len : h->data;
-    /* Sized once (the status line is one too many): no rehash as it fills. */
-    lua_createtable(L, 0, count_lines(p, end));
-    int t = lua_gettop(L);
-    lua_pushnil(L);                 /* t + 1: name of the previous field */
-    while (p != NULL && p < end) {
-        const char *eol = (const char *)memchr(p, '\n', (size_t)(end - p));
-        const char *next = eol != NULL ? eol + 1 : end;
-        const char *stop = eol != NULL ? eol : end;
-        if (stop > p && stop[-1] == '\r')
-            stop--;
-        const char *line = p;
-        p = next;
-        if (stop == line || (stop - line >= 5 && memcmp(line, "HTTP/", 5) == 0))
-            continue;
-        const char *v;
-        if (*line == ' ' || *line == '\t') {
-            if (lua_isnil(L, t + 1))
-                continue;
-            lua_pushvalue(L, t + 1);            /* obs-fold: continues the previous value */
-            v = line;
-        } else {
-            const char *colon = (const char *)memchr(line, ':', (size_t)(stop - line));
-            if (colon == NULL || colon == line)
-                continue;
-            char lower[256];
-            size_t n = (size_t)(colon - line);
-            if (n <= sizeof lower) {
-                for (size_t i = 0; i < n; i++)
-                    lower[i] = (char)((line[i] >= 'A' && line[i] <= 'Z') ? line[i] + 32 : line[i]);
-                lua_pushlstring(L, lower, n);
-            } else {
-                luaL_Buffer b;
-                luaL_buffinit(L, &b);
-                for (const char *c = line; c < colon; c++)
-                    luaL_addchar(&b, (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c));
-                luaL_pushresult(&b);
-            }
-            lua_pushvalue(L, -1);
-            lua_replace(L, t + 1);
-            v = colon + 1;
-        }
-        while (v < stop && (*v == ' ' || *v == '\t'))
-            v++;
-        while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t'))
-            stop--;
-        /* stack: name */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, t);
-        int fold = (*line == ' ' || *line == '\t');
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, v, (size_t)(stop - v));
-        } else {
-            lua_pushstring(L, fold ? " " : ", ");
-            lua_pushlstring(L, v, (size_t)(stop - v));
-            lua_concat(L, 3);
-        }
-        lua_rawset(L, t);
-    }
-    lua_settop(L, t);
+    truto_push_header_block(L, h->data, h->len);
 }
 
 /* CURLINFO_HTTP_VERSION -> "1.0", "1.1", "2", "3" or "?". */

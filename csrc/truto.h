@@ -32,6 +32,8 @@
  * such a value is a part or a whole body, never a value the writers take. */
 #define TRUTO_FILE_MT   "truto.file"
 #define TRUTO_RAW_MT    "truto.raw"
+/* The metatable of a response's header block (headers.c). */
+#define TRUTO_HEADERS_MT "truto.headers"
 
 /* ---- encoder state (encoder.c) --------------------------------------
  * One userdata per encoding call holds every scratch area an encoder needs:
@@ -353,7 +355,8 @@ void truto_push_info(lua_State *L, const truto_info *i);
  * CURLcode, and the message is message, the reply's error buffer, or
  * libcurl's generic text. */
 void truto_push_curl_error(lua_State *L, int code, const char *message, const truto_reply *r);
-/* Header lines -> { ["content-type"] = "...", ... } */
+/* The header lines of a response as a truto.headers block (headers.c),
+ * the one shape the session and the multi handle return. */
 void truto_push_headers(lua_State *L, const truto_bytes *h);
 
 
@@ -370,6 +373,12 @@ void truto_open_decode(lua_State *L);
 void truto_open_webhook(lua_State *L);
 void truto_open_system(lua_State *L);
 void truto_open_inflate(lua_State *L);
+void truto_open_headers(lua_State *L);
+
+/* Pushes len bytes of header lines as a truto.headers userdata: indexed by
+ * a lower-case name it gives that field's value (repeats joined with ", "),
+ * truto.core's header_table makes the table of all of them. */
+void truto_push_header_block(lua_State *L, const char *data, size_t len);
 
 /* Compatibility with the Lua 5.1 C API (LuaJIT). */
 #if LUA_VERSION_NUM < 502

@@ -527,7 +527,7 @@ end
 ---@package
 ---@param call table
 ---@param status? integer
----@param headers table
+---@param headers table|userdata
 ---@return true|nil follow
 ---@return table? err
 function Client:follow(call, status, headers)
@@ -599,12 +599,25 @@ end
 ---@field request_id? string the `x-request-id` header of an HTTP error
 ---@field curl_code? integer libcurl's error code, for a transport failure under libcurl
 
--- A response's rate_limit is read from its headers when first asked for.
+-- What the transport returned as each response's headers: a table, or the
+-- libcurl transport's header block (a truto.headers userdata, read by
+-- name).  Weak keys: the entry goes with its response.
+local header_source = setmetatable({}, { __mode = "k" })
+
+-- A response's headers (a table made from the block), request_id and
+-- rate_limit are read when first asked for: most callers never look.
 local Response = {
   __index = function(response, key)
-    if key ~= "rate_limit" then return nil end
-    local value = errors.parse_rate_limit(response.headers)
-    rawset(response, "rate_limit", value)
+    local value
+    if key == "headers" then
+      value = core.header_table(header_source[response])
+    elseif key == "request_id" or key == "rate_limit" then
+      local headers = rawget(response, "headers") or header_source[response]
+      if key == "request_id" then value = headers["x-request-id"] else value = errors.parse_rate_limit(headers) end
+    else
+      return nil
+    end
+    rawset(response, key, value)
     return value
   end,
 }
@@ -614,7 +627,7 @@ local Response = {
 ---@package
 ---@param call table
 ---@param status? integer nil when the transport failed
----@param rheaders table the response headers, or the transport's error
+---@param rheaders table|userdata the response headers (a table or a header block), or the transport's error
 ---@param body? string
 ---@param info? table
 ---@return "done"|"retry"|"fail" verdict
@@ -625,10 +638,8 @@ function Client:settle(call, status, rheaders, body, info)
   if not status then
     err = errors.new(rheaders, call.secrets)    -- on failure the second value is { kind, message, ... }
   else
-    local response = setmetatable({
-      status = status, headers = rheaders, request_id = rheaders["x-request-id"], attempts = call.attempt,
-      info = info,
-    }, Response)
+    local response = setmetatable({ status = status, attempts = call.attempt, info = info }, Response)
+    header_source[response] = rheaders
     if status >= 200 and status < 300 then
       local result
       result, err = decode_success(status, rheaders, body, call.sink ~= nil, call.secrets)

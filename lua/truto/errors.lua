@@ -165,7 +165,8 @@ end
 -- headers, method, path, attempts, retryable, retry_after, curl_code.
 -- secret: the token, scrubbed from every string the error carries: the
 -- message and every other string field, the body and the headers (values
--- and keys, at any depth, cycles included).  A secret of 8 bytes or more
+-- and keys, at any depth, cycles included); headers given as a transport's
+-- header block (a truto.headers userdata) become a table first.  A secret of 8 bytes or more
 -- is replaced by "[REDACTED]" (another marker if the secret holds a
 -- bracket) wherever it occurs; a shorter one only where it stands alone,
 -- not next to a letter, a digit or one of `._~+/=-`, so that a one-letter
@@ -181,6 +182,9 @@ end
 function _M.new(fields, secret)
   local err = setmetatable({}, error_mt)
   for k, v in pairs(fields) do err[k] = v end
+  -- A transport's header block reads by name only: made a table, so that
+  -- the scrub below reaches every field.
+  if type(err.headers) == "userdata" then err.headers = core.header_table(err.headers) end
   if err.message == nil then err.message = "" end
   local kept = {}
   for _, s in ipairs(type(secret) == "table" and secret or { secret }) do
@@ -227,7 +231,7 @@ end
 
 --- Truto's normalized rate-limit headers; the limit may carry a window
 -- parameter ("110;w=10"), so only the leading integer is read.
----@param headers table<string, string> names in lower case
+---@param headers table<string, string>|userdata names in lower case, or a transport's header block
 ---@return truto.RateLimitInfo? rate_limit nil when none of the headers is there
 function _M.parse_rate_limit(headers)
   local function int(name)
@@ -243,7 +247,7 @@ end
 --- The error for an HTTP response whose status is not 2xx.  body is the
 -- decoded JSON envelope when there was one, else the raw text.
 ---@param status integer
----@param headers table<string, string>
+---@param headers table<string, string>|userdata a table, or a transport's header block
 ---@param body? table|string
 ---@param secret? string|string[] the token (and any other secret), scrubbed from the error
 ---@return truto.Error err

@@ -70,7 +70,7 @@ local BODY_HEADERS = { ["content-type"] = true, ["content-length"] = true }
 ---@param first table the call's own request { method, url, headers, body }
 ---@param req table the request that got the response
 ---@param status integer
----@param headers table the response's headers
+---@param headers table|userdata the response's headers (a table, or a transport's header block)
 ---@param hops integer redirects followed so far
 ---@return table? next_request
 ---@return table? err
