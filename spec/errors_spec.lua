@@ -1,6 +1,7 @@
 -- lua/truto/errors.lua: error values, Retry-After and rate-limit headers.
 local errors = require "truto.errors"
 local truto = require "truto"
+local scrubbed = require "spec.support.scrubbed"
 
 describe("errors", function()
   it("formats an HTTP error with method, path, status, message and attempts", function()
@@ -38,24 +39,7 @@ describe("errors", function()
 
     local SECRET = "tok-secret-123"
 
-    -- Every string reachable from v, keys included.
-    local function strings(v, out, seen)
-      out, seen = out or {}, seen or {}
-      if type(v) == "string" then out[#out + 1] = v
-      elseif type(v) == "table" and not seen[v] then
-        seen[v] = true
-        for k, item in next, v do
-          strings(k, out, seen)
-          strings(item, out, seen)
-        end
-      end
-      return out
-    end
-
-    local function assert_clean(err, secret)
-      for _, s in ipairs(strings(err)) do assert.is_nil(s:find(secret, 1, true), s) end
-      assert.is_nil(tostring(err):find(secret, 1, true), tostring(err))
-    end
+    local assert_clean = scrubbed.assert_clean
 
     it("scrubs header values and names that echo the token", function()
       local err = errors.from_response(401, {

@@ -11,6 +11,8 @@ local curl_core = require "truto.curl_core"
 local emulator = require "truto.emulator"
 local redirect = require "truto.redirect"
 local sh = require "spec.support.shell"
+local scrubbed = require "spec.support.scrubbed"
+local truto = require "truto"
 
 local read_file, rss_kb = sh.read_file, sh.rss_kb
 
@@ -94,6 +96,16 @@ http {
             "Set-Cookie: c=1\r\nSET-COOKIE: d=2\r\nX-Spaces:   padded value  \r\n" ..
             "X-Empty:\r\nX-Fold: one\r\n  two \r\n: no name\r\nX-UPPER:  x  y\r\n" ..
             "Content-Length: 2\r\nConnection: close\r\n\r\nok")
+      }
+    }
+    location = /unauthorized {
+      content_by_lua_block {
+        local token = (ngx.var.http_authorization or ""):match("^Bearer (.*)$") or ""
+        ngx.status = 401
+        ngx.header["WWW-Authenticate"] = 'Bearer error="invalid_token", token="' .. token .. '"'
+        ngx.header["X-Echo-" .. token] = "1"
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print('{"statusCode":401,"message":"no such token"}')
       }
     }
     location = /bad.json { return 200 '{"a":'; }
@@ -417,6 +429,19 @@ describe("truto.curl_core.session", function()
       assert.is_nil(headers["X-Dup"])     -- names are lower case, as in the table
       assert.is_nil(headers[1])
       assert.equal("userdata", type(headers))
+    end)
+
+    it("reaches the client as a header block that an error makes a table before scrubbing the token", function()
+      local token = "lazy-header-token-5f3a"   -- lower case: header names are lower-cased
+      local client = truto.new { token = token, base_url = srv.base, max_retries = 0 }
+      local result, err = client:request { method = "GET", path = "/unauthorized" }
+      client:close()
+      assert.is_nil(result)
+      assert.same({ "http", 401, "no such token" }, { err.kind, err.status, err.message })
+      assert.equal("table", type(err.headers))
+      assert.equal('Bearer error="invalid_token", token="[REDACTED]"', err.headers["www-authenticate"])
+      assert.equal("1", err.headers["x-echo-[REDACTED]"])
+      scrubbed.assert_clean(err, token)
     end)
 
     it("returns 4xx and 5xx as successes", function()
