@@ -69,7 +69,18 @@ describe("the client against the emulator", function()
       assert.is_table(record, tostring(response))
       assert.equal(200, response.status)
       assert.equal(1, response.attempts)
+      assert.is_nil(rawget(response, "headers"))   -- built when first read, from the transport's block
       assert.equal("application/json", response.headers["content-type"])
+      assert.equal(response.headers, response.headers)
+      assert.equal("table", type(response.headers))
+      local listed = {}
+      for name, value in pairs(response.headers) do
+        assert.same({ name:lower(), "string" }, { name, type(value) })
+        listed[name] = value
+      end
+      assert.same({ "application/json", "50;w=10", "49" },
+        { listed["content-type"], listed["ratelimit-limit"], listed["ratelimit-remaining"] })
+      assert.is_nil(response.request_id)   -- the emulator sends no x-request-id
       assert.same({ limit = 50, remaining = 49, reset = response.rate_limit.reset, window = 10 }, response.rate_limit)
 
       local sent = last_request()
