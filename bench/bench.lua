@@ -371,6 +371,30 @@ local function client_updates(client, n, opts)
   end
 end
 
+-- What a Lua program reaches on this library's C core with no client: per
+-- request, the seed's update built by build_request (a fresh Idempotency-Key,
+-- as the client's) and sent by one kept session that decodes the answer.  The
+-- client's call path (arguments, options, retries, the response object) is
+-- the difference between this side and the client's.
+local function core_updates(base_url, n)
+  local session = support.core_field("session")
+  return function()
+    local s = session {}
+    local spec, key = seed_spec(base_url), random_hex(8)
+    local t0 = now()
+    for i = 1, n do
+      spec.headers["Idempotency-Key"] = key .. ("%016x"):format(i)
+      local req = build_request(spec)
+      req.decode_json = true
+      local status, _, body = s:perform(req)
+      if status ~= 200 or type(body) ~= "table" then fail("core loop: " .. tostring(status)) end
+    end
+    local rate = n / (now() - t0)
+    s:close()
+    return rate
+  end
+end
+
 -- luasocket's socket.http: the same request line, headers and body; no
 -- keep-alive (socket.http closes every connection) and no gzip.
 local function luasocket_updates(req, n)
@@ -413,15 +437,18 @@ local function curl_cli_updates(prefix, request, n)
   end
 end
 
--- client, C loop + cJSON, bare C loop: n sequential PATCHes each, per round.
-local function sequential_trio(label, client, request, n, prefix)
-  local r = side_by_side(label, { "client", "c_cjson", "c_bare" }, {
+-- client, the bare Lua loop on the core, C loop + cJSON, bare C loop: n
+-- sequential PATCHes each, per round.
+local function sequential_sides(label, client, request, n, prefix)
+  local r = side_by_side(label, { "client", "core", "c_cjson", "c_bare" }, {
     client = client_updates(client, n),
+    core = core_updates(client.base_url, n),
     c_cjson = function() return c_program(prefix, request, n, nil, "cjson").rate end,
     c_bare = function() return c_program(prefix, request, n, nil, "bare").rate end,
   })
-  return { client = summary(r.client), c_cjson = summary(r.c_cjson), c_bare = summary(r.c_bare),
-           vs_cjson = ratio(r.client, r.c_cjson), vs_bare = ratio(r.client, r.c_bare) }
+  return { client = summary(r.client), core = summary(r.core), c_cjson = summary(r.c_cjson),
+           c_bare = summary(r.c_bare), vs_cjson = ratio(r.client, r.c_cjson), vs_bare = ratio(r.client, r.c_bare),
+           core_vs_cjson = ratio(r.core, r.c_cjson), vs_core = ratio(r.client, r.core) }
 end
 
 local function bench_sequential(static, emu, tmpdir)
@@ -440,7 +467,7 @@ local function bench_sequential(static, emu, tmpdir)
       set_affinity(eworker, cpus)
       set_affinity(SELF_PID, cpus)
       local prefix = pinned_prefix(pinned)
-      out[pinned and "pinned" or "unpinned"] = sequential_trio(
+      out[pinned and "pinned" or "unpinned"] = sequential_sides(
         "B2 sequential" .. (pinned and ", pinned" or ""), client, request, n, prefix)
       if pinned or not PINNING then
         -- luasocket and curl(1) are far slower: fewer requests, 3 rounds.
@@ -451,7 +478,7 @@ local function bench_sequential(static, emu, tmpdir)
         out.luasocket, out.curl_cli = summary(slow.luasocket), summary(slow.curl_cli)
         -- The emulator does all of Truto's work per request (see README).
         local erequest = c_request(seed_spec(emu.base_url), nil, tmpdir, "seed")
-        out.emulator = sequential_trio("B2 against the emulator", eclient, erequest, QUICK and 300 or 1000, prefix)
+        out.emulator = sequential_sides("B2 against the emulator", eclient, erequest, QUICK and 300 or 1000, prefix)
       end
     end
   end
@@ -705,6 +732,9 @@ local function table_rows(b1, b2, b3, b4, b5, b6, b7)
     row("B2", "sequential PATCH/s, pinned: client vs C libcurl + cJSON", cell(b2.pinned.client),
       cell(b2.pinned.c_cjson), cell(b2.pinned.vs_cjson, 2), target(">= 0.9", b2.pinned.vs_cjson.med >= 0.9))
     row("", "  pinned: vs bare C libcurl loop", "", cell(b2.pinned.c_bare), cell(b2.pinned.vs_bare, 2))
+    row("", "  pinned: bare Lua loop on the core (no client) vs C + cJSON", cell(b2.pinned.core),
+      cell(b2.pinned.c_cjson), cell(b2.pinned.core_vs_cjson, 2))
+    row("", "  pinned: client vs bare Lua loop on the core", "", "", cell(b2.pinned.vs_core, 2))
   end
   row(b2.pinned and "" or "B2", (b2.pinned and "  " or "sequential PATCH/s, ") .. "unpinned: vs C libcurl + cJSON",
     cell(b2.unpinned.client), cell(b2.unpinned.c_cjson), cell(b2.unpinned.vs_cjson, 2))
