@@ -999,6 +999,58 @@ describe("truto.curl_core.session", function()
         t:close()
       end)
 
+      it("keeps the buffers wait reads while a finalizer closes or uses the multi", function()
+        -- As for a session's perform above: in a fresh lua5.4 with a small
+        -- heap, finalizers run while wait pushes headers and decodes bodies;
+        -- each calls close, add, wait or abort on this very multi, which
+        -- refuses while it hands the results over.
+        local script = [[
+          local core, curl_core = require "truto.core", require "truto.curl_core"
+          local url, expected_file = ...
+          local f = assert(io.open(expected_file)) local expected = f:read("a") f:close()
+          local m = curl_core.multi {}
+          local calls = { function() m:close() end, function() m:add { url = url } end,
+                          function() m:wait(0) end, function() m:abort() end }
+          local inside, waiting, refused, wrong = 0, false, {}, 0
+          collectgarbage("incremental", 0, 1000)
+          for round = 1, 100 do
+            setmetatable({}, { __gc = function()
+              if not waiting then return end
+              inside = inside + 1
+              local ok, err = pcall(calls[round % 4 + 1])
+              refused[not ok and tostring(err):match("truto: .*$") or "not refused"] = true
+            end })
+            local ids = { [m:add { url = url, decode_json = true }] = "table", [m:add { url = url }] = "string" }
+            local got = 0
+            while m:pending() > 0 do
+              waiting = true
+              local done = m:wait(5)
+              waiting = false
+              for _, r in ipairs(done) do
+                got = got + 1
+                local same = type(r.body) == ids[r.id] and
+                  (type(r.body) == "string" and r.body or core.encode_json(r.body)) ==
+                  (type(r.body) == "string" and expected or core.encode_json(core.decode_json(expected)))
+                if r.status ~= 200 or not same then wrong = wrong + 1 end
+              end
+            end
+            if got ~= 2 then wrong = wrong + 1 end
+          end
+          local messages = {}
+          for message in pairs(refused) do messages[#messages + 1] = message end
+          table.sort(messages)
+          print(inside >= 10, wrong, table.concat(messages, " | "))
+        ]]
+        local file = srv.dir .. "/multi-finalizers.lua"
+        assert(sh.write_file(file, script))
+        local ok, out, err = sh.script(".", { LUA_PATH = package.path, LUA_CPATH = "build/5.4/?.so;;" },
+          "lua5.4 " .. sh.quote(file) .. " " .. sh.quote(srv.base .. "/data.json") .. " "
+            .. sh.quote(srv.dir .. "/static/data.json"))
+        assert(ok, err)
+        assert.equal("true\t0\ttruto: cannot close a multi while wait hands its results over"
+          .. " | truto: multi is busy (called from a finalizer while wait hands its results over)\n", out)
+      end)
+
       it("decodes a 2xx JSON object or array with decode_json, as a session does", function()
         local expected = core.decode_json(read_file(srv.dir .. "/static/data.json"))
         local function via_both(path, extra)
