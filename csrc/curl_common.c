@@ -835,6 +835,39 @@ int truto_setopt_request(void *easy, truto_applied *a, const truto_transfer_requ
 
 /* ---- replies ---------------------------------------------------------------- */
 
+/* Lua's %s (isspace in the C locale). */
+static int is_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* truto.h.  The client's is_json rule; only an object or an array, so that
+ * a decoded value is always a table. */
+int truto_is_json_document(lua_State *L, int idx, const truto_bytes *body)
+{
+    const char *p = body->data, *end = body->len ? body->data + body->len : body->data;
+    while (p < end && is_space(*p))
+        p++;
+    if (p == end || (*p != '{' && *p != '['))
+        return 0;
+    lua_getfield(L, idx, "content-type");
+    size_t len = 0;
+    const char *type = lua_tolstring(L, -1, &len), *stop;
+    lua_pop(L, 1);              /* the string stays in the headers table */
+    if (type == NULL)
+        return 1;
+    const char *tend = type + len;
+    while (type < tend && is_space(*type))
+        type++;
+    for (stop = type; stop < tend && *stop != ';' && !is_space(*stop); stop++)
+        ;
+    len = (size_t)(stop - type);
+    if (len == 0)
+        return 1;
+    return (len == 16 && strncasecmp(type, "application/json", 16) == 0) ||
+           (len >= 5 && strncasecmp(stop - 5, "+json", 5) == 0);
+}
+
 static const char *error_kind(CURLcode code)
 {
     switch (code) {

@@ -9,12 +9,22 @@
  *                                 --   or {id=, err={kind=, message=, curl_code=}}, ... }
  *   m:pending(); m:abort(); m:close()
  *
+ * Finished easy handles wait in a free pool for the next add, and are
+ * reused as a session reuses its one handle (session.c): never reset, the
+ * options that stay for the handle's life set once, each request setting
+ * only what differs from the handle's previous one (truto_setopt_request),
+ * on the header list it kept; the response buffers stay (truto_buf_reset
+ * returns big ones).  With decode_json, a JSON 2xx body is decoded straight
+ * from the buffer: its Lua string is never made.
+ *
  * Memory rules: every transfer's state (easy handle, header list, response
  * buffers, error buffer) is one malloc'd struct listed in the Multi
  * userdata, and the one cleanup shared by close, __gc and __close frees
- * them all, in flight or idle.  Finished easy handles wait in a free pool
- * for the next add.  libcurl callbacks never raise and never touch Lua:
- * they record a flag and return a short count.
+ * them all, in flight or idle.  libcurl callbacks never raise and never
+ * touch Lua: they record a flag and return a short count.  While wait hands
+ * the results over (which allocates, so finalizers may run), the multi is
+ * busy: close, add, wait and abort refuse, so that no buffer read is freed
+ * or refilled.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -35,9 +45,14 @@ enum { XFER_IDLE, XFER_ACTIVE, XFER_DONE };
 
 typedef struct xfer {
     CURL *easy;
-    struct curl_slist *headers;
+    struct curl_slist *headers;     /* request header lines, kept for the handle's next request */
     curl_mime *mime;                /* the multipart form, if any */
     truto_reply reply;              /* body, header lines, limits, error buffer */
+    int handle_ready;               /* CURLOPT_PRIVATE and truto_setopt_handle done */
+    truto_applied applied;          /* the request options the handle holds */
+    long pipewait;                  /* CURLOPT_PIPEWAIT as set (-1: unknown) */
+    int payload;                    /* the handle holds a copy of the request body */
+    int decode_json;
     int state;
     CURLcode code;                  /* result, once XFER_DONE */
     lua_Integer id;
@@ -58,6 +73,7 @@ typedef struct {
     truto_transfer_options opts;
     long max_host_connections;
     int closed;
+    int busy;                       /* wait is handing results over */
 } multi;
 
 /* ---- per-transfer state ------------------------------------------------------ */
@@ -81,18 +97,19 @@ static void unlist(multi *m, xfer *x)
     last->slot = x->slot;
 }
 
-/* A finished (or never started) transfer back to the pool: the handle must
- * keep no pointer to the freed list; large buffers go back to the system. */
+/* A finished (or never started) transfer back to the pool: the handle lets
+ * go of the form and of its copy of the body (the header list is kept for
+ * its next request); large buffers go back to the system. */
 static void release(multi *m, xfer *x)
 {
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
-    if (x->headers != NULL) {
-        curl_slist_free_all(x->headers);
-        x->headers = NULL;
+    if (x->mime != NULL) {
+        curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
+        curl_mime_free(x->mime);    /* closes the files it opened */
+        x->mime = NULL;
+    } else if (x->payload) {
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, (char *)NULL);   /* frees the copy */
     }
-    curl_mime_free(x->mime);        /* closes the files it opened */
-    x->mime = NULL;
+    x->payload = 0;
     truto_reply_reset(&x->reply);
     x->state = XFER_IDLE;
     if (m->nidle >= MAX_IDLE) {
@@ -113,7 +130,6 @@ static xfer *acquire(multi *m)
         m->idle = x->next;
         m->nidle--;
         x->next = NULL;
-        curl_easy_reset(x->easy);  /* keeps nothing but caches */
         return x;
     }
     if (m->nall == m->capall) {
@@ -158,10 +174,13 @@ static multi *check_multi(lua_State *L)
 }
 
 /* close, __gc and __close: idempotent, safe on a half-built multi; aborts
- * the transfers in flight. */
+ * the transfers in flight.  (A busy multi is on wait's stack: never
+ * collected, only closed by a finalizer.) */
 static int multi_cleanup(lua_State *L)
 {
     multi *m = check_multi(L);
+    if (m->busy)
+        return luaL_error(L, "truto: cannot close a multi while wait hands its results over");
     for (size_t i = 0; i < m->nall; i++) {
         xfer *x = m->all[i];
         if (x->state == XFER_ACTIVE && m->cm != NULL)
@@ -192,6 +211,8 @@ static multi *check_open(lua_State *L)
     multi *m = check_multi(L);
     if (m->closed)
         luaL_error(L, "truto: multi is closed");
+    if (m->busy)
+        luaL_error(L, "truto: multi is busy (called from a finalizer while wait hands its results over)");
     return m;
 }
 
@@ -245,7 +266,35 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* ---- m:add(request) ------------------------------------------------------------ */
 
-static const char *const request_fields[] = { TRUTO_REQUEST_FIELDS, NULL };
+static const char *const request_fields[] = { TRUTO_REQUEST_FIELDS, "decode_json", NULL };
+
+/* Stack slot of add's own field, after those of TRUTO_REQUEST_FIELDS. */
+enum { ARG_DECODE_JSON = TRUTO_ARG_EXTRA };
+
+/* The options of the request that differ from the handle's previous one
+ * (all of them on a new handle); returns a CURLcode. */
+static CURLcode setopt_transfer(multi *m, xfer *x, const truto_transfer_request *r)
+{
+    CURL *e = x->easy;
+    CURLcode rc = CURLE_OK;
+    if (!x->handle_ready) {
+        rc = curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+        if (rc == CURLE_OK)
+            rc = (CURLcode)truto_setopt_handle(e, &m->opts, &x->reply, on_body, on_header, x);
+        x->handle_ready = rc == CURLE_OK;
+    }
+    /* Over TLS, wait to learn whether a connection being set up speaks
+     * HTTP/2 (then share it) rather than open another at once.  Plain
+     * http:// is HTTP/1.1 here: waiting would only serialise the connects. */
+    long pipewait = m->opts.http2 && truto_has_prefix_ci(r->url, "https://");
+    if (rc == CURLE_OK && x->pipewait != pipewait) {
+        rc = curl_easy_setopt(e, CURLOPT_PIPEWAIT, pipewait);
+        x->pipewait = rc == CURLE_OK ? pipewait : -1;
+    }
+    if (rc == CURLE_OK)
+        rc = (CURLcode)truto_setopt_request(e, &x->applied, r, x->headers, 1);
+    return rc;
+}
 
 static int l_add(lua_State *L)
 {
@@ -256,6 +305,8 @@ static int l_add(lua_State *L)
     truto_check_request(L, request_fields, &m->opts, &r);
     r.fresh_connect = !lua_isnil(L, TRUTO_ARG_FRESH_CONNECT) &&
                       truto_check_boolean(L, TRUTO_ARG_FRESH_CONNECT, "request fresh_connect");
+    int decode_json = !lua_isnil(L, ARG_DECODE_JSON) &&
+                      truto_check_boolean(L, ARG_DECODE_JSON, "request decode_json");
 
     /* From here on nothing raises until the transfer is owned by a list. */
     xfer *x = acquire(m);
@@ -263,26 +314,20 @@ static int l_add(lua_State *L)
         return luaL_error(L, "truto: out of memory");
     if (!truto_header_list(L, TRUTO_ARG_HEADERS, &r, &x->headers) ||
         (r.form && !truto_mime_build(L, x->easy, &x->reply, &x->mime))) {
+        /* The list may have lost the node the handle points to. */
+        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+        x->applied.known = 0;
         release(m, x);
         return luaL_error(L, "truto: out of memory");
     }
     r.mime = x->mime;
+    x->payload = r.has_body && !r.form;
+    x->decode_json = decode_json;
     truto_reply_start(&x->reply, r.max_bytes);
     x->id = m->next_id++;
 
     CURL *e = x->easy;
-    CURLcode rc = curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
-    /* Over TLS, wait to learn whether a connection being set up speaks
-     * HTTP/2 (then share it) rather than open another at once.  Plain
-     * http:// is HTTP/1.1 here: waiting would only serialise the connects. */
-    if (rc == CURLE_OK && m->opts.http2 && truto_has_prefix_ci(r.url, "https://"))
-        rc = curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_handle(e, &m->opts, &x->reply, on_body, on_header, x);
-    truto_applied reset_handle;     /* acquire() reset it: nothing is known */
-    memset(&reset_handle, 0, sizeof reset_handle);
-    if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_request(e, &reset_handle, &r, x->headers, 1);
+    CURLcode rc = setopt_transfer(m, x, &r);
 
     m->pending++;
     if (rc == CURLE_OK && curl_multi_add_handle(m->cm, e) != CURLM_OK)
@@ -325,6 +370,18 @@ static void collect(multi *m)
     }
 }
 
+/* The body of a reply, the headers table at headers_idx: with decode_json,
+ * a 2xx JSON object or array decoded straight from the buffer (its Lua
+ * string never made), as a session does; any other body as a string. */
+static void push_body(lua_State *L, const xfer *x, long status, int headers_idx)
+{
+    const truto_bytes *body = &x->reply.body;
+    if (!(x->decode_json && status >= 200 && status < 300 &&
+          truto_is_json_document(L, headers_idx, body) &&
+          truto_decode_json_text(L, body->data, body->len)))
+        truto_bytes_push(L, body);
+}
+
 /* { id =, status =, headers =, body =, info = } or { id =, err = {...} } */
 static void push_result(lua_State *L, xfer *x)
 {
@@ -350,11 +407,26 @@ static void push_result(lua_State *L, xfer *x)
     lua_pushinteger(L, (lua_Integer)info.status);
     lua_setfield(L, -2, "status");
     truto_push_headers(L, &r->head);
+    push_body(L, x, info.status, lua_gettop(L));
+    lua_setfield(L, -3, "body");
     lua_setfield(L, -2, "headers");
-    truto_bytes_push(L, &r->body);
-    lua_setfield(L, -2, "body");
     truto_push_info(L, &info);
     lua_setfield(L, -2, "info");
+}
+
+/* The array of results of the done queue; run under lua_pcall by l_wait,
+ * with the multi busy. */
+static int push_results(lua_State *L)
+{
+    const multi *m = (const multi *)lua_touserdata(L, 1);
+    lua_newtable(L);
+    int n = 0;
+    for (xfer *x = m->done; x != NULL; x = x->next) {
+        luaL_checkstack(L, 8, "truto: wait");
+        push_result(L, x);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
 }
 
 /* Drives the transfers until at least one has finished or seconds have
@@ -396,13 +468,13 @@ static int l_wait(lua_State *L)
 #endif
     }
 
-    lua_newtable(L);
-    int n = 0;
-    for (xfer *x = m->done; x != NULL; x = x->next) {
-        luaL_checkstack(L, 8, "truto: wait");
-        push_result(L, x);
-        lua_rawseti(L, -2, ++n);
-    }
+    m->busy = 1;
+    lua_pushcfunction(L, push_results);
+    lua_pushlightuserdata(L, m);
+    int failed = lua_pcall(L, 1, 1, 0) != LUA_OK;
+    m->busy = 0;
+    if (failed)
+        return lua_error(L);
     while (m->done != NULL) {
         xfer *x = m->done;
         m->done = x->next;

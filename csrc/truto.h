@@ -310,8 +310,8 @@ int truto_mime_build(lua_State *L, void *easy, truto_reply *reply, struct curl_m
 
 /* The callbacks' type (CURLOPT_WRITEFUNCTION, CURLOPT_HEADERFUNCTION). */
 typedef size_t (*truto_curl_callback)(char *p, size_t size, size_t n, void *ud);
-/* The options that stay for a handle's life (set once on a session's
- * handle, after each curl_easy_reset on a multi's): callbacks (with ud) and
+/* The options that stay for a handle's life (set once on each easy handle
+ * of a session or a multi): callbacks (with ud) and
  * error buffer (reply's), TLS and proxy (o), HTTP version, content
  * decoding, protocols.  Returns a CURLcode. */
 int truto_setopt_handle(void *easy, const truto_transfer_options *o, truto_reply *reply,
@@ -358,6 +358,11 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
 /* The header lines of a response as a truto.headers block (headers.c),
  * the one shape the session and the multi handle return. */
 void truto_push_headers(lua_State *L, const truto_bytes *h);
+/* Whether a body is decoded for decode_json (given a 2xx): it is a JSON
+ * object or array, and the media type of the content-type in the headers
+ * table at idx is JSON (application/json or a +json type), as the client's
+ * is_json reads it; without one, the body is taken for JSON. */
+int truto_is_json_document(lua_State *L, int idx, const truto_bytes *body);
 
 
 TRUTO_API int luaopen_truto_core(lua_State *L);

@@ -116,6 +116,53 @@ describe("client:batch", function()
     assert.equal(1, emu.stats().writes[ACCOUNT .. "/crm/opportunities/10000005"])
   end)
 
+  it("returns what a single call returns: a record decoded in C, an error envelope, an invalid JSON answer", function()
+    local function get(id, headers)
+      return { api = "unified", method = "get", model = "crm", resource = "users", id = id, query = Q,
+               opts = { max_retries = 0, headers = headers } }
+    end
+    local requests = { get("111"), get("missing"), get("111", { ["X-Emulator-Fault"] = "malformed" }) }
+    -- What the multi handle is asked and hands back: only the 2xx JSON
+    -- answer comes decoded (its string never made).
+    local transport = client.transport
+    local multi, flags, bodies = transport:multi(), {}, {}
+    transport.multi_handle = {
+      add = function(_, req)
+        flags[#flags + 1] = req.decode_json
+        return multi:add(req)
+      end,
+      wait = function(_, seconds)
+        local done = multi:wait(seconds)
+        for _, f in ipairs(done) do bodies[#bodies + 1] = type(f.body) end
+        return done
+      end,
+      abort = function() multi:abort() end,
+    }
+    finally(function() transport.multi_handle = multi end)
+    local results = client:batch(requests)
+    table.sort(bodies)
+    assert.same({ { true, true, true }, { "string", "string", "table" } }, { flags, bodies })
+    for i, r in ipairs(requests) do
+      local result, second = client.unified_api:get("crm", "users", r.id, Q, r.opts)
+      local batched = results[i][2]
+      assert.same(result, results[i][1])
+      -- The same outcome but for the answer's own date, request id, rate limit count and timings.
+      for _, t in ipairs { second, batched } do
+        local h = t.headers
+        h.date, h["x-request-id"], h["ratelimit-remaining"], h["ratelimit-reset"] = nil, nil, nil, nil
+        t.request_id, t.info, t.rate_limit = nil, nil, nil
+      end
+      assert.same(second, batched)
+      assert.equal(getmetatable(second), getmetatable(batched))
+      if result == nil then assert.equal(tostring(second), tostring(batched)) end
+    end
+    assert.equal("111", results[1][1].id)
+    assert.same({ 404, "http" }, { results[2][2].status, results[2][2].kind })
+    assert.same({ "decode", 200, '{"result": [{"id": "1", "name": "trunc' },
+      { results[3][2].kind, results[3][2].status, results[3][2].body })
+    assert.matches("^response is not valid JSON: ", results[3][2].message)
+  end)
+
   it("retries each request when it is due, earliest first, without holding up the others", function()
     -- One at a time, so the order is the client's alone: A is told to wait
     -- 1 s, B 0 s, C 2 s; D succeeds at once.  A retry joins the waiting ones

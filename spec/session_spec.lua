@@ -883,6 +883,245 @@ describe("truto.curl_core.session", function()
       end)
     end)
 
+    -- The same isolation through the multi handle (multi.c), whose easy
+    -- handles go back to a pool and are reused for the next add, never reset.
+    describe("the multi handle's pooled handles, request after request", function()
+      local m
+      before_each(function() m = curl_core.multi{ timeout = 10 } end)
+      after_each(function() m:close() end)
+
+      -- Adds every request at once; returns the results in request order.
+      local function run_all(reqs, multi)
+        multi = multi or m
+        local index, results = {}, {}
+        for i, req in ipairs(reqs) do index[multi:add(req)] = i end
+        local deadline = core.now() + 20
+        while multi:pending() > 0 do
+          assert(core.now() < deadline, "transfers still pending")
+          for _, r in ipairs(multi:wait(1)) do results[index[r.id]] = r end
+        end
+        return results
+      end
+      -- One request at a time: the pool hands the same easy handle back.
+      local function perform(req, multi)
+        local r = run_all({ req }, multi)[1]
+        if r.err then return nil, r.err end
+        return r.status, r.headers, r.body, r.info
+      end
+
+      -- Requests of every kind, each with what the echo server records of
+      -- it: status, method, Content-Length, Content-Type, Authorization,
+      -- Cookie, Expect, body (a form's boundary, libcurl's, read as B).
+      local FORM = { parts = { { lines = { 'Content-Disposition: form-data; name="a"' }, data = "1" } } }
+      local FORM_SENT = '--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--B--\r\n'
+      local FORM_LINES = { "Content-Type: multipart/form-data; boundary=mine", "Authorization: Bearer f" }
+      local ONE = { "Authorization: Bearer one", "Cookie: c=1" }
+      local function echo_steps(url)
+        return {
+          { { method = "PATCH", url = url, headers = { "Content-Type: application/json", ONE[1], ONE[2] },
+              body = '{"a":1}' }, { 200, "PATCH", "7", "application/json", "Bearer one", "c=1", "-", '{"a":1}' } },
+          { { url = url }, { 200, "GET", "-", "-", "-", "-", "-", "" } },
+          { { method = "POST", url = url, headers = { "Authorization: Bearer two" }, body = "abc" },
+            { 200, "POST", "3", "-", "Bearer two", "-", "-", "abc" } },
+          { { method = "HEAD", url = url }, { 200, "HEAD", "-", "-", "-", "-", "-", "" } },
+          { { method = "PUT", url = url, body = "after head" }, { 200, "PUT", "10", "-", "-", "-", "-", "after head" } },
+          { { method = "DELETE", url = url, headers = ONE }, { 200, "DELETE", "-", "-", "Bearer one", "c=1", "-", "" } },
+          { { method = "POST", url = url }, { 200, "POST", "0", "-", "-", "-", "-", "" } },
+          { { method = "POST", url = url, headers = FORM_LINES, body = FORM },
+            { 200, "POST", "=", "multipart/form-data; boundary=B", "Bearer f", "-", "-", FORM_SENT } },
+          { { method = "POST", url = url, headers = FORM_LINES, body = "plain" },
+            { 200, "POST", "5", "multipart/form-data; boundary=mine", "Bearer f", "-", "-", "plain" } },
+          { { method = "PATCH", url = url, headers = FORM_LINES, body = FORM },
+            { 200, "PATCH", "=", "multipart/form-data; boundary=B", "Bearer f", "-", "-", FORM_SENT } },
+          { { url = url, headers = ONE }, { 200, "GET", "-", "-", "Bearer one", "c=1", "-", "" } },
+          -- Without a Content-Type line a body goes with none (not a form type).
+          { { method = "PATCH", url = url, headers = ONE, body = "{}" }, { 200, "PATCH", "2", "-", "Bearer one", "c=1", "-", "{}" } },
+          -- A method too long to be remembered is set again every time.
+          { { method = "VERYLONGMETHODNAME", url = url }, { 200, "VERYLONGMETHODNAME", "-", "-", "-", "-", "-", "" } },
+          { { method = "VERYLONGMETHODNAME", url = url, headers = { "Cookie: c=2" } },
+            { 200, "VERYLONGMETHODNAME", "-", "-", "-", "c=2", "-", "" } },
+          { { url = url, headers = { "Cookie: c=2" } }, { 200, "GET", "-", "-", "-", "c=2", "-", "" } },
+        }
+      end
+      local function recorded(r)
+        local h = r.headers or {}
+        local body, content_type, length = r.body, h["x-content-type"], h["x-content-length"]
+        local boundary = content_type and content_type:match("^multipart/form%-data; boundary=(%-%-%-%-+%w+)$")
+        if boundary then
+          assert.equal(tostring(#body), length)   -- the form's length as sent
+          body = body:gsub(boundary:gsub("%p", "%%%0"), "B")
+          content_type, length = "multipart/form-data; boundary=B", "="
+        end
+        return { r.status, h["x-method"], length, content_type, h["x-auth"], h["x-cookie"], h["x-expect"], body }
+      end
+
+      it("sends each request's own method, body, form and header lines, one at a time and all at once", function()
+        local steps = echo_steps(srv.base .. "/echo")
+        local reqs = {}
+        for i, step in ipairs(steps) do reqs[i] = step[1] end
+        for _, step in ipairs(steps) do
+          local r = run_all({ step[1] })[1]
+          assert.same(step[2], recorded(r))
+        end
+        -- All in flight at once, then again in reverse order: each easy
+        -- handle goes from one kind of request to another.
+        for round = 1, 2 do
+          local results = run_all(reqs)
+          for i, step in ipairs(steps) do assert.same(step[2], recorded(results[i]), "round " .. round .. " #" .. i) end
+          local reversed = {}
+          for i = #steps, 1, -1 do reversed[#reversed + 1] = steps[i] end
+          steps = reversed
+          for i, step in ipairs(steps) do reqs[i] = step[1] end
+        end
+      end)
+
+      it("applies a per-request timeout to its own request only", function()
+        local status, err = perform{ url = srv.base .. "/delay?ms=3000", timeout = 0.3 }
+        assert.same({ nil, "timeout" }, { status, err.kind })
+        assert.equal(200, (perform{ url = srv.base .. "/delay?ms=600" }))      -- the multi's 10 s
+        local quick = curl_core.multi{ timeout = 0.3 }
+        assert.equal(200, (perform({ url = srv.base .. "/delay?ms=600", timeout = 5 }, quick)))
+        status, err = perform({ url = srv.base .. "/delay?ms=600" }, quick)
+        assert.same({ nil, "timeout" }, { status, err.kind })
+        quick:close()
+      end)
+
+      it("opens a fresh connection for the request that asks, and only for it", function()
+        local _, _, _, info = perform{ url = srv.base .. "/echo" }
+        assert.equal(1, info.new_connections)
+        _, _, _, info = perform{ method = "POST", url = srv.base .. "/echo", body = "x", fresh_connect = true }
+        assert.equal(1, info.new_connections)
+        _, _, _, info = perform{ url = srv.base .. "/echo" }
+        assert.equal(0, info.new_connections)
+      end)
+
+      it("keeps a limit to its request, and never returns what is left of a previous body", function()
+        local status, err = perform{ url = srv.base .. "/two-mb.txt", max_response_bytes = 1000 }
+        assert.same({ nil, "too_large" }, { status, err.kind })
+        local body, _
+        status, _, body = perform{ url = srv.base .. "/two-mb.txt" }
+        assert.same({ 200, 2097152 }, { status, #body })
+        assert.equal("ok", select(3, perform{ url = srv.base .. "/headers" }))
+        assert.equal("", select(3, perform{ url = srv.base .. "/echo" }))
+        assert.equal("", select(3, perform{ method = "HEAD", url = srv.base .. "/data.json" }))
+        status, _, body = perform{ url = srv.base .. "/data.json" }
+        assert.same({ 200, true }, { status, body == read_file(srv.dir .. "/static/data.json") })
+      end)
+
+      it("gives a large response's buffer back to the system", function()
+        perform{ url = srv.base .. "/echo" }
+        collectgarbage()
+        collectgarbage()
+        local before = rss_kb()
+        local status, _, body = perform{ url = srv.base .. "/big.txt", max_response_bytes = 64 * 1024 * 1024 }
+        assert.same({ 200, 52428800 }, { status, #body })
+        body = nil   -- luacheck: ignore 311
+        collectgarbage()
+        collectgarbage()
+        local kept = rss_kb() - before
+        assert.is_true(kept < 8 * 1024, "the idle multi holds " .. kept .. " kB")
+      end)
+
+      it("keeps TLS verification and HTTP/2 on every request, whatever the scheme of the one before", function()
+        for _ = 1, 2 do
+          assert.equal(200, (perform{ url = srv.base .. "/echo" }))
+          local status, err = perform{ url = srv.https_base .. "/echo" }
+          assert.same({ nil, "tls" }, { status, err.kind })
+        end
+        local t = curl_core.multi{ ca_file = srv.ca }
+        for _ = 1, 2 do
+          local status, _, _, info = perform({ url = srv.https_base .. "/echo" }, t)
+          assert.same({ 200, "2" }, { status, info.http_version })
+          status, _, _, info = perform({ url = srv.base .. "/echo" }, t)
+          assert.same({ 200, "1.1" }, { status, info.http_version })
+        end
+        t:close()
+      end)
+
+      it("keeps the buffers wait reads while a finalizer closes or uses the multi", function()
+        -- As for a session's perform above: in a fresh lua5.4 with a small
+        -- heap, finalizers run while wait pushes headers and decodes bodies;
+        -- each calls close, add, wait or abort on this very multi, which
+        -- refuses while it hands the results over.
+        local script = [[
+          local core, curl_core = require "truto.core", require "truto.curl_core"
+          local url, expected_file = ...
+          local f = assert(io.open(expected_file)) local expected = f:read("a") f:close()
+          local m = curl_core.multi {}
+          local calls = { function() m:close() end, function() m:add { url = url } end,
+                          function() m:wait(0) end, function() m:abort() end }
+          local inside, waiting, refused, wrong = 0, false, {}, 0
+          collectgarbage("incremental", 0, 1000)
+          for round = 1, 100 do
+            setmetatable({}, { __gc = function()
+              if not waiting then return end
+              inside = inside + 1
+              local ok, err = pcall(calls[round % 4 + 1])
+              refused[not ok and tostring(err):match("truto: .*$") or "not refused"] = true
+            end })
+            local ids = { [m:add { url = url, decode_json = true }] = "table", [m:add { url = url }] = "string" }
+            local got = 0
+            while m:pending() > 0 do
+              waiting = true
+              local done = m:wait(5)
+              waiting = false
+              for _, r in ipairs(done) do
+                got = got + 1
+                local same = type(r.body) == ids[r.id] and
+                  (type(r.body) == "string" and r.body or core.encode_json(r.body)) ==
+                  (type(r.body) == "string" and expected or core.encode_json(core.decode_json(expected)))
+                if r.status ~= 200 or not same then wrong = wrong + 1 end
+              end
+            end
+            if got ~= 2 then wrong = wrong + 1 end
+          end
+          local messages = {}
+          for message in pairs(refused) do messages[#messages + 1] = message end
+          table.sort(messages)
+          print(inside >= 10, wrong, table.concat(messages, " | "))
+        ]]
+        local file = srv.dir .. "/multi-finalizers.lua"
+        assert(sh.write_file(file, script))
+        local ok, out, err = sh.script(".", { LUA_PATH = package.path, LUA_CPATH = "build/5.4/?.so;;" },
+          "lua5.4 " .. sh.quote(file) .. " " .. sh.quote(srv.base .. "/data.json") .. " "
+            .. sh.quote(srv.dir .. "/static/data.json"))
+        assert(ok, err)
+        assert.equal("true\t0\ttruto: cannot close a multi while wait hands its results over"
+          .. " | truto: multi is busy (called from a finalizer while wait hands its results over)\n", out)
+      end)
+
+      it("decodes a 2xx JSON object or array with decode_json, as a session does", function()
+        local expected = core.decode_json(read_file(srv.dir .. "/static/data.json"))
+        local function via_both(path, extra)
+          local req = { url = srv.base .. path, decode_json = true }
+          for k, v in pairs(extra or {}) do req[k] = v end
+          local status, _, body = perform(req)
+          local s_status, _, s_body = s:perform(req)
+          assert.same({ s_status, s_body }, { status, body })
+          return status, body
+        end
+        local status, value = via_both("/data.json")
+        assert.same({ 200, expected }, { status, value })
+        assert.equal(core.array_mt, getmetatable(value))
+        assert.equal(core.object_mt, getmetatable(value[501]))
+        assert.same({ 200, { type = "x" } }, { via_both("/problem") })
+        assert.same({ 200, { 1, 2, 3 } }, { via_both("/untyped") })
+        -- Every other body stays a string.
+        assert.same({ 200, '{"a":' }, { via_both("/bad.json") })
+        assert.same({ 200, '"text"' }, { via_both("/scalar.json") })
+        assert.same({ 422, '{"error":"x"}' }, { via_both("/error.json") })
+        assert.same({ 201, "ok" }, { via_both("/headers") })
+        assert.same({ 200, '{"a":1}' }, { via_both("/echo", { method = "POST", body = '{"a":1}' }) })
+        assert.same({ 200, "" }, { via_both("/data.json", { method = "HEAD" }) })
+        -- Without the flag (on the same handle) a JSON body stays text.
+        local status_text, _, text = perform{ url = srv.base .. "/data.json" }
+        assert.same({ 200, read_file(srv.dir .. "/static/data.json") }, { status_text, text })
+        local ok, err = pcall(m.add, m, { url = srv.base .. "/data.json", decode_json = "yes" })
+        assert.is_false(ok)
+        assert.matches("request decode_json must be a boolean, got string", err, 1, true)
+      end)
+    end)
+
     describe("TLS", function()
       it("verifies certificates by default", function()
         local status, err = s:perform{ url = srv.https_base .. "/echo" }

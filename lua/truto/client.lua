@@ -1437,6 +1437,13 @@ local BATCH_OPTIONS = {
 -- meta's own name comes as `name`, a body as `body`.
 local BATCH_FIELD = { method = "name", optional_body = "body" }
 
+-- The call of a batch request whose operation is op, its arguments a.
+local function prepare_batch_call(self, r, op, a)
+  check_args(op, r.method, a)
+  if r.opts and r.opts.sink then error("a sink is not supported in a batch", 0) end
+  return self:prepare(op.build(a, r.method), r.opts, 1)
+end
+
 local function batch_call(self, r, i)
   if type(r) ~= "table" then
     error(("batch request #%d must be a table, got %s"):format(i, type(r)), 0)
@@ -1452,11 +1459,7 @@ local function batch_call(self, r, i)
   end
   local a = {}
   for _, param in ipairs(op.params) do a[param] = r[BATCH_FIELD[param] or param] end
-  local ok, call = pcall(function()
-    check_args(op, r.method, a)
-    if r.opts and r.opts.sink then error("a sink is not supported in a batch", 0) end
-    return self:prepare(op.build(a, r.method), r.opts, 1)
-  end)
+  local ok, call = pcall(prepare_batch_call, self, r, op, a)
   if not ok then
     error(("batch request #%d: %s"):format(i, (tostring(call):gsub("^[^\n]-:%d+: ", ""))), 0)
   end
@@ -1486,15 +1489,20 @@ local function run_on_multi(self, calls, concurrency, finish)
     end
   end
 
-  -- Puts the call's current hop on the handle (or judges it timed out).
+  -- Puts the call's current hop on the handle (or judges it timed out), in
+  -- one table refilled for every add (multi:add reads it and keeps nothing).
+  -- A 2xx JSON answer comes back decoded, as over the session.
+  local add = {}
   local function send(index)
     local call = calls[index]
     local ok, err = arm(self, call)
     if not ok then return judge(index, nil, err) end
-    local req, t = call.hop, call
-    local id = multi:add { method = req.method, url = req.url, headers = req.headers, body = req.body,
-                           timeout = t.timeout, connect_timeout = t.connect_timeout,
-                           max_response_bytes = t.max_response_bytes, fresh_connect = not t.repeatable }
+    local req = call.hop
+    add.method, add.url, add.headers, add.body = req.method, req.url, req.headers, req.body
+    add.timeout, add.connect_timeout = call.timeout, call.connect_timeout
+    add.max_response_bytes, add.fresh_connect = call.max_response_bytes, not call.repeatable
+    add.decode_json = call.decode_json
+    local id = multi:add(add)
     in_flight[id] = index
     count = count + 1
   end

@@ -269,8 +269,9 @@ end
 ---@param base_url string
 ---@param options table truto.new options (transport, ca_file, pool, ...)
 ---@param now fun(): number
+---@param batch? boolean the call as the one request of a client:batch (libcurl's multi handle)
 ---@return table outcome
-function _M.run(case, base_url, options, now)
+function _M.run(case, base_url, options, now, batch)
   local call = case.call or {}
   local opts = { token = _M.TOKEN, base_url = base_url, max_retries = 0, timeout = call.timeout or 10,
                  follow_redirects = call.follow_redirects, max_response_bytes = call.max_response_bytes }
@@ -280,10 +281,15 @@ function _M.run(case, base_url, options, now)
   local growth = memory.watch()
   local started = now()
   local result, second
-  if call.method == "post" then
-    result, second = client.custom_api:post("case/" .. case.slug, call.body or { x = 1 }, nil, per_call)
+  local path, body = "case/" .. case.slug, call.body or { x = 1 }
+  if batch then
+    local results = client:batch { { api = "custom", method = call.method or "get", path = path,
+                                     body = call.method == "post" and body or nil, opts = per_call } }
+    result, second = results[1][1], results[1][2]
+  elseif call.method == "post" then
+    result, second = client.custom_api:post(path, body, nil, per_call)
   else
-    result, second = client.custom_api:get("case/" .. case.slug, nil, per_call)
+    result, second = client.custom_api:get(path, nil, per_call)
   end
   local outcome = { seconds = now() - started, memory_kb = growth() }
   if client.close then client:close() end
