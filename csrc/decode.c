@@ -6,8 +6,12 @@
  * edited and PATCHed back keeps `"tags": []` as an array.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "truto.h"
 
@@ -18,6 +22,10 @@ typedef struct {
     truto_encoder *e;       /* scratch buffer for strings with escapes */
     int depth;
     int array_mt, object_mt;    /* stack slots of the two marks */
+    /* Giving the text back as it is read (truto_release): once p reaches
+     * release_at (NULL: never), the pages from released up to p go. */
+    const char *release_at, *released;
+    size_t release_step;
 } reader;
 
 /* Members and items are gathered on the stack, and the table is made once
@@ -37,6 +45,23 @@ static void skip_space(reader *r)
 }
 
 static void read_value(lua_State *L, reader *r);
+
+/* Gives back to the system the whole pages between r->released and r->p:
+ * called at the start of a value, when no byte behind r->p is needed any
+ * more (every string read is a copy).  The pages then read as zeros. */
+static void give_back(reader *r)
+{
+#ifdef MADV_DONTNEED
+    static uintptr_t page;
+    if (page == 0)
+        page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)r->released + page - 1) & ~(page - 1);
+    uintptr_t to = (uintptr_t)r->p & ~(page - 1);
+    if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+        r->released = (const char *)to;
+#endif
+    r->release_at = (size_t)(r->end - r->p) > r->release_step ? r->p + r->release_step : NULL;
+}
 
 static void mark(lua_State *L, int mt)
 {
@@ -319,6 +344,8 @@ static void read_object(lua_State *L, reader *r)
 
 static void read_value(lua_State *L, reader *r)
 {
+    if (r->release_at != NULL && r->p >= r->release_at)
+        give_back(r);
     skip_space(r);
     if (r->p >= r->end)
         fail(L, r, "unexpected end of input");
@@ -351,12 +378,17 @@ static void read_value(lua_State *L, reader *r)
 }
 
 /* Reads the document text, argument 1 being its source (the marks go to
- * slots 2 and 3). */
-static int read_document(lua_State *L, const char *text, size_t len)
+ * slots 2 and 3); with release, gives the text back as it goes. */
+static int read_document(lua_State *L, const char *text, size_t len, const truto_release *release)
 {
     luaL_getmetatable(L, TRUTO_ARRAY_MT);
     luaL_getmetatable(L, TRUTO_OBJECT_MT);
-    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3 };
+    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3, NULL, NULL, 0 };
+    if (release != NULL && release->keep < len) {
+        r.released = text + release->keep;
+        r.release_step = release->step;
+        r.release_at = r.released;
+    }
     read_value(L, &r);
     skip_space(&r);
     if (r.p != r.end)
@@ -369,30 +401,30 @@ static int decode_raising(lua_State *L)
 {
     size_t len;
     const char *text = lua_tolstring(L, 1, &len);
-    return read_document(L, text, len);
+    return read_document(L, text, len, NULL);
 }
 
 typedef struct {
     const char *text;
     size_t len;
+    const truto_release *release;
 } json_text;
 
 static int decode_text_raising(lua_State *L)
 {
     const json_text *t = (const json_text *)lua_touserdata(L, 1);
-    return read_document(L, t->text, t->len);
+    return read_document(L, t->text, t->len, t->release);
 }
 
-int truto_decode_json_text(lua_State *L, const char *text, size_t len)
+int truto_decode_json_text(lua_State *L, const char *text, size_t len, const truto_release *release)
 {
-    json_text t = { text, len };
+    json_text t = { text, len, release };
     lua_pushcfunction(L, decode_text_raising);
     lua_pushlightuserdata(L, &t);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    return 1;
+    int status = lua_pcall(L, 1, 1, 0);
+    if (status == LUA_ERRMEM)
+        lua_error(L);
+    return status == 0;
 }
 
 /* core.decode_json(text) -> value, or nil, "message at byte N". */

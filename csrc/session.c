@@ -3,7 +3,7 @@
  * for every request so that connections stay alive between calls.
  *
  *   local s = core.session{ timeout = 30, ... }
- *   local status, headers, body, info = s:perform{ method =, url =, ... }
+ *   local status, headers, body, info[, decode_error] = s:perform{ method =, url =, ... }
  *   -- or nil, { kind =, message =, curl_code = }
  *   s:close()
  *
@@ -27,7 +27,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -240,42 +239,6 @@ static void transfer(session *s, request *r, outcome *o)
     truto_collect_info(s->easy, &o->info);
 }
 
-/* Lua's %s (isspace in the C locale). */
-static int is_space(char c)
-{
-    return c == ' ' || (c >= '\t' && c <= '\r');
-}
-
-/* The media type of the content-type in the headers table at idx is JSON
- * (application/json or a +json type), as the client's is_json reads it;
- * without one, the body is taken for JSON.  The body is decoded here only
- * when it is an object or an array, so that a decoded value is always a
- * table. */
-static int is_json_document(lua_State *L, int idx, const truto_bytes *body)
-{
-    const char *p = body->data, *end = body->len ? body->data + body->len : body->data;
-    while (p < end && is_space(*p))
-        p++;
-    if (p == end || (*p != '{' && *p != '['))
-        return 0;
-    lua_getfield(L, idx, "content-type");
-    size_t len = 0;
-    const char *type = lua_tolstring(L, -1, &len), *stop;
-    lua_pop(L, 1);              /* the string stays in the headers table */
-    if (type == NULL)
-        return 1;
-    const char *tend = type + len;
-    while (type < tend && is_space(*type))
-        type++;
-    for (stop = type; stop < tend && *stop != ';' && !is_space(*stop); stop++)
-        ;
-    len = (size_t)(stop - type);
-    if (len == 0)
-        return 1;
-    return (len == 16 && strncasecmp(type, "application/json", 16) == 0) ||
-           (len >= 5 && strncasecmp(stop - 5, "+json", 5) == 0);
-}
-
 /* nil, { kind =, message =, curl_code = } */
 static int push_failure(lua_State *L, session *s, const outcome *o)
 {
@@ -346,14 +309,17 @@ static int perform_busy(lua_State *L)
     lua_pushinteger(L, (lua_Integer)status);
     truto_push_headers(L, &s->reply.head);
     truto_buf_reset(&s->reply.head);
-    if (s->sink_fn != 0 && success)
+    int pushed = 1;
+    if (s->sink_fn != 0 && success) {
         lua_pushnil(L);
-    else if (!(decode_json && success && is_json_document(L, lua_gettop(L), &s->reply.body) &&
-               truto_decode_json_text(L, s->reply.body.data, s->reply.body.len)))
-        truto_bytes_push(L, &s->reply.body);   /* a body the client decodes, or reports */
-    truto_buf_reset(&s->reply.body);
+        truto_buf_reset(&s->reply.body);
+    } else {
+        pushed = truto_push_reply_body(L, &s->reply.body, lua_gettop(L), decode_json && success);
+    }
     truto_push_info(L, &o.info);
-    return 4;
+    if (pushed == 2)
+        lua_insert(L, -2);          /* the reader's message last */
+    return 3 + pushed;
 }
 
 static int l_perform(lua_State *L)
