@@ -28,11 +28,6 @@ typedef struct {
     size_t release_step;
 } reader;
 
-/* Members and items are gathered on the stack, and the table is made once
- * their number is known: no rehash as it grows.  This many stack slots are
- * made sure of at a time. */
-#define STACK_CHUNK 64
-
 static int fail(lua_State *L, reader *r, const char *what)
 {
     return luaL_error(L, "%s at byte %d", what, (int)(r->p - r->start) + 1);
@@ -67,12 +62,6 @@ static void mark(lua_State *L, int mt)
 {
     lua_pushvalue(L, mt);
     lua_setmetatable(L, -2);
-}
-
-static void make_room(lua_State *L, reader *r, int count)
-{
-    if (count % (STACK_CHUNK / 2) == 0 && !lua_checkstack(L, STACK_CHUNK))
-        fail(L, r, "too many members for the Lua stack");
 }
 
 static unsigned hex4(lua_State *L, reader *r)
@@ -251,12 +240,27 @@ static int next_member(lua_State *L, reader *r, char close, const char *expected
     return fail(L, r, expected);
 }
 
-/* Members wait on the Lua stack so that small tables are made at their
- * exact size; past MAX_WAITING slots they go into the table as they come.
- * That bounds the stack to about MAX_WAITING per level of nesting, within
- * LuaJIT's 8000-slot C stack limit at TRUTO_MAX_DEPTH levels. */
-#define MAX_WAITING 64
-_Static_assert(MAX_WAITING * (TRUTO_MAX_DEPTH + 1) < 7600, "decode: MAX_WAITING too large for LuaJIT");
+/* Members and items wait on the Lua stack, and the table is made once
+ * their number is known: at its exact size, with no rehash as it grows.
+ * A container keeps at most MAX_WAITING slots waiting (a pair takes two),
+ * and only while WAIT_RESERVE slots stay free past the next STACK_CHUNK, so
+ * that the levels below it (each holds a few slots once it stops waiting)
+ * find room within LuaJIT's 8000 slots per C call.  Past that, the table is
+ * made at the size reached and the rest go into it as they come. */
+#define STACK_CHUNK 64
+#define MAX_WAITING 4096
+#define WAIT_RESERVE 2048
+_Static_assert(3 * DECODE_MAX_DEPTH + 8 < WAIT_RESERVE, "decode: WAIT_RESERVE too small for the nesting allowed");
+_Static_assert(MAX_WAITING % STACK_CHUNK == 0 && STACK_CHUNK % 2 == 0, "decode: slots are checked a chunk at a time");
+
+/* Whether one more member may wait, slots being already taken by those
+ * waiting (the stack has room for them: checked a chunk ahead). */
+static int may_wait(lua_State *L, int slots)
+{
+    if (slots >= MAX_WAITING)
+        return 0;
+    return slots % STACK_CHUNK != 0 || lua_checkstack(L, STACK_CHUNK + WAIT_RESERVE);
+}
 
 /* The array whose first count items wait at base + 1 ...: made, marked and
  * filled, at base + 1. */
@@ -277,15 +281,14 @@ static void read_array(lua_State *L, reader *r)
         r->p++;
     } else {
         do {
-            make_room(L, r, made ? 0 : count);
-            read_value(L, r);
-            count++;
-            if (made) {
-                lua_rawseti(L, base + 1, count);
-            } else if (count == MAX_WAITING) {
+            if (!made && !may_wait(L, count)) {
                 settle_array(L, r, base, count);
                 made = 1;
             }
+            read_value(L, r);
+            count++;
+            if (made)
+                lua_rawseti(L, base + 1, count);
         } while (next_member(L, r, ']', "expected ',' or ']'"));
     }
     if (!made)
@@ -319,7 +322,10 @@ static void read_object(lua_State *L, reader *r)
     }
     int made = 0;
     do {
-        make_room(L, r, made ? 0 : count);
+        if (!made && !may_wait(L, 2 * count)) {
+            settle_object(L, base, count);
+            made = 1;
+        }
         skip_space(r);
         if (r->p >= r->end || *r->p != '"')
             fail(L, r, "expected a string key");
@@ -331,12 +337,8 @@ static void read_object(lua_State *L, reader *r)
         r->p++;
         read_value(L, r);
         count++;
-        if (made) {
+        if (made)
             lua_rawset(L, base + 1);    /* in document order: of repeated keys the last wins */
-        } else if (2 * count == MAX_WAITING) {
-            settle_object(L, base, count);
-            made = 1;
-        }
     } while (next_member(L, r, '}', "expected ',' or '}'"));
     if (!made)
         settle_object(L, base, count);
