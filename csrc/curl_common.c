@@ -835,39 +835,6 @@ int truto_setopt_request(void *easy, truto_applied *a, const truto_transfer_requ
 
 /* ---- replies ---------------------------------------------------------------- */
 
-/* Lua's %s (isspace in the C locale). */
-static int is_space(char c)
-{
-    return c == ' ' || (c >= '\t' && c <= '\r');
-}
-
-/* truto.h.  The client's is_json rule; only an object or an array, so that
- * a decoded value is always a table. */
-int truto_is_json_document(lua_State *L, int idx, const truto_bytes *body)
-{
-    const char *p = body->data, *end = body->len ? body->data + body->len : body->data;
-    while (p < end && is_space(*p))
-        p++;
-    if (p == end || (*p != '{' && *p != '['))
-        return 0;
-    lua_getfield(L, idx, "content-type");
-    size_t len = 0;
-    const char *type = lua_tolstring(L, -1, &len), *stop;
-    lua_pop(L, 1);              /* the string stays in the headers table */
-    if (type == NULL)
-        return 1;
-    const char *tend = type + len;
-    while (type < tend && is_space(*type))
-        type++;
-    for (stop = type; stop < tend && *stop != ';' && !is_space(*stop); stop++)
-        ;
-    len = (size_t)(stop - type);
-    if (len == 0)
-        return 1;
-    return (len == 16 && strncasecmp(type, "application/json", 16) == 0) ||
-           (len >= 5 && strncasecmp(stop - 5, "+json", 5) == 0);
-}
-
 static const char *error_kind(CURLcode code)
 {
     switch (code) {
@@ -976,6 +943,65 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
 void truto_push_headers(lua_State *L, const truto_bytes *h)
 {
     truto_push_header_block(L, h->data, h->len);
+}
+
+/* Lua's %s (isspace in the C locale). */
+static int is_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* The media type of the content-type in the headers table at idx is JSON
+ * (application/json or a +json type), as the client's is_json reads it;
+ * without one, the body is taken for JSON.  The body is decoded here only
+ * when it is an object or an array, so that a decoded value is always a
+ * table. */
+static int is_json_document(lua_State *L, int idx, const truto_bytes *body)
+{
+    const char *p = body->data, *end = body->len ? body->data + body->len : body->data;
+    while (p < end && is_space(*p))
+        p++;
+    if (p == end || (*p != '{' && *p != '['))
+        return 0;
+    lua_getfield(L, idx, "content-type");
+    size_t len = 0;
+    const char *type = lua_tolstring(L, -1, &len), *stop;
+    lua_pop(L, 1);              /* the string stays in the headers table */
+    if (type == NULL)
+        return 1;
+    const char *tend = type + len;
+    while (type < tend && is_space(*type))
+        type++;
+    for (stop = type; stop < tend && *stop != ';' && !is_space(*stop); stop++)
+        ;
+    len = (size_t)(stop - type);
+    if (len == 0)
+        return 1;
+    return (len == 16 && strncasecmp(type, "application/json", 16) == 0) ||
+           (len >= 5 && strncasecmp(stop - 5, "+json", 5) == 0);
+}
+
+/* A body this large is given back to the system as the reader passes it,
+ * a step at a time (the decoded tables grow meanwhile, so the two peaks do
+ * not add up); its first TRUTO_BODY_KEPT bytes stay for an error. */
+#define RELEASE_ABOVE ((size_t)1024 * 1024)
+static const truto_release body_release = { TRUTO_BODY_KEPT, (size_t)1024 * 1024 };
+
+int truto_push_reply_body(lua_State *L, truto_bytes *body, int headers_idx, int decode_json, int release)
+{
+    int pushed = 1;
+    if (!(decode_json && is_json_document(L, headers_idx, body))) {
+        truto_bytes_push(L, body);          /* a body the client decodes, or reports */
+    } else if (!truto_decode_json_text(L, body->data, body->len,
+                                       release && body->len > RELEASE_ABOVE ? &body_release : NULL)) {
+        /* Its middle may be gone: the start, then the reader's message. */
+        lua_pushlstring(L, body->data, body->len < TRUTO_BODY_KEPT ? body->len : TRUTO_BODY_KEPT);
+        lua_insert(L, -2);
+        pushed = 2;
+    }
+    if (release)
+        truto_buf_reset(body);
+    return pushed;
 }
 
 /* CURLINFO_HTTP_VERSION -> "1.0", "1.1", "2", "3" or "?". */

@@ -6,8 +6,12 @@
  * edited and PATCHed back keeps `"tags": []` as an array.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "truto.h"
 
@@ -18,12 +22,11 @@ typedef struct {
     truto_encoder *e;       /* scratch buffer for strings with escapes */
     int depth;
     int array_mt, object_mt;    /* stack slots of the two marks */
+    /* Giving the text back as it is read (truto_release): once p reaches
+     * release_at (NULL: never), the pages from released up to p go. */
+    const char *release_at, *released;
+    size_t release_step;
 } reader;
-
-/* Members and items are gathered on the stack, and the table is made once
- * their number is known: no rehash as it grows.  This many stack slots are
- * made sure of at a time. */
-#define STACK_CHUNK 64
 
 static int fail(lua_State *L, reader *r, const char *what)
 {
@@ -38,16 +41,27 @@ static void skip_space(reader *r)
 
 static void read_value(lua_State *L, reader *r);
 
+/* Gives back to the system the whole pages between r->released and r->p:
+ * called at the start of a value, when no byte behind r->p is needed any
+ * more (every string read is a copy).  The pages then read as zeros. */
+static void give_back(reader *r)
+{
+#ifdef MADV_DONTNEED
+    static uintptr_t page;
+    if (page == 0)
+        page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)r->released + page - 1) & ~(page - 1);
+    uintptr_t to = (uintptr_t)r->p & ~(page - 1);
+    if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+        r->released = (const char *)to;
+#endif
+    r->release_at = (size_t)(r->end - r->p) > r->release_step ? r->p + r->release_step : NULL;
+}
+
 static void mark(lua_State *L, int mt)
 {
     lua_pushvalue(L, mt);
     lua_setmetatable(L, -2);
-}
-
-static void make_room(lua_State *L, reader *r, int count)
-{
-    if (count % (STACK_CHUNK / 2) == 0 && !lua_checkstack(L, STACK_CHUNK))
-        fail(L, r, "too many members for the Lua stack");
 }
 
 static unsigned hex4(lua_State *L, reader *r)
@@ -226,12 +240,27 @@ static int next_member(lua_State *L, reader *r, char close, const char *expected
     return fail(L, r, expected);
 }
 
-/* Members wait on the Lua stack so that small tables are made at their
- * exact size; past MAX_WAITING slots they go into the table as they come.
- * That bounds the stack to about MAX_WAITING per level of nesting, within
- * LuaJIT's 8000-slot C stack limit at TRUTO_MAX_DEPTH levels. */
-#define MAX_WAITING 64
-_Static_assert(MAX_WAITING * (TRUTO_MAX_DEPTH + 1) < 7600, "decode: MAX_WAITING too large for LuaJIT");
+/* Members and items wait on the Lua stack, and the table is made once
+ * their number is known: at its exact size, with no rehash as it grows.
+ * A container keeps at most MAX_WAITING slots waiting (a pair takes two),
+ * and only while WAIT_RESERVE slots stay free past the next STACK_CHUNK, so
+ * that the levels below it (each holds a few slots once it stops waiting)
+ * find room within LuaJIT's 8000 slots per C call.  Past that, the table is
+ * made at the size reached and the rest go into it as they come. */
+#define STACK_CHUNK 64
+#define MAX_WAITING 4096
+#define WAIT_RESERVE 2048
+_Static_assert(3 * DECODE_MAX_DEPTH + 8 < WAIT_RESERVE, "decode: WAIT_RESERVE too small for the nesting allowed");
+_Static_assert(MAX_WAITING % STACK_CHUNK == 0 && STACK_CHUNK % 2 == 0, "decode: slots are checked a chunk at a time");
+
+/* Whether one more member may wait, slots being already taken by those
+ * waiting (the stack has room for them: checked a chunk ahead). */
+static int may_wait(lua_State *L, int slots)
+{
+    if (slots >= MAX_WAITING)
+        return 0;
+    return slots % STACK_CHUNK != 0 || lua_checkstack(L, STACK_CHUNK + WAIT_RESERVE);
+}
 
 /* The array whose first count items wait at base + 1 ...: made, marked and
  * filled, at base + 1. */
@@ -252,15 +281,14 @@ static void read_array(lua_State *L, reader *r)
         r->p++;
     } else {
         do {
-            make_room(L, r, made ? 0 : count);
-            read_value(L, r);
-            count++;
-            if (made) {
-                lua_rawseti(L, base + 1, count);
-            } else if (count == MAX_WAITING) {
+            if (!made && !may_wait(L, count)) {
                 settle_array(L, r, base, count);
                 made = 1;
             }
+            read_value(L, r);
+            count++;
+            if (made)
+                lua_rawseti(L, base + 1, count);
         } while (next_member(L, r, ']', "expected ',' or ']'"));
     }
     if (!made)
@@ -294,7 +322,10 @@ static void read_object(lua_State *L, reader *r)
     }
     int made = 0;
     do {
-        make_room(L, r, made ? 0 : count);
+        if (!made && !may_wait(L, 2 * count)) {
+            settle_object(L, base, count);
+            made = 1;
+        }
         skip_space(r);
         if (r->p >= r->end || *r->p != '"')
             fail(L, r, "expected a string key");
@@ -306,12 +337,8 @@ static void read_object(lua_State *L, reader *r)
         r->p++;
         read_value(L, r);
         count++;
-        if (made) {
+        if (made)
             lua_rawset(L, base + 1);    /* in document order: of repeated keys the last wins */
-        } else if (2 * count == MAX_WAITING) {
-            settle_object(L, base, count);
-            made = 1;
-        }
     } while (next_member(L, r, '}', "expected ',' or '}'"));
     if (!made)
         settle_object(L, base, count);
@@ -319,6 +346,8 @@ static void read_object(lua_State *L, reader *r)
 
 static void read_value(lua_State *L, reader *r)
 {
+    if (r->release_at != NULL && r->p >= r->release_at)
+        give_back(r);
     skip_space(r);
     if (r->p >= r->end)
         fail(L, r, "unexpected end of input");
@@ -351,12 +380,17 @@ static void read_value(lua_State *L, reader *r)
 }
 
 /* Reads the document text, argument 1 being its source (the marks go to
- * slots 2 and 3). */
-static int read_document(lua_State *L, const char *text, size_t len)
+ * slots 2 and 3); with release, gives the text back as it goes. */
+static int read_document(lua_State *L, const char *text, size_t len, const truto_release *release)
 {
     luaL_getmetatable(L, TRUTO_ARRAY_MT);
     luaL_getmetatable(L, TRUTO_OBJECT_MT);
-    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3 };
+    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3, NULL, NULL, 0 };
+    if (release != NULL && release->keep < len) {
+        r.released = text + release->keep;
+        r.release_step = release->step;
+        r.release_at = r.released;
+    }
     read_value(L, &r);
     skip_space(&r);
     if (r.p != r.end)
@@ -369,30 +403,30 @@ static int decode_raising(lua_State *L)
 {
     size_t len;
     const char *text = lua_tolstring(L, 1, &len);
-    return read_document(L, text, len);
+    return read_document(L, text, len, NULL);
 }
 
 typedef struct {
     const char *text;
     size_t len;
+    const truto_release *release;
 } json_text;
 
 static int decode_text_raising(lua_State *L)
 {
     const json_text *t = (const json_text *)lua_touserdata(L, 1);
-    return read_document(L, t->text, t->len);
+    return read_document(L, t->text, t->len, t->release);
 }
 
-int truto_decode_json_text(lua_State *L, const char *text, size_t len)
+int truto_decode_json_text(lua_State *L, const char *text, size_t len, const truto_release *release)
 {
-    json_text t = { text, len };
+    json_text t = { text, len, release };
     lua_pushcfunction(L, decode_text_raising);
     lua_pushlightuserdata(L, &t);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    return 1;
+    int status = lua_pcall(L, 1, 1, 0);
+    if (status == LUA_ERRMEM)
+        lua_error(L);
+    return status == 0;
 }
 
 /* core.decode_json(text) -> value, or nil, "message at byte N". */

@@ -370,23 +370,15 @@ static void collect(multi *m)
     }
 }
 
-/* The body of a reply, the headers table at headers_idx: with decode_json,
- * a 2xx JSON object or array decoded straight from the buffer (its Lua
- * string never made), as a session does; any other body as a string. */
-static void push_body(lua_State *L, const xfer *x, long status, int headers_idx)
-{
-    const truto_bytes *body = &x->reply.body;
-    if (!(x->decode_json && status >= 200 && status < 300 &&
-          truto_is_json_document(L, headers_idx, body) &&
-          truto_decode_json_text(L, body->data, body->len)))
-        truto_bytes_push(L, body);
-}
-
-/* { id =, status =, headers =, body =, info = } or { id =, err = {...} } */
+/* { id =, status =, headers =, body =, info = [, decode_error =] } or
+ * { id =, err = {...} }: with decode_json, a 2xx JSON body comes decoded
+ * (decode_error: the reader's message when it is not valid JSON, the body
+ * then its start), as a session returns it.  The buffers stay as they are
+ * until the queue is emptied, so that a raise here loses nothing. */
 static void push_result(lua_State *L, xfer *x)
 {
     truto_reply *r = &x->reply;
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, x->id);
     lua_setfield(L, -2, "id");
     CURLcode code = x->code;
@@ -407,7 +399,9 @@ static void push_result(lua_State *L, xfer *x)
     lua_pushinteger(L, (lua_Integer)info.status);
     lua_setfield(L, -2, "status");
     truto_push_headers(L, &r->head);
-    push_body(L, x, info.status, lua_gettop(L));
+    int decode = x->decode_json && info.status >= 200 && info.status < 300;
+    if (truto_push_reply_body(L, &r->body, lua_gettop(L), decode, 0) == 2)
+        lua_setfield(L, -4, "decode_error");
     lua_setfield(L, -3, "body");
     lua_setfield(L, -2, "headers");
     truto_push_info(L, &info);

@@ -3,7 +3,7 @@
  * for every request so that connections stay alive between calls.
  *
  *   local s = core.session{ timeout = 30, ... }
- *   local status, headers, body, info = s:perform{ method =, url =, ... }
+ *   local status, headers, body, info[, decode_error] = s:perform{ method =, url =, ... }
  *   -- or nil, { kind =, message =, curl_code = }
  *   s:close()
  *
@@ -309,14 +309,17 @@ static int perform_busy(lua_State *L)
     lua_pushinteger(L, (lua_Integer)status);
     truto_push_headers(L, &s->reply.head);
     truto_buf_reset(&s->reply.head);
-    if (s->sink_fn != 0 && success)
+    int pushed = 1;
+    if (s->sink_fn != 0 && success) {
         lua_pushnil(L);
-    else if (!(decode_json && success && truto_is_json_document(L, lua_gettop(L), &s->reply.body) &&
-               truto_decode_json_text(L, s->reply.body.data, s->reply.body.len)))
-        truto_bytes_push(L, &s->reply.body);   /* a body the client decodes, or reports */
-    truto_buf_reset(&s->reply.body);
+        truto_buf_reset(&s->reply.body);
+    } else {
+        pushed = truto_push_reply_body(L, &s->reply.body, lua_gettop(L), decode_json && success, 1);
+    }
     truto_push_info(L, &o.info);
-    return 4;
+    if (pushed == 2)
+        lua_insert(L, -2);          /* the reader's message last */
+    return 3 + pushed;
 }
 
 static int l_perform(lua_State *L)

@@ -176,10 +176,20 @@ void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction ctor);
 
 /* ---- the JSON reader (decode.c) --------------------------------------- */
+/* Giving the text back to the system while it is read: every step bytes,
+ * the whole pages between text + keep and the reader's position are
+ * released (madvise MADV_DONTNEED), so that a large response buffer shrinks
+ * as the tables it becomes grow.  Those bytes then read as zeros: the text
+ * must be a block of its own (malloc'd), freed after the decode. */
+typedef struct {
+    size_t keep, step;
+} truto_release;
+
 /* Pushes the value of the JSON document text (as core.decode_json reads
- * it) and returns 1; returns 0, pushing nothing, when it is not valid JSON
- * or memory runs out.  text needs not be a Lua string. */
-int truto_decode_json_text(lua_State *L, const char *text, size_t len);
+ * it) and returns 1; or pushes the reader's message ("... at byte N") and
+ * returns 0 when it is not valid JSON.  Raises when memory runs out.  text
+ * needs not be a Lua string; release: NULL, or how to give it back. */
+int truto_decode_json_text(lua_State *L, const char *text, size_t len, const truto_release *release);
 
 /* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
 struct curl_slist;
@@ -358,11 +368,21 @@ void truto_push_curl_error(lua_State *L, int code, const char *message, const tr
 /* The header lines of a response as a truto.headers block (headers.c),
  * the one shape the session and the multi handle return. */
 void truto_push_headers(lua_State *L, const truto_bytes *h);
-/* Whether a body is decoded for decode_json (given a 2xx): it is a JSON
- * object or array, and the media type of the content-type in the headers
- * table at idx is JSON (application/json or a +json type), as the client's
- * is_json reads it; without one, the body is taken for JSON. */
-int truto_is_json_document(lua_State *L, int idx, const truto_bytes *body);
+/* What is left of a body decode_json found not valid JSON: its first bytes
+ * (an error keeps 1000 of them, once it has scrubbed the token). */
+#define TRUTO_BODY_KEPT ((size_t)64 * 1024)
+/* Pushes the body of a complete response and empties body (a big buffer is
+ * freed): with decode_json (asked, and the status 2xx), a JSON object or
+ * array (the content-type in the headers table at headers_idx, as the
+ * client's is_json reads it) is decoded straight from the buffer, which a
+ * large body gives back as it is read: returns 1.  When that body is not
+ * valid JSON, pushes its first TRUTO_BODY_KEPT bytes and the reader's
+ * message: returns 2.  Any other body is pushed as a string: returns 1.
+ * release: the body may be given back as it is read and is emptied after
+ * (the session); without it the body is left as it is (the multi handle,
+ * whose results must be buildable again if building them raises).
+ * Raises when memory runs out. */
+int truto_push_reply_body(lua_State *L, truto_bytes *body, int headers_idx, int decode_json, int release);
 
 
 TRUTO_API int luaopen_truto_core(lua_State *L);

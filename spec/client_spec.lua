@@ -176,6 +176,16 @@ describe("a call", function()
     assert.equal(200, err.status)
   end)
 
+  it("reports a body the transport found not valid JSON by the reader's message, its start kept scrubbed", function()
+    -- What the libcurl session returns for a large body broken far in: its start and the message.
+    local start = '{"result":[{"id":"' .. TOKEN .. '","padding":"' .. ("x"):rep(70000)
+    local client = new_client { { 200, JSON, start, "control character in string at byte 6291556" } }
+    local _, err = client.unified_api:get("crm", "users", "1")
+    assert.same({ "decode", 200, "response is not valid JSON: control character in string at byte 6291556",
+                  ('{"result":[{"id":"[REDACTED]","padding":"' .. ("x"):rep(1000)):sub(1, 1000) },
+                { err.kind, err.status, err.message, err.body })
+  end)
+
   it("returns other content as text, and true for an empty body", function()
     local client = new_client { { 200, { ["content-type"] = "text/csv" }, "a,b\n" }, { 204, {}, "" } }
     assert.equal("a,b\n", client.custom_api:get("export"))

@@ -86,13 +86,58 @@ describe("truto.decode_json", function()
     assert.equal(n, count)
   end)
 
+  it("reads large arrays and objects inside each other (what waits on the Lua stack is bounded)", function()
+    -- Four levels of 5,000 members, arrays and objects in turn, each holding the next
+    -- as the member after about 4,000 stack slots of its own (an array's 4,000th item,
+    -- an object's 2,000th pair): under LuaJIT (8,000 slots) the inner ones find the
+    -- stack full and fill their tables as they go.
+    local function level(depth)
+      local members, object = {}, depth % 2 == 0
+      for i = 1, 5000 do members[i] = object and ('"k%d":%d'):format(i, i) or tostring(i) end
+      local inner = depth > 1 and level(depth - 1) or "[]"
+      if object then
+        table.insert(members, 2000, '"next":' .. inner)
+        return "{" .. table.concat(members, ",") .. "}"
+      end
+      table.insert(members, 4000, inner)
+      return "[" .. table.concat(members, ",") .. "]"
+    end
+    local value = assert(truto.decode_json(level(4)))
+    for depth = 4, 1, -1 do
+      if depth % 2 == 0 then
+        local count = 0
+        for _ in pairs(value) do count = count + 1 end
+        assert.same({ 5001, 1, 2500, 5000 }, { count, value.k1, value.k2500, value.k5000 })
+        value = value.next
+      else
+        assert.same({ 5001, 1, 3999, 4000, 5000 }, { #value, value[1], value[3999], value[4001], value[5001] })
+        assert.equal(getmetatable(truto.decode_json("[]")), getmetatable(value))
+        value = value[4000]
+      end
+    end
+    assert.same({}, value)
+  end)
+
   it("keeps the last value of a key repeated far apart in a large object", function()
-    local members = { '"dup":"first"' }
-    for i = 1, 100 do members[#members + 1] = ('"k%d":%d'):format(i, i) end
-    members[#members + 1] = '"dup":"last"'
-    local value = truto.decode_json("{" .. table.concat(members, ",") .. "}")
-    assert.equal("last", value.dup)
-    assert.equal(100, value.k100)
+    -- Repeats while the pairs wait on the stack, and after the table is made
+    -- (past 2,048 pairs): each time the last one wins.
+    local function object_of(size)
+      local members = { '"dup":"first"', '"early":1' }
+      for i = 1, size do
+        members[#members + 1] = ('"k%d":%d'):format(i, i)
+        if i == 10 then members[#members + 1] = '"early":2' end
+        if i == 3000 then members[#members + 1] = '"dup":"middle"' end
+      end
+      members[#members + 1] = '"dup":"last"'
+      return truto.decode_json("{" .. table.concat(members, ",") .. "}")
+    end
+    local value = object_of(100)
+    assert.same({ "last", 2, 100 }, { value.dup, value.early, value.k100 })
+    value = object_of(5000)
+    assert.same({ "last", 2, 3000, 5000 }, { value.dup, value.early, value.k3000, value.k5000 })
+    local count = 0
+    for _ in pairs(value) do count = count + 1 end
+    assert.equal(5002, count)
   end)
 
   it("reads scalars at the top level, with whitespace around", function()

@@ -519,10 +519,13 @@ describe("bin/truto-emulator", function()
   end)
 
   it("stops nginx when its output pipe closes before anything is read", function()
-    local before = sh.capture("ls -d ${TMPDIR:-/tmp}/truto-emulator.* 2>/dev/null")
-    sh.run("bin/truto-emulator </dev/null 2>/dev/null | true")
+    -- A private TMPDIR: other emulators (other specs, other runs) come and go in /tmp.
+    local tmp = sh.capture("mktemp -d"):gsub("%s+$", "")
+    sh.run("TMPDIR=" .. shell_quote(tmp) .. " bin/truto-emulator </dev/null 2>/dev/null | true")
     sh.run("sleep 2")
-    assert.equal(before, sh.capture("ls -d ${TMPDIR:-/tmp}/truto-emulator.* 2>/dev/null"))
+    local left = sh.capture("ls -A " .. shell_quote(tmp))
+    sh.run("rm -rf " .. shell_quote(tmp))
+    assert.equal("", left)
   end)
 
   it("--stop takes a relative path or one with a trailing slash", function()

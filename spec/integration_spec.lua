@@ -369,6 +369,37 @@ describe("the client against the emulator", function()
       assert.equal("too_large", err.kind)
     end)
 
+    it("reports a 2xx body that is not valid JSON by the reader's message, near its start or megabytes in", function()
+      local function decode_error(err)
+        return { kind = err.kind, status = err.status, type = err.headers["content-type"], message = err.message,
+                 body = err.body }
+      end
+      local _, err = client.unified_api:get("crm", "users", "111", Q, { headers = { ["X-Emulator-Fault"] = "malformed" } })
+      assert.same({ kind = "decode", status = 200, type = "application/json",
+                    message = "response is not valid JSON: unterminated string at byte 39",
+                    body = '{"result": [{"id": "1", "name": "trunc' }, decode_error(err))
+      -- 8 MiB, broken at 6 MiB + 100 (inside a record's padding): the
+      -- libcurl session gives the buffer back as it decodes, keeping its start.
+      local at = 6 * 1024 * 1024 + 100
+      _, err = client.custom_api:get("blob", query { bytes = 8 * 1024 * 1024, invalid_at = at })
+      assert.same({ kind = "decode", status = 200, type = "application/json",
+                    message = "response is not valid JSON: control character in string at byte " .. at,
+                    body = '{"result":[{"id":"00000001","padding":"' .. ("x"):rep(961) }, decode_error(err))
+      -- the same document whole is read
+      local blob = assert(client.custom_api:get("blob", query { bytes = 8 * 1024 * 1024 }))
+      assert.equal(8184, #blob.result)
+      -- and the same two through a batch (the multi handle keeps its buffers whole)
+      local results = client:batch {
+        { api = "custom", method = "get", path = "blob", query = query { bytes = 8 * 1024 * 1024, invalid_at = at } },
+        { api = "custom", method = "get", path = "blob", query = query { bytes = 8 * 1024 * 1024 } },
+      }
+      assert.is_nil(results[1][1])
+      assert.same({ kind = "decode", status = 200, type = "application/json",
+                    message = "response is not valid JSON: control character in string at byte " .. at,
+                    body = '{"result":[{"id":"00000001","padding":"' .. ("x"):rep(961) }, decode_error(results[1][2]))
+      assert.equal(8184, #results[2][1].result)
+    end)
+
     it("an error body does not go to the sink", function()
       local got = {}
       local ok, err = client.unified_api:get("crm", "opportunities", "missing", Q,

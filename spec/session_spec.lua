@@ -150,6 +150,10 @@ http {
 ]]
 
 -- Static files and a self-signed certificate in dir.
+-- 4 MB of JSON broken 2 MB in: what decode_json gives back of it is its start.
+local BROKEN_HEAD = "[" .. ('{"n":1},'):rep(262144) .. '{"n":'
+local BROKEN_JSON = BROKEN_HEAD .. "@}," .. BROKEN_HEAD:sub(2) .. "1}]"
+
 local function prepare(dir)
   assert(sh.run("mkdir -p " .. dir .. "/static " .. dir .. "/tmp && chmod 755 " .. dir ..
     " && chmod 777 " .. dir .. "/tmp"))
@@ -162,6 +166,7 @@ local function prepare(dir)
   assert(sh.run("head -c 67108864 /dev/zero | gzip -9 > " .. dir .. "/static/bomb.json.gz"))
   assert(sh.write_file(dir .. "/static/data.json",
     "[" .. string.rep('{"name":"opportunity","amount":1},', 500) .. "{}]"))
+  assert(sh.write_file(dir .. "/static/broken.json", BROKEN_JSON))
   return true
 end
 
@@ -851,7 +856,10 @@ describe("truto.curl_core.session", function()
 
       it("leaves every other body a string", function()
         local function body_of(path, extra) return select(3, get(path, extra)) end
-        assert.equal('{"a":', body_of("/bad.json"))                -- not valid JSON: the client reports it
+        -- not valid JSON: the text (its first 64 KiB) and the reader's message, which the client reports
+        local _, _, bad, _, decode_error = get("/bad.json")
+        assert.same({ '{"a":', "unexpected end of input at byte 6" }, { bad, decode_error })
+        assert.equal(4, select("#", get("/scalar.json")))         -- no message when nothing was decoded
         assert.equal('"text"', body_of("/scalar.json"))            -- JSON, but not a table
         assert.equal('{"error":"x"}', body_of("/error.json"))      -- not a 2xx
         assert.equal("ok", body_of("/headers"))                    -- text/plain
@@ -864,6 +872,14 @@ describe("truto.curl_core.session", function()
         assert.is_nil(body)
         -- and without the flag a JSON body stays text
         assert.equal(read_file(srv.dir .. "/static/data.json"), select(3, s:perform{ url = srv.base .. "/data.json" }))
+      end)
+
+      it("gives back the first 64 KiB of a large body that is not valid JSON, with the reader's message", function()
+        local status, _, body, _, decode_error = get("/broken.json")
+        assert.same({ 200, BROKEN_JSON:sub(1, 65536), "unexpected character at byte " .. #BROKEN_HEAD + 1 },
+                    { status, body, decode_error })
+        -- the session is whole: the next answer decodes
+        assert.equal(501, #select(3, get("/data.json")))
       end)
 
       it("must be a boolean", function()

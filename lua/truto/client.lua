@@ -306,18 +306,22 @@ end
 
 -- The result of a 2xx response: decoded JSON, the raw text for other
 -- content, true for an empty body or a body that went to a sink.
-local function decode_success(status, headers, body, streamed, secret)
+-- decode_error: the transport's reader found the body not valid JSON
+-- (body is then its start, as the transport contract says).
+local function decode_success(status, headers, body, streamed, secret, decode_error)
   if type(body) == "table" then return body end   -- decoded by the transport (decode_json)
   if streamed or body == nil or body == "" then return true end
-  if not is_json(headers, body) then return body end
-  local value, err = core.decode_json(body)
-  if value == nil then
-    local e = errors.new({ kind = "decode", message = "response is not valid JSON: " .. err, body = body,
-                           status = status, headers = headers }, secret)
-    if #e.body > 1000 then e.body = e.body:sub(1, 1000) end   -- cut once the token is out
-    return nil, e
+  local err = decode_error
+  if not err then
+    if not is_json(headers, body) then return body end
+    local value
+    value, err = core.decode_json(body)
+    if value ~= nil then return value end
   end
-  return value
+  local e = errors.new({ kind = "decode", message = "response is not valid JSON: " .. err, body = body,
+                         status = status, headers = headers }, secret)
+  if #e.body > 1000 then e.body = e.body:sub(1, 1000) end   -- cut once the token is out
+  return nil, e
 end
 
 local function decode_failure(headers, body)
@@ -544,13 +548,13 @@ local function exchange(self, call)
   while true do
     local ok, err = arm(self, call)
     if not ok then return nil, err end
-    local status, headers, body, info = self.transport:perform(call.hop, call)
+    local status, headers, body, info, decode_error = self.transport:perform(call.hop, call)
     local follow
     follow, err = self:follow(call, status, headers)
     if err then return nil, err end
     if not follow then
       if info then info.redirects = call.hops end
-      return status, headers, body, info
+      return status, headers, body, info, decode_error
     end
   end
 end
@@ -628,12 +632,13 @@ local Response = {
 ---@param call table
 ---@param status? integer nil when the transport failed
 ---@param rheaders table|userdata the response headers (a table or a header block), or the transport's error
----@param body? string
+---@param body? string|table
 ---@param info? table
+---@param decode_error? string the transport's reader's message for a 2xx body that is not valid JSON
 ---@return "done"|"retry"|"fail" verdict
 ---@return any result_seconds_or_err
 ---@return truto.Response? response
-function Client:settle(call, status, rheaders, body, info)
+function Client:settle(call, status, rheaders, body, info, decode_error)
   local err
   if not status then
     err = errors.new(rheaders, call.secrets)    -- on failure the second value is { kind, message, ... }
@@ -642,7 +647,7 @@ function Client:settle(call, status, rheaders, body, info)
     header_source[response] = rheaders
     if status >= 200 and status < 300 then
       local result
-      result, err = decode_success(status, rheaders, body, call.sink ~= nil, call.secrets)
+      result, err = decode_success(status, rheaders, body, call.sink ~= nil, call.secrets, decode_error)
       if result ~= nil and call.answer then result, err = call.answer(result, rheaders, call.secrets) end
       if result ~= nil then return "done", result, response end
     else
@@ -1541,7 +1546,7 @@ local function run_on_multi(self, calls, concurrency, finish)
               judge(index, nil, err)
             else
               f.info.redirects = calls[index].hops
-              judge(index, f.status, f.headers, f.body, f.info)
+              judge(index, f.status, f.headers, f.body, f.info, f.decode_error)
             end
           end
         end

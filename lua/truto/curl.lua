@@ -39,13 +39,16 @@ end
 -- repeatable goes on a new connection: on a reused one that dies, libcurl
 -- would send it again.  With decode_json, a 2xx JSON object or array comes
 -- back decoded (a table in place of the body, whose string is never made);
--- any other body, or one that is not valid JSON, stays a string.
+-- one that is not valid JSON comes back as its first 64 KiB (a large
+-- buffer is given back as it is read) and the reader's message, fifth;
+-- any other body stays a string.
 ---@param req table
 ---@param call table
 ---@return integer|nil status
 ---@return table headers_or_err
 ---@return string|table|nil body a table when decode_json decoded it
 ---@return table? info
+---@return string? decode_error why a body decode_json took for JSON is not valid
 function _M:perform(req, call)
   if not self.session then self.session = core.session(self.options) end   -- after close()
   return self.session:perform {

@@ -8,7 +8,8 @@ local _M = {}
 _M.TOKEN = "tok_SECRET_123"
 
 -- A transport that records requests and answers from a script of replies:
--- { status, headers, body } or { nil, { kind = ..., message = ... } }.
+-- { status, headers, body [, decode_error] } or { nil, { kind = ..., message = ... } }
+-- (decode_error: the message of a body decode_json found not valid JSON).
 function _M.scripted(replies)
   local t = { requests = {}, calls = {} }
   function t.perform(_, req, call)
@@ -20,7 +21,7 @@ function _M.scripted(replies)
       call.sink(reply[3])
       return reply[1], reply[2], nil, {}
     end
-    return reply[1], reply[2], reply[3], {}
+    return reply[1], reply[2], reply[3], {}, reply[4]
   end
   return t
 end

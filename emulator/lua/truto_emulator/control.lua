@@ -32,6 +32,7 @@ end
 -- GET /_emulator/blob?bytes=N: exactly N bytes (at least 13) of valid JSON,
 -- {"result":[{"id":"00000001","padding":"xxx..."},...]}, written in ~64 KiB
 -- pieces with flush(true), so memory stays constant whatever N is.
+-- &invalid_at=K: byte K (from 1) is a NUL instead, which JSON allows nowhere.
 local RECORD_SIZE = 1024
 local RECORD_OVERHEAD = #'{"id":"00000000","padding":""}'
 local PADDING = string.rep("x", 2 * RECORD_SIZE)
@@ -49,6 +50,16 @@ local function blob(ctx)
   end
   local budget = total - #'{"result":[' - #"]}"
   local piece, written, index = { '{"result":[' }, 0, 0
+  local invalid_at, sent = tonumber(ctx.query.invalid_at), 0
+  -- Sends the piece, with the NUL if byte invalid_at is in it; false when the client went away.
+  local function send(parts)
+    local text = table.concat(parts)
+    local at = invalid_at and invalid_at - sent
+    if at and at >= 1 and at <= #text then text = text:sub(1, at - 1) .. "\0" .. text:sub(at + 1) end
+    sent = sent + #text
+    ngx.print(text)
+    return ngx.flush(true)
+  end
   while true do
     local separator = index > 0 and 1 or 0
     local room = budget - written - separator
@@ -62,15 +73,12 @@ local function blob(ctx)
     piece[#piece + 1] = size == RECORD_SIZE and FULL_RECORD_TAIL or (PADDING:sub(1, size - RECORD_OVERHEAD) .. '"}')
     written = written + separator + size
     if #piece >= 3 * RECORDS_PER_PIECE then
-      ngx.print(piece)
-      local ok = ngx.flush(true)
-      if not ok then return ngx.exit(444) end -- client went away
+      if not send(piece) then return ngx.exit(444) end -- client went away
       piece = {}
     end
   end
   piece[#piece + 1] = string.rep(" ", budget - written) .. "]}"
-  ngx.print(piece)
-  ngx.flush(true)
+  send(piece)
   return ngx.exit(200)
 end
 
