@@ -4,6 +4,7 @@
 -- controller's other coroutines go on: shown by timings (eight 1 s calls in
 -- about 1 s) and by a ticker coroutine that keeps running meanwhile.
 local cqueues = require "cqueues"
+local truto = require "truto"
 local emulator = require "truto.emulator"
 local emu = require "spec.support.emulator"
 local controller = require "spec.support.controller"
@@ -223,6 +224,21 @@ describe("the cqueues transport", function()
     controller.run(function() cqueues.sleep(2.2) end)   -- the emulator still holds the delayed requests
   end)
 
+  it("says what to install when cqueues is missing", function()
+    local saved = { cqueues = package.loaded.cqueues, transport = package.loaded["truto.cqueues"] }
+    package.loaded.cqueues, package.loaded["truto.cqueues"] = nil, nil
+    package.preload.cqueues = function() error("module 'cqueues' not found:\n\tno field package.preload['cqueues']", 0) end
+    local ok, err = pcall(function()
+      local made = truto.new { transport = "cqueues", token = emu.TOKEN }
+      return made
+    end)
+    package.preload.cqueues = nil
+    package.loaded.cqueues, package.loaded["truto.cqueues"] = saved.cqueues, saved.transport
+    assert.is_false(ok)
+    assert.equal("spec/cqueues_spec.lua:232: truto.new: transport \"cqueues\" cannot be loaded: it needs cqueues "
+      .. "(Debian: apt-get install lua-cqueues lua-luaossl): module 'cqueues' not found:", err)
+  end)
+
   it("fails to connect with kind \"connect\", retryable", function()
     local c = client { base_url = "http://127.0.0.1:9", max_retries = 0 }
     local record, err = controller.run(function() return c.unified_api:get("crm", "opportunities", "1", Q) end)
@@ -242,7 +258,7 @@ describe("the cqueues transport over HTTPS", function()
   local function get(options)
     local o = { transport = "cqueues", token = emu.TOKEN, max_retries = 0 }
     for k, v in pairs(options) do o[k] = v end
-    local c = require("truto").new(o)
+    local c = truto.new(o)
     local record, response = controller.run(function()
       return c.unified_api:get("crm", "opportunities", "10000003", Q)
     end)

@@ -179,7 +179,10 @@ local function choose_transport(name, options)
     local ngx = rawget(_G, "ngx")
     name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
   end
-  return require("truto." .. name).new(options)
+  -- A host's transport needs the host's modules (cqueues, ...), which may be missing.
+  local loaded, transport = pcall(require, "truto." .. name)
+  if not loaded then error(("truto.new: transport \"%s\" cannot be loaded: %s"):format(name, transport), 3) end
+  return transport.new(options)
 end
 
 --- A client, made by `truto.new`: the three APIs, client-side batches and a

@@ -4,7 +4,10 @@
 -- it waits instead of blocking the other coroutines.  TLS is luaossl's (what
 -- cqueues uses), verified by DNS name or IP address.  Kept-alive connections
 -- are pooled per client (truto.pool, through truto.cosocket).
-local cqueues = require "cqueues"
+local found, cqueues = pcall(require, "cqueues")
+if not found then
+  error("it needs cqueues (Debian: apt-get install lua-cqueues lua-luaossl): " .. tostring(cqueues):match("[^\n]*"), 0)
+end
 local socket = require "cqueues.socket"
 local errno = require "cqueues.errno"
 local http1 = require "truto.http1"
