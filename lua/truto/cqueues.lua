@@ -136,8 +136,8 @@ end
 function _M.new(options)
   local self = http1.transport(options, mt)
   local d = driver(options)
-  self.pool = pool.new(cqueues.monotime, d.close)
-  local connections = self.pool
+  local connections = pool.new(cqueues.monotime, d.close)
+  self.connections = connections
   self.env = {
     tcp = function() return cosocket.new(d, connections) end,
     now = cqueues.monotime,
@@ -149,7 +149,7 @@ end
 
 --- Closes the kept-alive connections.  Idempotent.
 function _M:close()
-  self.pool:close_all()
+  self.connections:close_all()
 end
 
 --- Waits without blocking the controller's other coroutines.

@@ -61,14 +61,6 @@ function Pool:put(key, conn, reused, seconds, size)
   list[#list + 1] = { conn = conn, reused = reused, expires = now + seconds }
 end
 
---- How many connections are kept under key (expired ones included until
--- the next take or put).
----@param key string
----@return integer
-function Pool:count(key)
-  return self.idle[key] and #self.idle[key] or 0
-end
-
 --- Closes every kept connection.  Idempotent.
 function Pool:close_all()
   for key, list in pairs(self.idle) do
