@@ -1,7 +1,8 @@
 -- The transport contract under hostile upstreams: every case of
 -- spec/support/hostile/cases.lua, played by a real nginx
 -- (spec/support/hostile/), against every transport: libcurl in this
--- process and cosockets inside the app nginx of spec/ngx.  Each case has one
+-- process, cosockets inside the app nginx of spec/ngx, and cqueues sockets in
+-- a coroutine of a cqueues controller in this process.  Each case has one
 -- expected outcome (kind and retryable, or status and result) and bounds
 -- on time and peak memory, the same for every transport.
 local core = require "truto.core"
@@ -10,6 +11,8 @@ local truto = require "truto"
 local cases = require "spec.support.hostile.cases"
 local ngx_app = require "spec.support.ngx_app"
 local sh = require "spec.support.shell"
+local controller = require "spec.support.controller"
+local cqueues = require "cqueues"
 
 local REPO = ngx_app.REPO
 local DEFAULT_MEMORY_KB = 8 * 1024
@@ -115,6 +118,16 @@ local TRANSPORTS = {
   { "curl batch", function(case)
     return cases.run(case, base_url(case), { transport = "curl", ca_file = ca_file }, core.now, true)
   end, "curl" },
+  { "cqueues", function(case)
+    return controller.run(function()
+      return cases.run(case, base_url(case), { transport = "cqueues", ca_file = ca_file }, cqueues.monotime)
+    end)
+  end },
+  { "cqueues batch", function(case)
+    return controller.run(function()
+      return cases.run(case, base_url(case), { transport = "cqueues", ca_file = ca_file }, cqueues.monotime, true)
+    end)
+  end, "cqueues" },
   { "ngx", function(case)
     local url = ("%s/conformance?case=%s&base=%s"):format(app.base_url, case.slug,
       base_url(case):gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -139,7 +152,7 @@ for _, transport in ipairs(TRANSPORTS) do
   describe("the transport contract over " .. name, function()
     for _, case in ipairs(cases.CASES) do
       it(case.name, function()
-        if name == "curl batch" and case.call and case.call.sink then
+        if name:find(" batch$") and case.call and case.call.sink then
           local ok, err = pcall(run, case)
           assert.is_false(ok)
           assert.matches(": batch request #1: a sink is not supported in a batch$", err)

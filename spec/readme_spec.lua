@@ -27,6 +27,7 @@ local RUNNERS = {
   ["truto ping"] = "here",
   ["examples/openresty/run"] = "spec/openresty_example_spec.lua",
   ["busted examples/emulator_spec.lua"] = "here",
+  ["examples/cqueues/update_opportunities.lua"] = "here",
   ["make docs"] = "spec/docs_spec.lua",
   ["make test"] = "ci",
 }
@@ -172,6 +173,20 @@ describe("README.md #checkout", function()
     local ok, out, err = sh.script(REPO, env, readme.block("busted examples/emulator_spec.lua"))
     assert(ok, out .. err)
     assert.truthy(out:find("3 successes / 0 failures / 0 errors / 0 pending", 1, true), out)
+  end)
+
+  it("runs the cqueues example against the emulator: every update, each record as it completes", function()
+    local ok, out, err = sh.script(REPO, user_env(work), readme.block("examples/cqueues/update_opportunities.lua"))
+    assert(ok, out .. err)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.equal(4, #lines, out)
+    assert.matches("^3 updates in %d+%.%d%d s, 0 failed$", lines[4])
+    table.remove(lines)
+    table.sort(lines)
+    assert.same({ "10000003: amount 990 (HTTP 200)", "10000004: amount 1200 (HTTP 200)",
+                  "23423523: amount 4200.5 (HTTP 200)" }, lines)
+    assert.equal("", err)
   end)
 
   it("shows examples/emulator_spec.lua as it is", function()

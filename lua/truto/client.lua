@@ -43,8 +43,9 @@ local UNCAPPED = 2 ^ 53
 ---@field on_request? fun(request: table, attempt: integer)
 ---@field sleep? fun(seconds: number) waits between attempts (default: the transport's; tests pass a fake)
 -- `"auto"` (default: cosockets inside nginx, libcurl elsewhere), `"curl"`,
--- `"ngx"`, or a table with a `perform(self, request, call)` method.
----@field transport? "auto"|"curl"|"ngx"|table
+-- `"ngx"`, `"cqueues"` (in a coroutine of a cqueues controller), or a table
+-- with a `perform(self, request, call)` method.
+---@field transport? "auto"|"curl"|"ngx"|"cqueues"|table
 ---@field ca_file? string a file of CA certificates to verify the server with (default: the system's)
 ---@field ca_path? string a directory of CA certificates (default: the system's)
 ---@field insecure? boolean `true` turns TLS verification off (default `false`)
@@ -95,8 +96,9 @@ local CLIENT_OPTIONS = {
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
   transport = { function(v)
-    return v == "auto" or v == "curl" or v == "ngx" or (type(v) == "table" and type(v.perform) == "function")
-  end, "\"auto\", \"curl\", \"ngx\" or a table with a perform method" },
+    return v == "auto" or v == "curl" or v == "ngx" or v == "cqueues"
+      or (type(v) == "table" and type(v.perform) == "function")
+  end, "\"auto\", \"curl\", \"ngx\", \"cqueues\" or a table with a perform method" },
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
@@ -177,7 +179,10 @@ local function choose_transport(name, options)
     local ngx = rawget(_G, "ngx")
     name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
   end
-  return require("truto." .. name).new(options)
+  -- A host's transport needs the host's modules (cqueues, ...), which may be missing.
+  local loaded, transport = pcall(require, "truto." .. name)
+  if not loaded then error(("truto.new: transport \"%s\" cannot be loaded: %s"):format(name, transport), 3) end
+  return transport.new(options)
 end
 
 --- A client, made by `truto.new`: the three APIs, client-side batches and a
@@ -1561,10 +1566,10 @@ local function run_on_multi(self, calls, concurrency, finish)
   end
 end
 
--- Under nginx: `concurrency` light threads share the list; each runs its
--- calls through the cosocket transport, sleeping with ngx.sleep.
+-- On a transport whose host runs threads of its own (nginx's light threads,
+-- cqueues' coroutines): `concurrency` workers share the list, each running
+-- its calls through the transport, which yields while they wait.
 local function run_on_threads(self, calls, concurrency, finish)
-  local ngx = rawget(_G, "ngx")
   local next_index = 0
   local function worker()
     while true do
@@ -1574,20 +1579,14 @@ local function run_on_threads(self, calls, concurrency, finish)
       finish(index, self:run(calls[index]))
     end
   end
-  local threads = {}
-  for t = 1, math.min(concurrency, #calls) do threads[t] = ngx.thread.spawn(worker) end
-  for _, thread in ipairs(threads) do
-    local ok, err = ngx.thread.wait(thread)
-    if not ok then
-      -- An error from on_progress: the other threads stop too.
-      for _, other in ipairs(threads) do ngx.thread.kill(other) end
-      error(err, 0)
-    end
-  end
+  local workers = {}
+  for t = 1, math.min(concurrency, #calls) do workers[t] = worker end
+  self.transport:run_concurrently(workers)
 end
 
 --- Runs many calls at once: up to `concurrency` in flight (on one libcurl
--- multi handle, or on `ngx.thread`s inside nginx), each retried as a single
+-- multi handle, or on the host's threads: `ngx.thread`s inside nginx,
+-- coroutines of the running controller under cqueues), each retried as a single
 -- call is.  Returns the results in request order.  Raises on a malformed
 -- request before any is sent.
 ---@param requests truto.BatchRequest[]
@@ -1614,7 +1613,7 @@ function Client:batch(requests, options)
   local concurrency = options.concurrency or 16
   if self.transport.multi then
     run_on_multi(self, calls, concurrency, finish)
-  elseif self.transport.threads then
+  elseif self.transport.run_concurrently then
     run_on_threads(self, calls, concurrency, finish)
   else
     for index, call in ipairs(calls) do finish(index, self:run(call)) end

@@ -425,7 +425,7 @@ local function open(env, url, call, deadline, fresh)
     local hok, session
     hok, session, err = pcall(sock.sslhandshake, sock, nil, (not url.ip) and url.host or nil, not env.insecure)
     if not hok then session, err = nil, "the handshake failed (" .. tostring(session):match("[^\n]*") .. ")" end
-    if session and url.ip and not env.insecure then
+    if session and url.ip and not env.insecure and env.verify_ip then
       session, err = env.verify_ip(session, url.host)
     end
     if not session then
@@ -444,7 +444,8 @@ local DECODE_SLICE = 1024
 
 --- Sends req and reads the answer: the transport contract's perform.
 -- env: { tcp = fun(): socket, now = fun(): seconds, pool = string,
--- insecure = boolean, verify_ip = fun(session, ip): session | nil, err,
+-- insecure = boolean, verify_ip = fun(session, ip): session | nil, err
+-- (for sockets whose handshake checks DNS names only: nginx's),
 -- tls_hint, resolve_hint = strings added to those errors }.
 -- call: { timeout, connect_timeout, sink, max_response_bytes, repeatable }.
 -- A request that is not repeatable goes on a new connection; a repeatable
@@ -551,6 +552,44 @@ function _M.perform(env, req, call)
   end
   local info = { http_version = version, total_time = now() - started, reused = reused, size_download = received }
   return status, headers, (not sink) and table.concat(parts) or nil, info
+end
+
+-- ---- the transports over this engine ----------------------------------
+
+local DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+--- A transport over this engine for one client: the client's timeouts, TLS
+-- switch and body cap, as defaults for each call, in a table of the host
+-- adapter's class (which adds its `env`).
+---@param options truto.Options the client's, timeouts filled in
+---@param class table the adapter's metatable
+---@return table transport
+function _M.transport(options, class)
+  return setmetatable({
+    insecure = options.insecure == true,
+    timeout = options.timeout or 30,
+    connect_timeout = options.connect_timeout or 10,
+    max_response_bytes = options.max_response_bytes or DEFAULT_MAX_BYTES,
+  }, class)
+end
+
+--- The adapter's perform once its host allows a call: the exchange over
+-- `transport.env`, with the transport's defaults for what `call` leaves out.
+---@param transport table made by `transport`
+---@param req table { method, url, headers, body }
+---@param call table the client's call (read, never written)
+---@return integer|nil status
+---@return table headers_or_err
+---@return string? body
+---@return table? info
+function _M.send(transport, req, call)
+  return _M.perform(transport.env, req, {
+    timeout = call.timeout or transport.timeout,
+    connect_timeout = call.connect_timeout or transport.connect_timeout,
+    sink = call.sink,
+    max_response_bytes = call.max_response_bytes or transport.max_response_bytes,
+    repeatable = call.repeatable,
+  })
 end
 
 return _M

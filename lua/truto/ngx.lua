@@ -16,30 +16,36 @@ local COSOCKET_PHASES = {
   ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 
-local DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
 local env_mt   -- what the engine uses of nginx (below)
 
 --- A transport for one client (it holds no connection: they are pooled by nginx).
 ---@param options truto.Options the client's, timeouts filled in
 ---@return table transport
 function _M.new(options)
-  local self = setmetatable({
-    insecure = options.insecure == true,
-    timeout = options.timeout or 30,
-    connect_timeout = options.connect_timeout or 10,
-    max_response_bytes = options.max_response_bytes or DEFAULT_MAX_BYTES,
-    -- Kept-alive connections skip the TLS handshake, so clients that trust
-    -- different CAs (lua_ssl_trusted_certificate is per location) must not
-    -- share a pool: `pool` names one.
-    pool = options.pool or "truto",
-  }, mt)
+  local self = http1.transport(options, mt)
+  -- Kept-alive connections skip the TLS handshake, so clients that trust
+  -- different CAs (lua_ssl_trusted_certificate is per location) must not
+  -- share a pool: `pool` names one.
+  self.pool = options.pool or "truto"
   self.env = setmetatable({ pool = self.pool, insecure = self.insecure }, env_mt)
   return self
 end
 
--- batch() runs its calls on ngx.thread light threads with this transport.
-_M.threads = true
+--- Runs every worker on its own ngx.thread light thread and returns when
+-- all are done; an error raised in one kills the others and is raised again.
+---@param _ table the transport
+---@param workers function[]
+function _M.run_concurrently(_, workers)
+  local threads = {}
+  for i, worker in ipairs(workers) do threads[i] = ngx.thread.spawn(worker) end
+  for _, thread in ipairs(threads) do
+    local ok, err = ngx.thread.wait(thread)
+    if not ok then
+      for _, other in ipairs(threads) do ngx.thread.kill(other) end
+      error(err, 0)
+    end
+  end
+end
 
 --- Waits without blocking the worker.
 ---@param seconds number
@@ -109,13 +115,7 @@ function _M:perform(req, call)
     return failure("phase", ("cannot make an HTTP call in nginx's %s phase, which has no cosockets: "
       .. "run it in a timer, e.g. ngx.timer.at(0, function() ... end)"):format(phase))
   end
-  return http1.perform(self.env, req, {
-    timeout = call.timeout or self.timeout,
-    connect_timeout = call.connect_timeout or self.connect_timeout,
-    sink = call.sink,
-    max_response_bytes = call.max_response_bytes or self.max_response_bytes,
-    repeatable = call.repeatable,
-  })
+  return http1.send(self, req, call)
 end
 
 return _M

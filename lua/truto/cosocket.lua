@@ -1,0 +1,125 @@
+--- A socket with the part of nginx's cosocket API that the engine
+-- (`truto.http1`) uses, made from a host's driver and pooled by
+-- `truto.pool`: what a host without cosockets (cqueues, luv, HAProxy) gives
+-- the engine as `env.tcp()`.  The driver does the host's I/O, yielding to
+-- its loop; this module holds what every host shares (timeouts in the
+-- cosocket's milliseconds, pool keys, reuse counts, a closed socket's
+-- errors).
+--
+-- A driver is a table of functions; `conn` is the host's own connection:
+--   connect(host, port, seconds) -> conn | nil, err ("timeout" or a message)
+--   handshake(conn, name, is_address, verify, seconds) -> true | nil, err:
+--     TLS, verifying the certificate against name (a DNS name, sent as SNI,
+--     or an IP address) unless verify is false
+--   send(conn, data, seconds) -> true | nil, err ("timeout", "closed", ...)
+--   receive(conn, max, seconds) -> up to max bytes as soon as any arrive |
+--     nil, err ("timeout", "closed", ...)
+--   close(conn)
+--   usable(conn) -> boolean: open, and nothing arrived while it was idle
+local _M = {}
+
+local Socket = {}
+Socket.__index = Socket
+
+--- A new, unconnected socket.
+---@param driver table the host's I/O (above)
+---@param pool table a `truto.pool` made with the driver's close
+---@return table socket
+function _M.new(driver, pool)
+  return setmetatable({ driver = driver, pool = pool, seconds = 60, conn = nil, reused = 0 }, Socket)
+end
+
+--- The time each following operation may take.
+---@param ms integer milliseconds
+function Socket:settimeout(ms)
+  self.seconds = ms / 1000
+end
+
+--- Connects to host:port, or takes an idle connection kept under
+-- `options.pool` (default `host:port`).
+---@param host string a DNS name or an IP address (IPv6 in brackets or not)
+---@param port integer
+---@param options? table { pool = string }
+---@return integer|nil ok 1
+---@return string? err
+function Socket:connect(host, port, options)
+  if self.conn then self:close() end
+  host = host:match("^%[(.*)%]$") or host
+  self.host = host
+  self.key = options and options.pool or (host .. ":" .. port)
+  local conn, reused = self.pool:take(self.key, self.driver.usable)
+  if conn then
+    self.conn, self.reused = conn, reused + 1
+    return 1
+  end
+  local err
+  conn, err = self.driver.connect(host, port, self.seconds)
+  if not conn then return nil, err end
+  self.conn, self.reused = conn, 0
+  return 1
+end
+
+--- How many times the connection was taken from the pool (0: a new one).
+---@return integer
+function Socket:getreusedtimes()
+  return self.reused
+end
+
+--- TLS over the connection.  The certificate is checked against
+-- server_name, or, with none (no SNI is sent for an address, RFC 6066),
+-- against the address connected to.
+---@param _ any a session to resume (not supported: ignored)
+---@param server_name? string
+---@param verify? boolean false turns the check off
+---@return boolean|nil ok
+---@return string? err
+function Socket:sslhandshake(_, server_name, verify)
+  if not self.conn then return nil, "closed" end
+  return self.driver.handshake(self.conn, server_name or self.host, server_name == nil, verify ~= false,
+    self.seconds)
+end
+
+--- Sends data whole.
+---@param data string
+---@return integer|nil bytes
+---@return string? err
+function Socket:send(data)
+  if not self.conn then return nil, "closed" end
+  local ok, err = self.driver.send(self.conn, data, self.seconds)
+  if not ok then return nil, err end
+  return #data
+end
+
+--- Up to max bytes, as soon as any arrive.
+---@param max integer
+---@return string|nil data
+---@return string? err "timeout", "closed" or the host's message
+function Socket:receiveany(max)
+  if not self.conn then return nil, "closed" end
+  return self.driver.receive(self.conn, max, self.seconds)
+end
+
+--- Closes the connection.  Idempotent.
+---@return integer ok 1
+function Socket:close()
+  if self.conn then
+    self.driver.close(self.conn)
+    self.conn = nil
+  end
+  return 1
+end
+
+--- Gives the connection to the pool, kept idle for ms at most, `size` per
+-- pool key; the socket is closed to its user.
+---@param ms integer
+---@param size integer
+---@return integer|nil ok 1
+---@return string? err
+function Socket:setkeepalive(ms, size)
+  if not self.conn then return nil, "closed" end
+  self.pool:put(self.key, self.conn, self.reused, ms / 1000, size)
+  self.conn = nil
+  return 1
+end
+
+return _M

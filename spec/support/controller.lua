@@ -1,0 +1,26 @@
+-- Code run in coroutines of a cqueues controller, as a cqueues program runs
+-- it: what the specs of the cqueues transport call it through.
+local cqueues = require "cqueues"
+
+local _M = {}
+
+--- Runs each function in a coroutine of one new controller until all are
+-- done; returns the first function's results.  An error raised in any is
+-- raised again here.
+---@param ... function
+---@return any ...
+function _M.run(...)
+  local cq = cqueues.new()
+  local results
+  for i = 1, select("#", ...) do
+    local f = select(i, ...)
+    cq:wrap(function()
+      if i == 1 then results = table.pack(f()) else f() end
+    end)
+  end
+  local ok, err = cq:loop()
+  if not ok then error(err, 0) end
+  return table.unpack(results, 1, results.n)
+end
+
+return _M
