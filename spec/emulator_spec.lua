@@ -521,7 +521,13 @@ describe("bin/truto-emulator", function()
   it("stops nginx when its output pipe closes before anything is read", function()
     -- A private TMPDIR: other emulators (other specs, other runs) come and go in /tmp.
     local tmp = sh.capture("mktemp -d"):gsub("%s+$", "")
-    sh.run("TMPDIR=" .. shell_quote(tmp) .. " bin/truto-emulator </dev/null 2>/dev/null | true")
+    -- The reader is gone before the emulator starts (it notices a closed
+    -- pipe only when it writes); `timeout` keeps a failure from hanging,
+    -- and the time taken tells it from the emulator's own exit.
+    local started = os.time()
+    sh.run("{ sleep 0.5; TMPDIR=" .. shell_quote(tmp)
+      .. " exec timeout 30 bin/truto-emulator; } </dev/null 2>/dev/null | true")
+    assert.is_true(os.time() - started < 20)
     sh.run("sleep 2")
     local left = sh.capture("ls -A " .. shell_quote(tmp))
     sh.run("rm -rf " .. shell_quote(tmp))
