@@ -30,7 +30,7 @@ end
 -- and WORKER_LIMITS placeholders (or a function of the port and prefix
 -- returning them), certificates: see truto.emulator.nginx.
 function _M.start_app(values, certificates)
-  return _M.start_server {
+  local app = _M.start_server {
     template = _M.REPO .. "/spec/ngx/nginx.conf.in", kind = "truto-ngx-app", certificates = certificates,
     values = function(port, prefix)
       local v = { REPO = _M.REPO, TLS_BASE_URL = "none", TLS_TRUST = "", TLS_SERVER = "", CONFORMANCE_TRUST = "",
@@ -39,6 +39,22 @@ function _M.start_app(values, certificates)
       return v
     end,
   }
+  -- The worker's init_worker timer makes one upstream call (truto_app.lua):
+  -- wait for its outcome, so that it never lands in a spec's request log.
+  local session = require("truto.curl_core").session { timeout = 5 }
+  local deadline = os.time() + 15
+  while true do
+    local status, _, body = session:perform { url = app.base_url .. "/phase-results" }
+    if status == 200 and not body:find('"timer":null', 1, true) then break end
+    if os.time() > deadline then
+      session:close()
+      app:stop()
+      error("the app's init_worker timer call never finished: " .. tostring(status) .. " " .. tostring(body), 2)
+    end
+    sh.run("sleep 0.05")
+  end
+  session:close()
+  return app
 end
 
 return _M
