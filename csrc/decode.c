@@ -302,10 +302,14 @@ static void read_array(lua_State *L, reader *r)
 }
 
 /* The object whose first count pairs wait at base + 1 ...: made and
- * filled in document order (of repeated keys the last one wins), at base + 1. */
+ * filled in document order (of repeated keys the last one wins), at base + 1.
+ * With no pair waiting (the stack was full at the first) the table is
+ * already there: lua_replace onto its own slot would pop it. */
 static void settle_object(lua_State *L, int base, int count)
 {
     lua_createtable(L, 0, count);
+    if (count == 0)
+        return;
     int t = lua_gettop(L);
     for (int i = 0; i < count; i++) {
         lua_pushvalue(L, base + 1 + 2 * i);
