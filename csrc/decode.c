@@ -26,11 +26,17 @@ typedef struct {
      * release_at (NULL: never), the pages from released up to p go. */
     const char *release_at, *released;
     size_t release_step;
+    int *invalid;           /* set once the reader's own message is made (NULL: not asked) */
 } reader;
 
+/* Raises the reader's message.  *invalid tells it from any other error
+ * (memory, a finalizer's under LuaJIT): set only once the message exists. */
 static int fail(lua_State *L, reader *r, const char *what)
 {
-    return luaL_error(L, "%s at byte %d", what, (int)(r->p - r->start) + 1);
+    lua_pushfstring(L, "%s at byte %d", what, (int)(r->p - r->start) + 1);
+    if (r->invalid != NULL)
+        *r->invalid = 1;
+    return lua_error(L);
 }
 
 static void skip_space(reader *r)
@@ -296,10 +302,14 @@ static void read_array(lua_State *L, reader *r)
 }
 
 /* The object whose first count pairs wait at base + 1 ...: made and
- * filled in document order (of repeated keys the last one wins), at base + 1. */
+ * filled in document order (of repeated keys the last one wins), at base + 1.
+ * With no pair waiting (the stack was full at the first) the table is
+ * already there: lua_replace onto its own slot would pop it. */
 static void settle_object(lua_State *L, int base, int count)
 {
     lua_createtable(L, 0, count);
+    if (count == 0)
+        return;
     int t = lua_gettop(L);
     for (int i = 0; i < count; i++) {
         lua_pushvalue(L, base + 1 + 2 * i);
@@ -380,12 +390,14 @@ static void read_value(lua_State *L, reader *r)
 }
 
 /* Reads the document text, argument 1 being its source (the marks go to
- * slots 2 and 3); with release, gives the text back as it goes. */
-static int read_document(lua_State *L, const char *text, size_t len, const truto_release *release)
+ * slots 2 and 3); with release, gives the text back as it goes; invalid:
+ * NULL, or set when the text is found not valid JSON. */
+static int read_document(lua_State *L, const char *text, size_t len, const truto_release *release,
+                         int *invalid)
 {
     luaL_getmetatable(L, TRUTO_ARRAY_MT);
     luaL_getmetatable(L, TRUTO_OBJECT_MT);
-    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3, NULL, NULL, 0 };
+    reader r = { text, text, text + len, truto_encoder_new(L, "json"), 0, 2, 3, NULL, NULL, 0, invalid };
     if (release != NULL && release->keep < len) {
         r.released = text + release->keep;
         r.release_step = release->step;
@@ -403,28 +415,32 @@ static int decode_raising(lua_State *L)
 {
     size_t len;
     const char *text = lua_tolstring(L, 1, &len);
-    return read_document(L, text, len, NULL);
+    return read_document(L, text, len, NULL, NULL);
 }
 
 typedef struct {
     const char *text;
     size_t len;
     const truto_release *release;
+    int invalid;
 } json_text;
 
 static int decode_text_raising(lua_State *L)
 {
-    const json_text *t = (const json_text *)lua_touserdata(L, 1);
-    return read_document(L, t->text, t->len, t->release);
+    json_text *t = (json_text *)lua_touserdata(L, 1);
+    return read_document(L, t->text, t->len, t->release, &t->invalid);
 }
 
+/* Only the reader's own failure is "not valid JSON": any other error (no
+ * memory, a finalizer's raised under LuaJIT) is raised again, the body
+ * being neither judged nor, once partly given back, still whole. */
 int truto_decode_json_text(lua_State *L, const char *text, size_t len, const truto_release *release)
 {
-    json_text t = { text, len, release };
+    json_text t = { text, len, release, 0 };
     lua_pushcfunction(L, decode_text_raising);
     lua_pushlightuserdata(L, &t);
     int status = lua_pcall(L, 1, 1, 0);
-    if (status == LUA_ERRMEM)
+    if (status != 0 && !(status == LUA_ERRRUN && t.invalid))
         lua_error(L);
     return status == 0;
 }

@@ -187,8 +187,8 @@ typedef struct {
 
 /* Pushes the value of the JSON document text (as core.decode_json reads
  * it) and returns 1; or pushes the reader's message ("... at byte N") and
- * returns 0 when it is not valid JSON.  Raises when memory runs out.  text
- * needs not be a Lua string; release: NULL, or how to give it back. */
+ * returns 0 when it is not valid JSON.  Any other error (memory running
+ * out, a finalizer's under LuaJIT) is raised.  text needs not be a Lua string; release: NULL, or how to give it back. */
 int truto_decode_json_text(lua_State *L, const char *text, size_t len, const truto_release *release);
 
 /* ---- libcurl helpers shared by session.c and multi.c (curl_common.c) - */
@@ -381,7 +381,7 @@ void truto_push_headers(lua_State *L, const truto_bytes *h);
  * release: the body may be given back as it is read and is emptied after
  * (the session); without it the body is left as it is (the multi handle,
  * whose results must be buildable again if building them raises).
- * Raises when memory runs out. */
+ * Raises when memory runs out or a finalizer raises (LuaJIT). */
 int truto_push_reply_body(lua_State *L, truto_bytes *body, int headers_idx, int decode_json, int release);
 
 

@@ -118,6 +118,26 @@ describe("truto.decode_json", function()
     assert.same({}, value)
   end)
 
+  it("reads objects that find the stack full at their first pair (small objects nested deep)", function()
+    -- Levels of a few pairs each, the next level as the last pair: under
+    -- LuaJIT (8,000 slots) the deep ones find too little room to wait from
+    -- their very first pair and make their table before any pair is read.
+    for _, shape in ipairs { { 500, 10 }, { 100, 100 }, { 60, 200 } } do
+      local depth, size = shape[1], shape[2]
+      local members = {}
+      for i = 1, size do members[i] = ('"k%d":%d'):format(i, i) end
+      local open = "{" .. table.concat(members, ",") .. ',"next":'
+      local value = assert(truto.decode_json(open:rep(depth) .. "{}" .. ("}"):rep(depth)))
+      for level = 1, depth do
+        local count = 0
+        for _ in pairs(value) do count = count + 1 end
+        assert.same({ size + 1, 1, size }, { count, value.k1, value["k" .. size] }, "level " .. level)
+        value = value.next
+      end
+      assert.equal(getmetatable(truto.decode_json("{}")), getmetatable(value))
+    end
+  end)
+
   it("keeps the last value of a key repeated far apart in a large object", function()
     -- Repeats while the pairs wait on the stack, and after the table is made
     -- (past 2,048 pairs): each time the last one wins.

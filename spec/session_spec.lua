@@ -854,6 +854,66 @@ describe("truto.curl_core.session", function()
           .. " | truto: session is busy (perform called during its own transfer: from a sink or a finalizer)\n", out)
       end)
 
+      it("raises, never reports invalid JSON, when the decode fails for another reason (LuaJIT)", function()
+        -- LuaJIT hands a finalizer's error to whatever allocated: here a
+        -- finalizer raises when it runs inside the reader (three C frames
+        -- up: perform or wait, the call that builds the reply, the reader).
+        -- That error is the perform's or the wait's, as anywhere else, not a
+        -- decode_error beside a body cut to its start; the multi's result
+        -- then comes whole from the next wait.
+        local script = [[
+          local curl_core = require "truto.curl_core"
+          local url = ...
+          local boom = setmetatable({}, { __tostring = function() return "boom" end })
+          local fired
+          local function arm()
+            local p = newproxy(true)
+            getmetatable(p).__gc = function()
+              local c_frames = 0
+              while (debug.getinfo(c_frames + 2, "S") or {}).what == "C" do c_frames = c_frames + 1 end
+              if c_frames >= 3 then fired = true error(boom) end
+              arm()
+            end
+          end
+          local function until_fired(call)
+            collectgarbage("setpause", 0) collectgarbage("setstepmul", 1000)
+            fired = false
+            arm()
+            for _ = 1, 50 do
+              local out = { pcall(call) }
+              if fired then
+                collectgarbage("setpause", 200)
+                return out
+              end
+            end
+            return { "the finalizer never ran inside the reader" }
+          end
+          local s = curl_core.session {}
+          local out = until_fired(function() return s:perform { url = url, decode_json = true } end)
+          print("session", tostring(out[1]), tostring(out[2]), type(out[4]), tostring(out[6]))
+          local m = curl_core.multi {}
+          local result
+          out = until_fired(function()
+            if m:pending() == 0 then m:add { url = url, decode_json = true } end
+            while m:pending() > 0 do
+              local done = m:wait(5)
+              if done[1] then result = done[1] return done[1] end
+            end
+          end)
+          print("multi", tostring(out[1]), tostring(out[2]), m:pending())
+          local done = m:pending() == 1 and m:wait(5) or {}
+          result = done[1] or result
+          print("then", result.status, type(result.body), #result.body, tostring(result.decode_error))
+        ]]
+        local file = srv.dir .. "/decode-finalizer.lua"
+        assert(sh.write_file(file, script))
+        assert.is_true(sh.exists("build/luajit/truto/curl_core.so"), "build/luajit is missing: run `make luajit`")
+        local ok, out, err = sh.script(".", { LUA_PATH = package.path, LUA_CPATH = "build/luajit/?.so;;" },
+          "luajit " .. sh.quote(file) .. " " .. sh.quote(srv.base .. "/data.json"))
+        assert(ok, err)
+        assert.equal("session\tfalse\tboom\tnil\tnil\nmulti\tfalse\tboom\t1\nthen\t200\ttable\t501\tnil\n", out)
+      end)
+
       it("leaves every other body a string", function()
         local function body_of(path, extra) return select(3, get(path, extra)) end
         -- not valid JSON: the text (its first 64 KiB) and the reader's message, which the client reports
