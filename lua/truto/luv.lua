@@ -246,6 +246,20 @@ local function driver(uv, wait)
   return d
 end
 
+-- libuv writes to sockets with write(2): a peer that has closed its end
+-- would kill the process with SIGPIPE (whose default is to terminate), as
+-- neither lua-luv nor libuv ignores it.  A libuv handler that does nothing
+-- turns it into the EPIPE the write returns; one per uv module, unreferenced
+-- so that it never keeps the loop alive.
+local sigpipe_caught = setmetatable({}, { __mode = "k" })
+local function catch_sigpipe(uv)
+  if sigpipe_caught[uv] then return end
+  local signal = uv.new_signal()
+  signal:start("sigpipe", function() end)
+  signal:unref()
+  sigpipe_caught[uv] = signal
+end
+
 --- A transport for one client, with its own pool of kept-alive connections.
 ---@param options truto.Options the client's, timeouts filled in (`uv`: the uv module to use)
 ---@return table transport
@@ -253,6 +267,7 @@ function _M.new(options)
   local uv, why = options.uv, nil
   if not uv then uv, why = host_uv() end
   if not uv then error(why, 0) end
+  catch_sigpipe(uv)
   local self = http1.transport(options, mt)
   local wait, abort = waits(uv)
   local function now() return uv.hrtime() / 1e9 end
