@@ -273,7 +273,7 @@ function _M.new(options)
   local function now() return uv.hrtime() / 1e9 end
   local d = driver(uv, wait)
   local connections = pool.new(now, d.close)
-  self.uv, self.wait, self.abort = uv, wait, abort
+  self.wait, self.abort = wait, abort
   self.connections = connections
   self.now = now
   --- Waits without blocking the loop; outside a coroutine it returns at
