@@ -6,3 +6,6 @@ files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set
 files["lua/truto/ngx.lua"] = { read_globals = { "ngx" } }
 files["spec/ngx"] = { std = "luajit", globals = { "ngx" } }
 files["spec/support/hostile/server.lua"] = { std = "luajit", globals = { "ngx" } }
+-- Run inside Neovim, whose `vim` module is a global; its LuaJIT.
+files["examples/neovim"] = { std = "luajit", read_globals = { "vim" } }
+files["spec/support/neovim_calls.lua"] = { std = "luajit", read_globals = { "vim" } }

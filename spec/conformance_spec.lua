@@ -1,8 +1,9 @@
 -- The transport contract under hostile upstreams: every case of
 -- spec/support/hostile/cases.lua, played by a real nginx
 -- (spec/support/hostile/), against every transport: libcurl in this
--- process, cosockets inside the app nginx of spec/ngx, and cqueues sockets in
--- a coroutine of a cqueues controller in this process.  Each case has one
+-- process, cosockets inside the app nginx of spec/ngx, cqueues sockets in
+-- a coroutine of a cqueues controller in this process, and libuv handles
+-- (luv) in a coroutine on libuv's loop in this process.  Each case has one
 -- expected outcome (kind and retryable, or status and result) and bounds
 -- on time and peak memory, the same for every transport.
 local core = require "truto.core"
@@ -13,8 +14,11 @@ local ngx_app = require "spec.support.ngx_app"
 local sh = require "spec.support.shell"
 local controller = require "spec.support.controller"
 local cqueues = require "cqueues"
+local luv_loop = require "spec.support.luv_loop"
+local uv = require "luv"
 
 local REPO = ngx_app.REPO
+local function luv_now() return uv.hrtime() / 1e9 end
 local DEFAULT_MEMORY_KB = 8 * 1024
 
 -- TLS servers by name: their offset from the plain port and certificate.
@@ -128,6 +132,16 @@ local TRANSPORTS = {
       return cases.run(case, base_url(case), { transport = "cqueues", ca_file = ca_file }, cqueues.monotime, true)
     end)
   end, "cqueues" },
+  { "luv", function(case)
+    return luv_loop.run(function()
+      return cases.run(case, base_url(case), { transport = "luv", ca_file = ca_file }, luv_now)
+    end)
+  end },
+  { "luv batch", function(case)
+    return luv_loop.run(function()
+      return cases.run(case, base_url(case), { transport = "luv", ca_file = ca_file }, luv_now, true)
+    end)
+  end, "luv" },
   { "ngx", function(case)
     local url = ("%s/conformance?case=%s&base=%s"):format(app.base_url, case.slug,
       base_url(case):gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end))

@@ -28,6 +28,7 @@ local RUNNERS = {
   ["examples/openresty/run"] = "spec/openresty_example_spec.lua",
   ["busted examples/emulator_spec.lua"] = "here",
   ["examples/cqueues/update_opportunities.lua"] = "here",
+  ["examples/neovim/truto.lua"] = "spec/neovim_spec.lua",
   ["make docs"] = "spec/docs_spec.lua",
   ["make test"] = "ci",
 }

@@ -43,9 +43,13 @@ local UNCAPPED = 2 ^ 53
 ---@field on_request? fun(request: table, attempt: integer)
 ---@field sleep? fun(seconds: number) waits between attempts (default: the transport's; tests pass a fake)
 -- `"auto"` (default: cosockets inside nginx, libcurl elsewhere), `"curl"`,
--- `"ngx"`, `"cqueues"` (in a coroutine of a cqueues controller), or a table
--- with a `perform(self, request, call)` method.
----@field transport? "auto"|"curl"|"ngx"|"cqueues"|table
+-- `"ngx"`, `"cqueues"` (in a coroutine of a cqueues controller), `"luv"` (in
+-- a coroutine, over libuv: lua-luv or Neovim's `vim.loop`), or a table with a
+-- `perform(self, request, call)` method.
+---@field transport? "auto"|"curl"|"ngx"|"cqueues"|"luv"|table
+-- With transport `"luv"`: the uv module to use (default: Neovim's `vim.uv` or
+-- `vim.loop`, else `require "luv"`), e.g. Luvit's `require "uv"`.
+---@field uv? table
 ---@field ca_file? string a file of CA certificates to verify the server with (default: the system's)
 ---@field ca_path? string a directory of CA certificates (default: the system's)
 ---@field insecure? boolean `true` turns TLS verification off (default `false`)
@@ -96,9 +100,11 @@ local CLIENT_OPTIONS = {
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
   transport = { function(v)
-    return v == "auto" or v == "curl" or v == "ngx" or v == "cqueues"
+    return v == "auto" or v == "curl" or v == "ngx" or v == "cqueues" or v == "luv"
       or (type(v) == "table" and type(v.perform) == "function")
-  end, "\"auto\", \"curl\", \"ngx\", \"cqueues\" or a table with a perform method" },
+  end, "\"auto\", \"curl\", \"ngx\", \"cqueues\", \"luv\" or a table with a perform method" },
+  uv = { function(v) return type(v) == "table" and type(v.new_tcp) == "function" end,
+         "a uv module (luv's, with new_tcp)" },
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
@@ -179,10 +185,11 @@ local function choose_transport(name, options)
     local ngx = rawget(_G, "ngx")
     name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
   end
-  -- A host's transport needs the host's modules (cqueues, ...), which may be missing.
+  -- A host's transport needs the host's modules (cqueues, luv, ...), which may be missing.
   local loaded, transport = pcall(require, "truto." .. name)
+  if loaded then loaded, transport = pcall(transport.new, options) end
   if not loaded then error(("truto.new: transport \"%s\" cannot be loaded: %s"):format(name, transport), 3) end
-  return transport.new(options)
+  return transport
 end
 
 --- A client, made by `truto.new`: the three APIs, client-side batches and a
