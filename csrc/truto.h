@@ -11,8 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
-#include <lauxlib.h>
+#include "compat.h"
 
 #define TRUTO_VERSION "0.2.0"
 #define TRUTO_API __attribute__((visibility("default")))
@@ -370,13 +369,6 @@ void truto_open_decode(lua_State *L);
 void truto_open_webhook(lua_State *L);
 void truto_open_system(lua_State *L);
 void truto_open_inflate(lua_State *L);
-
-/* Compatibility with the Lua 5.1 C API (LuaJIT). */
-#if LUA_VERSION_NUM < 502
-#define lua_rawlen(L, i) lua_objlen((L), (i))
-#define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
-#define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
-#endif
 
 #pragma GCC visibility pop
 
