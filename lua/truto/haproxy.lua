@@ -107,8 +107,13 @@ function driver.handshake()
   return nil, "TLS is not available on HAProxy's Lua sockets"
 end
 
+-- settimeout raises once the socket's stream is gone (the peer closed).
+local function set_timeout(conn, seconds)
+  return pcall(conn.socket.settimeout, conn.socket, seconds)
+end
+
 function driver.send(conn, data, seconds)
-  conn.socket:settimeout(seconds)
+  if not set_timeout(conn, seconds) then return nil, "closed" end
   local sent = conn.socket:send(data)
   if sent == #data then return true end
   return nil, "closed"
@@ -120,7 +125,7 @@ end
 function driver.receive(conn, max, seconds, need)
   local count = math.min(need or max, max)
   local deadline = _M.now() + seconds
-  conn.socket:settimeout(seconds)
+  if not set_timeout(conn, seconds) then return nil, "closed" end
   -- A read of one byte returns at the first one: the engine then checks
   -- the clock itself.  A longer one may be stretched by a trickle.
   if count > 1 then watch(conn, deadline) end

@@ -10,6 +10,8 @@
 local truto = require "truto"
 local haproxy = require "truto.haproxy"
 
+local core = rawget(_G, "core")   -- HAProxy's
+
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local client = truto.new {}   -- made where the script loads: it opens no connection
 
@@ -68,5 +70,7 @@ core.register_service("conformance", "http", function(applet)
   local args = query(applet)
   local case = cases.by_slug[args.case or ""]
   if not case then return reply(applet, 404, { error = "no such case" }) end
-  reply(applet, 200, cases.run(case, args.base, { transport = "haproxy" }, haproxy.now, args.batch == "1"))
+  local ok, outcome = pcall(cases.run, case, args.base, { transport = "haproxy" }, haproxy.now, args.batch == "1")
+  if not ok then return reply(applet, 500, { error = tostring(outcome) }) end
+  reply(applet, 200, outcome)
 end)
