@@ -6,3 +6,4 @@ files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set
 files["lua/truto/ngx.lua"] = { read_globals = { "ngx" } }
 files["spec/ngx"] = { std = "luajit", globals = { "ngx" } }
 files["spec/support/hostile/server.lua"] = { std = "luajit", globals = { "ngx" } }
+files["examples/haproxy"] = { std = "lua53", read_globals = { "core" } }  -- HAProxy's
