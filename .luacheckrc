@@ -9,3 +9,4 @@ files["spec/support/hostile/server.lua"] = { std = "luajit", globals = { "ngx" }
 -- Run inside Neovim, whose `vim` module is a global; its LuaJIT.
 files["examples/neovim"] = { std = "luajit", read_globals = { "vim" } }
 files["spec/support/neovim_calls.lua"] = { std = "luajit", read_globals = { "vim" } }
+files["examples/haproxy"] = { std = "lua53", read_globals = { "core" } }  -- HAProxy's

@@ -55,7 +55,7 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # spec/readme_spec.lua checks it), and what `make test` needs on top.
 RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev lua-cjson gcc make pkg-config \
                  nginx-light libnginx-mod-http-lua lua-dkjson luajit2 libluajit2-5.1-dev
-TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl lua-cqueues lua-luaossl lua-luv neovim
+TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl lua-cqueues lua-luaossl lua-luv neovim haproxy
 DEB_PACKAGES  := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 LUA_ENV := LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD_DIR)/?.so;;'
@@ -143,6 +143,7 @@ lint:
 # Every spec under Lua 5.4 (the nginx specs load the LuaJIT build), then
 # the server-less ones again under LuaJIT.
 unit: all luajit
+	$(MAKE) LUA_VERSION=5.3 all   # the core HAProxy 2.6 loads (spec/haproxy_spec.lua)
 	$(LUA_ENV) $(LUA) /usr/bin/busted
 	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(LUAJIT_DIR)/?.so;;' \
 	  $(LUAJIT) /usr/bin/busted --cpath='$(LUAJIT_DIR)/?.so' $(LUAJIT_SPECS)

@@ -23,10 +23,9 @@ void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, cleanup);
         lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
+        /* Lua 5.4's to-be-closed variables; earlier Luas never look. */
         lua_pushcfunction(L, cleanup);
         lua_setfield(L, -2, "__close");
-#endif
         lua_pushcfunction(L, tostring);
         lua_setfield(L, -2, "__tostring");
     }

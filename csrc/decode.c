@@ -204,28 +204,19 @@ static void read_number(lua_State *L, reader *r)
         fail(L, r, "number too long");
     memcpy(buf, s, len);
     buf[len] = '\0';
-#if LUA_VERSION_NUM >= 503
     if (integral) {
         errno = 0;
         long long v = strtoll(buf, NULL, 10);
-        if (errno == 0) {
-            lua_pushinteger(L, (lua_Integer)v);
+        if (errno == 0 && truto_push_exact_integer(L, v))
+            return;
+        /* Without an integer subtype (Lua 5.1, 5.2, LuaJIT) an integer a
+         * double cannot hold exactly stays the string it was, so an id
+         * never changes; from 5.3 on one past 64 bits becomes a float. */
+        if (!TRUTO_HAS_INTEGERS) {
+            lua_pushlstring(L, buf, len);
             return;
         }
     }
-#else
-    /* LuaJIT has only doubles: an integer they cannot hold exactly stays
-     * the string it was, so an id never changes. */
-    if (integral) {
-        errno = 0;
-        long long v = strtoll(buf, NULL, 10);
-        if (errno != 0 || v > (1LL << 53) || v < -(1LL << 53))
-            lua_pushlstring(L, buf, len);
-        else
-            lua_pushnumber(L, (lua_Number)v);
-        return;
-    }
-#endif
     lua_pushnumber(L, (lua_Number)strtod(buf, NULL));
 }
 

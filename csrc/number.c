@@ -273,7 +273,6 @@ static size_t format_double(double d, char *out)
     return (size_t)(o - out);
 }
 
-#if LUA_VERSION_NUM >= 503
 static size_t format_integer(lua_Integer v, char *out)
 {
     char digits[24];
@@ -291,14 +290,11 @@ static size_t format_integer(lua_Integer v, char *out)
         out[len++] = digits[--n];
     return len;
 }
-#endif
 
 size_t truto_format_number(lua_State *L, int idx, char *out)
 {
-#if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx))
         return format_integer(lua_tointeger(L, idx), out);
-#endif
     double d = (double)lua_tonumber(L, idx);
     if (!isfinite(d))
         return 0;

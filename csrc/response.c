@@ -186,11 +186,7 @@ static int l_parse_http_date(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-#if LUA_VERSION_NUM >= 503
     lua_pushinteger(L, (lua_Integer)result);
-#else
-    lua_pushnumber(L, (lua_Number)result);
-#endif
     return 1;
 }
 

@@ -19,7 +19,6 @@
 #include <sys/random.h>
 
 #include "truto.h"
-#include <lualib.h>     /* LUA_FILEHANDLE in the Lua 5.1 API (LuaJIT) */
 
 /* core.now() -> seconds on a monotonic clock (float). */
 static int l_now(lua_State *L)
@@ -102,18 +101,10 @@ static int l_random_hex(lua_State *L)
     return 1;
 }
 
-/* The FILE of an open Lua file handle at arg; raises for anything else.
- * The handle's layout differs: a luaL_Stream from 5.2 on (closef is NULL
- * once closed), a pointer to the FILE pointer in 5.1 and LuaJIT (NULL once
- * closed). */
+/* The FILE of an open Lua file handle at arg; raises for anything else. */
 static FILE *check_open_file(lua_State *L, int arg)
 {
-#if LUA_VERSION_NUM >= 502
-    luaL_Stream *stream = (luaL_Stream *)luaL_checkudata(L, arg, LUA_FILEHANDLE);
-    FILE *f = stream->closef ? stream->f : NULL;
-#else
-    FILE *f = *(FILE **)luaL_checkudata(L, arg, LUA_FILEHANDLE);
-#endif
+    FILE *f = truto_file_handle(L, arg);
     if (f == NULL)
         luaL_argerror(L, arg, "attempt to use a closed file");
     return f;

@@ -62,22 +62,7 @@ truto_shape truto_table_shape(lua_State *L, truto_encoder *e, int idx, lua_Integ
             continue;
         }
         lua_pop(L, 1);
-        lua_Integer i = 0;
-#if LUA_VERSION_NUM >= 503
-        /* A table keeps an integral float key as an integer, so any other
-         * key (a float, a boolean, ...) is no index. */
-        int is_integer;
-        i = lua_tointegerx(L, -1, &is_integer);
-        if (!is_integer)
-            i = 0;
-#else
-        if (lua_type(L, -1) == LUA_TNUMBER) {
-            lua_Number d = lua_tonumber(L, -1);
-            /* In range before the cast: converting 2^63 or inf is UB. */
-            if (d >= 1 && d < 9223372036854775807.0 && d == (lua_Number)(lua_Integer)d)
-                i = (lua_Integer)d;
-        }
-#endif
+        lua_Integer i = truto_sequence_position(L, -1);
         if (i >= 1) {
             count++;
             if (i > max)

@@ -11,8 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
-#include <lauxlib.h>
+#include "compat.h"
 
 #define TRUTO_VERSION "0.2.0"
 #define TRUTO_API __attribute__((visibility("default")))
@@ -404,13 +403,6 @@ void truto_open_headers(lua_State *L);
  * a lower-case name it gives that field's value (repeats joined with ", "),
  * truto.core's header_table makes the table of all of them. */
 void truto_push_header_block(lua_State *L, const char *data, size_t len);
-
-/* Compatibility with the Lua 5.1 C API (LuaJIT). */
-#if LUA_VERSION_NUM < 502
-#define lua_rawlen(L, i) lua_objlen((L), (i))
-#define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
-#define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
-#endif
 
 #pragma GCC visibility pop
 

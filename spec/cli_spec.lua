@@ -67,7 +67,7 @@ describe("truto command", function()
     local stdin_file, err_file = os.tmpname(), os.tmpname()
     assert(sh.write_file(stdin_file, options.stdin or ""))
     local pipe = assert(io.popen(command .. " <" .. q(stdin_file) .. " 2>" .. q(err_file)))
-    local out = pipe:read("a")
+    local out = pipe:read("*a")
     local _, how, rc = pipe:close()
     local err = assert(sh.read_file(err_file))
     os.remove(stdin_file)
@@ -84,7 +84,7 @@ describe("truto command", function()
   local function on_terminal(shell_command)
     assert(sh.run("command -v script >/dev/null"), "script(1) is missing: apt-get install -y bsdutils")
     local pipe = assert(io.popen("script -qec " .. q(shell_command) .. " /dev/null </dev/null"))
-    local shown = pipe:read("a")
+    local shown = pipe:read("*a")
     local _, how, rc = pipe:close()
     assert.equal("exit", how)
     return shown, rc
@@ -118,7 +118,7 @@ describe("truto command", function()
     if body then cmd[#cmd + 1] = "--data-binary " .. q(body) end
     cmd[#cmd + 1] = q(h.base_url .. path)
     local pipe = assert(io.popen(table.concat(cmd, " ")))
-    local text = pipe:read("a")
+    local text = pipe:read("*a")
     assert(pipe:close())
     return text
   end
@@ -1129,7 +1129,7 @@ describe("truto command", function()
           list[#list + 1] = case
         end
         for method in resource.methods:gmatch("%S+") do
-          local http_method, has_id, has_body = table.unpack(STANDARD[method])
+          local http_method, has_id, has_body = STANDARD[method][1], STANDARD[method][2], STANDARD[method][3]
           local params = { "query" }
           if has_body then table.insert(params, 1, "body") end
           if has_id then table.insert(params, 1, "id") end
@@ -1359,7 +1359,7 @@ Usage: truto datastores VERB ... [options]   (the client's datastores, Truto's /
         assert.equal("function", type(truto.file), "truto.file (lua/truto/init.lua) is missing")
         local path = os.tmpname()
         -- bytes that are not UTF-8: the emulator logs a file part's size and digest
-        local content = "line 1\r\nline 2: \xff\0 binary\r\n--not-the-boundary\r\n"
+        local content = "line 1\r\nline 2: \255\0 binary\r\n--not-the-boundary\r\n"
         assert(sh.write_file(path, content))
         local sum = sh.sha256sum(path)
         local out, err, rc = run { "proxy", "create", "attachments", "-a", ACCOUNT, "-q", "truto_body_passthrough=true",

@@ -2,8 +2,9 @@
 -- spec/support/hostile/cases.lua, played by a real nginx
 -- (spec/support/hostile/), against every transport: libcurl in this
 -- process, cosockets inside the app nginx of spec/ngx, cqueues sockets in
--- a coroutine of a cqueues controller in this process, and libuv handles
--- (luv) in a coroutine on libuv's loop in this process.  Each case has one
+-- a coroutine of a cqueues controller in this process, libuv handles (luv)
+-- in a coroutine on libuv's loop in this process, and HAProxy's Lua sockets
+-- in a service of a real HAProxy (spec/haproxy/services.lua).  Each case has one
 -- expected outcome (kind and retryable, or status and result) and bounds
 -- on time and peak memory, the same for every transport.
 local core = require "truto.core"
@@ -13,6 +14,7 @@ local cases = require "spec.support.hostile.cases"
 local ngx_app = require "spec.support.ngx_app"
 local sh = require "spec.support.shell"
 local controller = require "spec.support.controller"
+local haproxy = require "spec.support.haproxy"
 local cqueues = require "cqueues"
 local luv_loop = require "spec.support.luv_loop"
 local uv = require "luv"
@@ -73,7 +75,7 @@ local function tls_servers(port, prefix)
   return table.concat(blocks, "\n")
 end
 
-local hostile, app, control
+local hostile, app, control, haproxy_app
 local ca_dir, ca_file   -- a copy of the hostile CA, in a dir of this spec's own
 
 setup(function()
@@ -89,8 +91,12 @@ setup(function()
     app = ngx_app.start_app { BASE_URL = "http://127.0.0.1:9", CONFORMANCE_TRUST =
       "lua_ssl_trusted_certificate " .. ca_file .. "; lua_ssl_verify_depth 2;" }
     control = curl_core.session { timeout = 60 }
+    haproxy_app = haproxy.start { module = "spec.haproxy.services",
+      routes = "    http-request use-service lua.conformance if { path /conformance }",
+      env = { TRUTO_API_TOKEN = cases.TOKEN } }
   end)
   if not ok then
+    if haproxy_app then haproxy_app:stop() end
     if hostile then hostile:stop() end
     if app then app:stop() end
     if ca_dir then sh.run("rm -rf " .. sh.quote(ca_dir)) end
@@ -100,6 +106,7 @@ end)
 
 teardown(function()
   if control then control:close() end
+  if haproxy_app then haproxy_app:stop() end
   if app then app:stop() end
   if hostile then hostile:stop() end
   if ca_dir then sh.run("rm -rf " .. sh.quote(ca_dir)) end
@@ -111,6 +118,15 @@ local function base_url(case)
     if server[1] == case.tls then return ("https://127.0.0.1:%d"):format(hostile.port + server[2]) end
   end
   error("no TLS server " .. case.tls)
+end
+
+-- GET <app>/conformance?case=SLUG&base=URL: the case run inside a host (an
+-- nginx or HAProxy app), its outcome as JSON.
+local function control_get(app_url, case, extra)
+  local url = ("%s/conformance?case=%s&base=%s%s"):format(app_url, case.slug,
+    base_url(case):gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end), extra or "")
+  local status, _, body = control:perform { url = url, timeout = 60 }
+  return status, body
 end
 
 -- The case's outcome with each transport (and the libcurl multi handle of
@@ -143,13 +159,22 @@ local TRANSPORTS = {
     end)
   end, "luv" },
   { "ngx", function(case)
-    local url = ("%s/conformance?case=%s&base=%s"):format(app.base_url, case.slug,
-      base_url(case):gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end))
-    local status, _, body = control:perform { url = url, timeout = 60 }
+    local status, body = control_get(app.base_url, case)
     assert(status == 200, "the app failed: " .. tostring(status) .. " " .. tostring(body) .. "\n"
       .. ngx_app.error_log(app))
     return truto.decode_json(body)
   end },
+  { "haproxy", function(case)
+    local status, body = control_get(haproxy_app.base_url, case)
+    assert(status == 200, "HAProxy failed: " .. tostring(status) .. " " .. tostring(body) .. "\n" .. haproxy_app:log())
+    return truto.decode_json(body)
+  end },
+  { "haproxy batch", function(case)
+    local status, body = control_get(haproxy_app.base_url, case, "&batch=1")
+    if status == 500 then error(truto.decode_json(body).error, 0) end
+    assert(status == 200, "HAProxy failed: " .. tostring(status) .. " " .. tostring(body) .. "\n" .. haproxy_app:log())
+    return truto.decode_json(body)
+  end, "haproxy" },
 }
 
 local function describe_outcome(o)
@@ -190,7 +215,8 @@ for _, transport in ipairs(TRANSPORTS) do
           assert.same(expect.result, o.result, label)
           if case.header_names then assert.same(case.header_names, o.header_names, label) end
         end
-        assert.is_true(o.seconds <= case.seconds, ("%s: took longer than %.1f s"):format(label, case.seconds))
+        local seconds = expect.seconds or case.seconds
+        assert.is_true(o.seconds <= seconds, ("%s: took longer than %.1f s"):format(label, seconds))
         local memory = case.memory_kb or DEFAULT_MEMORY_KB
         assert.is_true(o.memory_kb <= memory, ("%s: peak memory grew past %d kB"):format(label, memory))
       end)

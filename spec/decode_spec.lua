@@ -15,7 +15,7 @@ describe("truto.decode_json", function()
       assert.equal("integer", math.type(value.remote_data.n))
       assert.equal(12345678901234567, value.remote_data.n)
     else
-      -- LuaJIT: an integer past 2^53 stays the exact string it was
+      -- Lua 5.1, 5.2, LuaJIT: an integer past 2^53 stays the exact string it was
       assert.equal("12345678901234567", value.remote_data.n)
       assert.equal(text:gsub("12345678901234567", '"12345678901234567"'), encode(value))
     end

@@ -27,11 +27,11 @@ describe("truto emulator", function()
     if options.body then args[#args + 1] = "--data-binary " .. shell_quote(options.body) end
     args[#args + 1] = shell_quote(handle.base_url .. path)
     local pipe = io.popen(table.concat(args, " ") .. "; echo \"\n$?\"")
-    local output = pipe:read("a")
+    local output = pipe:read("*a")
     pipe:close()
     local body, exit_code = output:match("^(.*)\n(%d+)\n$")
     local f = io.open(headers_file, "rb")
-    local raw_headers = f:read("a")
+    local raw_headers = f:read("*a")
     f:close()
     os.remove(headers_file)
     local res = { status = tonumber(raw_headers:match("^HTTP/%S+ (%d+)")), headers = {}, body = body,

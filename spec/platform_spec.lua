@@ -279,7 +279,7 @@ describe("the platform resources", function()
   end)
 
   it("are listed in README.md's Platform API section, each with its path and methods", function()
-    local text = assert(io.open("README.md")):read("a")
+    local text = assert(io.open("README.md")):read("*a")
     local listed = {}
     for name, path, methods in text:gmatch("\n| `([%w_]+)` | `(/[%w%-]+)` | ([^|\n]-) |") do
       local list = {}

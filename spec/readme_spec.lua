@@ -29,6 +29,7 @@ local RUNNERS = {
   ["busted examples/emulator_spec.lua"] = "here",
   ["examples/cqueues/update_opportunities.lua"] = "here",
   ["examples/neovim/truto.lua"] = "spec/neovim_spec.lua",
+  ["haproxy -f examples/haproxy/haproxy.cfg"] = "here",
   ["make docs"] = "spec/docs_spec.lua",
   ["make test"] = "ci",
 }
@@ -188,6 +189,15 @@ describe("README.md #checkout", function()
     assert.same({ "10000003: amount 990 (HTTP 200)", "10000004: amount 1200 (HTTP 200)",
                   "23423523: amount 4200.5 (HTTP 200)" }, lines)
     assert.equal("", err)
+  end)
+
+  it("runs the HAProxy example against the emulator: the service answers the updated record", function()
+    local ok, out, err = sh.script(REPO, user_env(work), readme.block("haproxy -f examples/haproxy/haproxy.cfg"))
+    assert(ok, out .. err)
+    local record = truto.decode_json(out:match("(%b{})%s*$") or "")
+    assert.is_table(record, out .. err)
+    assert.equal("10000003", record.id)
+    assert.equal(4200, record.amount)
   end)
 
   it("shows examples/emulator_spec.lua as it is", function()

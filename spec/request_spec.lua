@@ -232,7 +232,7 @@ describe("build_request", function()
       -- Found by fuzz/request.c: the message stays printable ASCII (no tab,
       -- no bytes that are not UTF-8).
       assert.matches("header name %(with control or non%-ASCII characters%) is not a valid HTTP token$",
-        fails { headers = { ["\xe1h"] = "v" } })
+        fails { headers = { ["\225h"] = "v" } })
       assert.matches("header name %(with control or non%-ASCII characters%) is not a valid HTTP token$",
         fails { headers = { ["X\tB"] = "v" } })
       assert.matches("header name X B is not a valid HTTP token$", fails { headers = { ["X B"] = "v" } })

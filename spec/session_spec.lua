@@ -253,14 +253,15 @@ describe("truto.curl_core.session", function()
       assert.equal("truto.Session", mt.__name)
     end)
 
-    it("is closed at the end of a to-be-closed scope", function()
-      local kept
-      do
-        local s <close> = curl_core.session()
-        kept = s
-      end
-      assert.matches("closed", tostring(kept))
-    end)
+    if _VERSION == "Lua 5.4" then
+      it("is closed at the end of a to-be-closed scope (Lua 5.4)", function()
+        local kept = assert(load([[
+          local s <close> = (...).session()
+          return s
+        ]]))(curl_core)
+        assert.matches("closed", tostring(kept))
+      end)
+    end
 
     it("survives garbage collection of many sessions", function()
       for _ = 1, 200 do curl_core.session() end
@@ -814,7 +815,7 @@ describe("truto.curl_core.session", function()
         local script = [[
           local core, curl_core = require "truto.core", require "truto.curl_core"
           local url, expected_file = ...
-          local f = assert(io.open(expected_file)) local expected = core.decode_json(f:read("a")) f:close()
+          local f = assert(io.open(expected_file)) local expected = core.decode_json(f:read("*a")) f:close()
           local s = curl_core.session {}
           local inside, performing, refused, wrong = 0, false, {}, 0
           local function same(a, b)
@@ -1355,7 +1356,8 @@ describe("truto.curl_core.session against the emulator", function()
     return h.base_url .. "/unified/crm/opportunities" .. path .. "?integrated_account_id=" .. ACCOUNT
   end
   local function with(extra)
-    local t = { table.unpack(HEADERS) }
+    local t = {}
+    for _, line in ipairs(HEADERS) do t[#t + 1] = line end
     for _, line in ipairs(extra) do t[#t + 1] = line end
     return t
   end
@@ -1368,7 +1370,7 @@ describe("truto.curl_core.session against the emulator", function()
                                                    body = sent }
     assert.equal(200, status)
     assert.matches("application/json", headers["content-type"])
-    assert.equal("Renamed \u{e9} deal", cjson.decode(body).name)
+    assert.equal("Renamed \195\169 deal", cjson.decode(body).name)
     assert.equal(0, info.new_connections)     -- the DELETE above opened it
     local _, _, log, again = s:perform{ url = h.base_url .. "/_emulator/requests" }
     assert.equal(0, again.new_connections)

@@ -43,7 +43,7 @@ describe("HTTPS", function()
 
   it("serves https://127.0.0.1 with a CA of its own, and HTTP/2", function()
     assert.equal("https://127.0.0.1:" .. emu.port, emu.base_url)
-    local pem = assert(io.open(emu.ca_file)):read("a")
+    local pem = assert(io.open(emu.ca_file)):read("*a")
     assert.matches("^%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-\n", pem)
     assert.is_true(emu.http2)
   end)

@@ -80,7 +80,7 @@ describe("truto.verify_webhook", function()
   it("checks a body with NUL bytes and binary data", function()
     local body = "a\0b\255"
     local pipe = assert(io.popen("printf 'a\\000b\\377' | openssl dgst -sha256 -hmac " .. SECRET))
-    local hex = pipe:read("a"):match("(%x+)%s*$")
+    local hex = pipe:read("*a"):match("(%x+)%s*$")
     pipe:close()
     assert.same({ true }, { verify("format=sha256,v=" .. hex, body) })
   end)

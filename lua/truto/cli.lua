@@ -6,6 +6,7 @@ local truto = require "truto"
 local core = require "truto.core"   -- isatty and file_info, which truto does not export
 local client_module = require "truto.client"
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
+local unpack = table.unpack or unpack   -- Lua 5.1 and LuaJIT have only the global
 
 local _M = {}
 
@@ -120,7 +121,7 @@ table.sort(FIRST_WORDS)
 
 -- "truto datastores test ID METHOD": a command and its words.
 local function command_words(command)
-  return table.concat({ "truto", command.label, table.unpack(command.words) }, " ")
+  return table.concat({ "truto", command.label, unpack(command.words) }, " ")
 end
 
 -- "truto datastores test ID METHOD [--data BODY]": a command with its
@@ -309,11 +310,11 @@ end
 local function read_body(arg, stdin)
   local text
   if arg == "@-" then
-    text = stdin:read("a")
+    text = stdin:read("*a")
   elseif arg:sub(1, 1) == "@" then
     local f, err = io.open(arg:sub(2), "rb")
     if not f then usage_error("cannot read --data file: " .. err) end
-    text = f:read("a")
+    text = f:read("*a")
     f:close()
   else
     text = arg
@@ -448,7 +449,8 @@ end
 
 local function number_option(value, name, integer)
   local n = tonumber(value)
-  if not n or n < 0 or (integer and math.type(n) ~= "integer") then
+  -- Whole numbers are decimal digits: Lua 5.1 and 5.2 have no integer type to ask.
+  if not n or n < 0 or (integer and not value:match("^%d+$")) then
     usage_error(name .. " must be a " .. (integer and "whole number" or "number") .. ", got '" .. value .. "'")
   end
   return n
@@ -547,7 +549,7 @@ local function run(argv, env, out, err, stdin, is_terminal)
     return 2
   end
   local command, first_word = resolve(o.positional)
-  local words = { table.unpack(o.positional, first_word) }
+  local words = { unpack(o.positional, first_word) }
   if #words < #command.words then
     usage_error(("'%s' is missing %s (usage: %s)"):format(command.label, command.words[#words + 1],
       synopsis(command)))
@@ -637,7 +639,7 @@ local function run(argv, env, out, err, stdin, is_terminal)
 
   if o.all then
     local args, n = call_args(command, words, nil, query, opts)
-    for record, failure in target:each(table.unpack(args, 1, n)) do
+    for record, failure in target:each(unpack(args, 1, n)) do
       if not record then
         if drawn then err:write("\n") end   -- the error starts a line of its own
         err:write(tostring(failure), "\n")
@@ -661,7 +663,7 @@ local function run(argv, env, out, err, stdin, is_terminal)
     end
   end
   local args, n = call_args(command, words, body, query, opts)
-  local ok, response_or_err = target[command.method](target, table.unpack(args, 1, n))
+  local ok, response_or_err = target[command.method](target, unpack(args, 1, n))
   if ok and not opts.sink then out:write(type(ok) == "string" and ok or truto.encode_json(ok), "\n") end
   if not ok then
     err:write(tostring(response_or_err), "\n")

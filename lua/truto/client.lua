@@ -42,11 +42,12 @@ local UNCAPPED = 2 ^ 53
 -- `[REDACTED]`), and the attempt's number, from 1.
 ---@field on_request? fun(request: table, attempt: integer)
 ---@field sleep? fun(seconds: number) waits between attempts (default: the transport's; tests pass a fake)
--- `"auto"` (default: cosockets inside nginx, libcurl elsewhere), `"curl"`,
--- `"ngx"`, `"cqueues"` (in a coroutine of a cqueues controller), `"luv"` (in
--- a coroutine, over libuv: lua-luv or Neovim's `vim.loop`), or a table with a
+-- `"auto"` (default: cosockets inside nginx, HAProxy's sockets inside
+-- HAProxy, libcurl elsewhere), `"curl"`, `"ngx"`, `"cqueues"` (in a
+-- coroutine of a cqueues controller), `"luv"` (in a coroutine, over libuv:
+-- lua-luv or Neovim's `vim.loop`), `"haproxy"`, or a table with a
 -- `perform(self, request, call)` method.
----@field transport? "auto"|"curl"|"ngx"|"cqueues"|"luv"|table
+---@field transport? "auto"|"curl"|"ngx"|"cqueues"|"luv"|"haproxy"|table
 -- With transport `"luv"`: the uv module to use (default: Neovim's `vim.uv` or
 -- `vim.loop`, else `require "luv"`), e.g. Luvit's `require "uv"`.
 ---@field uv? table
@@ -100,9 +101,9 @@ local CLIENT_OPTIONS = {
                   "an integer from 0 to 10" },
   headers = { table_, "a table" },
   transport = { function(v)
-    return v == "auto" or v == "curl" or v == "ngx" or v == "cqueues" or v == "luv"
+    return v == "auto" or v == "curl" or v == "ngx" or v == "cqueues" or v == "luv" or v == "haproxy"
       or (type(v) == "table" and type(v.perform) == "function")
-  end, "\"auto\", \"curl\", \"ngx\", \"cqueues\", \"luv\" or a table with a perform method" },
+  end, "\"auto\", \"curl\", \"ngx\", \"cqueues\", \"luv\", \"haproxy\" or a table with a perform method" },
   uv = { function(v) return type(v) == "table" and type(v.new_tcp) == "function" end,
          "a uv module (luv's, with new_tcp)" },
   idempotency = { function(v) return v == "auto" or v == false end, "\"auto\" or false" },
@@ -177,13 +178,21 @@ local function checked_copy(given, known, what, level)
   return copy
 end
 
--- Inside nginx (OpenResty) the cosocket transport, so that no call blocks
--- a worker; libcurl everywhere else.
+-- Inside nginx (OpenResty) the cosocket transport and inside HAProxy its
+-- sockets' (each host known by its global), so that no call blocks the
+-- host's loop; libcurl everywhere else.
 local function choose_transport(name, options)
   if type(name) == "table" then return name end
   if name == "auto" then
-    local ngx = rawget(_G, "ngx")
-    name = (type(ngx) == "table" and type(ngx.get_phase) == "function") and "ngx" or "curl"
+    local ngx, haproxy = rawget(_G, "ngx"), rawget(_G, "core")
+    if type(ngx) == "table" and type(ngx.get_phase) == "function" then
+      name = "ngx"
+    elseif type(haproxy) == "table" and type(haproxy.tcp) == "function"
+      and type(haproxy.register_service) == "function" then
+      name = "haproxy"
+    else
+      name = "curl"
+    end
   end
   -- A host's transport needs the host's modules (cqueues, luv, ...), which may be missing.
   local loaded, transport = pcall(require, "truto." .. name)

@@ -12,8 +12,12 @@
 --     TLS, verifying the certificate against name (a DNS name, sent as SNI,
 --     or an IP address) unless verify is false
 --   send(conn, data, seconds) -> true | nil, err ("timeout", "closed", ...)
---   receive(conn, max, seconds) -> up to max bytes as soon as any arrive |
---     nil, err ("timeout", "closed", ...)
+--   receive(conn, max, seconds, need) -> up to max bytes as soon as any
+--     arrive | nil, err ("timeout", "closed", ...); need (the bytes the
+--     engine needs at least, nil: until the peer closes) is given only to a
+--     host whose reads wait for a whole count (env.counted_reads in
+--     truto.http1), which then reads min(need, max) bytes, fewer only at
+--     the peer's close
 --   close(conn)
 --   usable(conn) -> boolean: open, and nothing arrived while it was idle
 local _M = {}
@@ -90,13 +94,15 @@ function Socket:send(data)
   return #data
 end
 
---- Up to max bytes, as soon as any arrive.
+--- Up to max bytes, as soon as any arrive (or, on a host whose reads wait
+-- for a whole count, the need bytes the engine is sure to take).
 ---@param max integer
+---@param need? integer
 ---@return string|nil data
 ---@return string? err "timeout", "closed" or the host's message
-function Socket:receiveany(max)
+function Socket:receiveany(max, need)
   if not self.conn then return nil, "closed" end
-  return self.driver.receive(self.conn, max, self.seconds)
+  return self.driver.receive(self.conn, max, self.seconds, need)
 end
 
 --- Closes the connection.  Idempotent.

@@ -51,16 +51,18 @@ end
 local Reader = {}
 Reader.__index = Reader
 
---- Buffered input over recv() -> bytes | nil, err ("timeout", "closed", ...).
----@param recv fun(): string?, string?
+--- Buffered input over recv(need) -> bytes | nil, err ("timeout", "closed",
+-- ...); need is how many bytes the parser is sure to take (1 in a line, the
+-- rest of a length or chunk), nil when it reads until the peer closes.
+---@param recv fun(need: integer?): string?, string?
 ---@return table reader
 function _M.reader(recv)
   return setmetatable({ recv = recv, buf = "", pos = 1 }, Reader)
 end
 
 -- Replaces the consumed buffer with the next bytes received.
-function Reader:fill()
-  local data, err = self.recv()
+function Reader:fill(need)
+  local data, err = self.recv(need)
   if not data then return nil, err end
   self.buf, self.pos = data, 1
   return true
@@ -98,7 +100,7 @@ function Reader:line(max)
       parts = parts or {}
       parts[#parts + 1] = piece
     end
-    local ok, err = self:fill()
+    local ok, err = self:fill(1)
     if not ok then return nil, err end
   end
 end
@@ -111,7 +113,7 @@ end
 function Reader:bytes(n, deliver)
   while n > 0 do
     if self.pos > #self.buf then
-      local ok, err = self:fill()
+      local ok, err = self:fill(n)
       if not ok then return nil, err end
     end
     local take = math.min(#self.buf - self.pos + 1, n)
@@ -446,7 +448,9 @@ local DECODE_SLICE = 1024
 -- env: { tcp = fun(): socket, now = fun(): seconds, pool = string,
 -- insecure = boolean, verify_ip = fun(session, ip): session | nil, err
 -- (for sockets whose handshake checks DNS names only: nginx's),
--- tls_hint, resolve_hint = strings added to those errors }.
+-- tls_hint, resolve_hint = strings added to those errors, counted_reads =
+-- true when the host's reads wait for a whole count (HAProxy's): each read
+-- is then `receiveany(max, need)`, need as `reader` says }.
 -- call: { timeout, connect_timeout, sink, max_response_bytes, repeatable }.
 -- A request that is not repeatable goes on a new connection; a repeatable
 -- one whose kept-alive connection turns out dead before any answer is sent
@@ -477,10 +481,15 @@ function _M.perform(env, req, call)
     end
     local any = false
     if ok then
-      reader = _M.reader(function()
+      reader = _M.reader(function(need)
         if now() >= deadline then return nil, "timeout" end
         sock:settimeout(ms_left(deadline, now))
-        local data, rerr = sock:receiveany(READ_SIZE)
+        local data, rerr
+        if env.counted_reads then
+          data, rerr = sock:receiveany(READ_SIZE, need)
+        else
+          data, rerr = sock:receiveany(READ_SIZE)
+        end
         any = any or data ~= nil
         return data, rerr
       end)

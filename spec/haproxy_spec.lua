@@ -1,0 +1,105 @@
+-- The HAProxy transport (transport = "haproxy", picked by "auto" inside
+-- HAProxy) in the real host: Debian's haproxy 2.6 (Lua 5.3) runs the
+-- services of spec/haproxy/services.lua in one thread, against the emulator
+-- on real nginx over loopback.  A call yields to HAProxy's event loop while
+-- it waits, so eight requests that each wait 1 s upstream take about 1 s.
+local truto = require "truto"
+local curl_core = require "truto.curl_core"
+local core = require "truto.core"
+local emu = require "spec.support.emulator"
+local hap = require "spec.support.haproxy"
+
+local ROUTES = table.concat({
+  "    http-request use-service lua.update if { path /update }",
+  "    http-request use-service lua.auto if { path /auto }",
+  "    http-request use-service lua.batch if { path /batch }",
+}, "\n")
+local PREFIX = "/unified/crm/opportunities/"
+
+describe("the HAProxy transport", function()
+  local server
+
+  setup(function()
+    emu.start()
+    server = hap.start { module = "spec.haproxy.services", routes = ROUTES,
+                         env = { TRUTO_BASE_URL = emu.base_url, TRUTO_API_TOKEN = emu.TOKEN } }
+  end)
+  teardown(function()
+    if server then server:stop() end
+    emu.stop()
+  end)
+  before_each(emu.reset)
+
+  local function get(path)
+    local session = curl_core.session { timeout = 30 }
+    local status, _, body = session:perform { url = server.base_url .. path, timeout = 30 }
+    session:close()
+    assert(status, body)
+    return status, truto.decode_json(body)
+  end
+
+  it("is what transport = \"auto\" picks inside HAProxy", function()
+    local status, answer = get("/auto")
+    assert.equal(200, status, server:log())
+    assert.same({ haproxy = true }, answer)
+  end)
+
+  it("answers a request by updating an opportunity on the emulator", function()
+    local status, answer = get("/update?id=10000003&amount=4200")
+    assert.equal(200, status, server:log())
+    assert.equal(200, answer.status)
+    assert.equal(1, answer.attempts)
+    assert.equal("10000003", answer.record.id)
+    assert.equal(4200, answer.record.amount)
+    local requests = emu.requests()
+    assert.equal(1, #requests)
+    assert.equal("PATCH", requests[1].method)
+    assert.equal(PREFIX .. "10000003", requests[1].path)
+    assert.equal('{"amount":4200}', requests[1].body)
+  end)
+
+  it("serves 8 concurrent requests, each waiting 1 s upstream, in under 2 s with one thread", function()
+    local multi = curl_core.multi { timeout = 30, http2 = false, max_host_connections = 8 }
+    local handles = {}
+    local started = core.now()
+    for i = 1, 8 do
+      handles[i] = multi:add { url = ("%s/update?id=%d&amount=%d&delay=1000"):format(server.base_url, 10000002 + i,
+        1000 + i) }
+    end
+    local answers = {}
+    while multi:pending() > 0 do
+      for _, done in ipairs(multi:wait(1)) do answers[done.id] = done end
+    end
+    local elapsed = core.now() - started
+    multi:close()
+    assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
+    for i = 1, 8 do
+      local done = answers[handles[i]]
+      assert.equal(200, done.status, server:log())
+      local answer = truto.decode_json(done.body)
+      assert.equal(tostring(10000002 + i), answer.record.id)
+      assert.equal(1000 + i, answer.record.amount)
+    end
+    local bodies = {}
+    for _, r in ipairs(emu.requests()) do bodies[r.path] = r.body end
+    for i = 1, 8 do assert.equal(('{"amount":%d}'):format(1000 + i), bodies[PREFIX .. (10000002 + i)]) end
+  end)
+
+  it("runs client:batch on HAProxy tasks, concurrently, results in request order", function()
+    local started = core.now()
+    local status, answer = get("/batch?n=8&delay=1000")
+    local elapsed = core.now() - started
+    assert.equal(200, status, server:log())
+    assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
+    for i = 1, 8 do assert.same({ id = tostring(10000002 + i), amount = i }, answer[i]) end
+  end)
+
+  it("raises on_progress's error from client:batch, and the next batch runs clean", function()
+    local status, answer = get("/batch?n=4&delay=200&fail=1")
+    assert.equal(500, status)
+    assert.same({ error = "stop here" }, answer)
+    status, answer = get("/batch?n=4&delay=0")
+    assert.equal(200, status)
+    for i = 1, 4 do assert.same({ id = tostring(10000002 + i), amount = i }, answer[i]) end
+  end)
+end)
