@@ -24,6 +24,7 @@ local _M = {}
 local mt = { __index = _M }
 
 local WATCH_MS = 10   -- how often the watchdog looks at the reads in progress
+local CLOCK_TICK = 0.002   -- seconds: HAProxy's timers and clock have 1 ms steps
 local POLL_MS = 5     -- how often a batch looks whether its tasks are done
 
 local function failure(kind, message, final)
@@ -131,7 +132,9 @@ function driver.receive(conn, max, seconds, need)
   if count > 1 then watch(conn, deadline) end
   local data = conn.socket:receive(count)
   watched[conn] = nil
-  if conn.expired or (data == nil and _M.now() >= deadline) then return nil, "timeout" end
+  -- HAProxy's timers tick in milliseconds: one may end the read a tick
+  -- before the deadline as this clock reads it.
+  if conn.expired or (data == nil and _M.now() >= deadline - CLOCK_TICK) then return nil, "timeout" end
   if data == nil then return nil, "closed" end
   return data
 end
