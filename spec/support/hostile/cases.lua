@@ -238,11 +238,8 @@ _M.CASES = {
                      path = (c.request.uri:match("^[^?]*")), body = c.request.body })
     end },
 
-  -- ---- TLS (servers of their own, see server.lua; `tls` names one).  The
-  -- luv transport has no TLS (README, "Using with luv / Neovim"): every
-  -- https:// call fails with kind "tls" before connecting.
+  -- ---- TLS (servers of their own, see server.lua; `tls` names one).
   { name = "TLS: certificate for the IP address", tls = "ip", expect = answers(200, { tls = true }),
-    differs = { luv = fails("tls", false) },
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB, serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: certificate for another host", tls = "wrong-host", expect = fails("tls", false),
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
@@ -254,7 +251,7 @@ _M.CASES = {
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: redirect from https to http", tls = "ip", call = { follow_redirects = true },
-    expect = fails("protocol", false), differs = { luv = fails("tls", false) },
+    expect = fails("protocol", false),
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 302, {}, { "Location: " .. c.plain .. "/custom/case/echo" }) end },
 }
