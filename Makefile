@@ -18,6 +18,10 @@ CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
 LIBCRYPTO_SONAME ?= $(if $(CRYPTO_LIBDIR),$(CRYPTO_LIBDIR)/)$(or $(shell objdump -p \
                       "$$($(CC) $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) -print-file-name=libcrypto.so)" \
                       2>/dev/null | awk '/SONAME/ { print $$2 }'),libcrypto.so.3)
+# libssl: truto.tls (csrc/tls.c), the TLS of the yielding hosts whose sockets
+# have none (luv, Neovim), links it; only their first https connection loads it.
+SSL_LIBS     ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
+                $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 # zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
 ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
@@ -33,19 +37,25 @@ INSTALL_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 BINDIR       ?= $(PREFIX)/bin
 
 BUILD_DIR    ?= build/$(LUA_VERSION)
-# Two C modules: truto.core (the writers, the reader, the request builder,
-# webhooks, inflate, system helpers), which never loads libcurl, and
+# Three C modules: truto.core (the writers, the reader, the request builder,
+# webhooks, inflate, system helpers), which never loads libcurl,
 # truto.curl_core (the libcurl session and multi), which lua/truto/curl.lua
-# loads at the first transfer.  truto.curl_core carries its own copy of the
-# few helpers of truto.core it uses (CURL_HELPERS).
+# loads at the first transfer, and truto.tls (TLS over memory buffers, on
+# libssl), which lua/truto/cosocket.lua loads at a driver's first https
+# handshake.  The other two carry their own copy of the few helpers of
+# truto.core they use (CURL_HELPERS, TLS_HELPERS).
 CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
 CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c csrc/headers.c
-CORE_SOURCES := $(filter-out $(CURL_SOURCES),$(wildcard csrc/*.c))
+TLS_SOURCES  := csrc/tls.c
+TLS_HELPERS  := csrc/class.c
+CORE_SOURCES := $(filter-out $(CURL_SOURCES) $(TLS_SOURCES),$(wildcard csrc/*.c))
 # The objects of each module built in directory $(1).
 core_objects  = $(CORE_SOURCES:csrc/%.c=$(1)/obj/%.o)
 curl_objects  = $(CURL_SOURCES:csrc/%.c=$(1)/obj/%.o) $(CURL_HELPERS:csrc/%.c=$(1)/obj/%.o)
+tls_objects   = $(TLS_SOURCES:csrc/%.c=$(1)/obj/%.o) $(TLS_HELPERS:csrc/%.c=$(1)/obj/%.o)
 CORE         := $(BUILD_DIR)/truto/core.so
 CURL_CORE    := $(BUILD_DIR)/truto/curl_core.so
+TLS_CORE     := $(BUILD_DIR)/truto/tls.so
 HEADERS      := $(wildcard csrc/*.h)
 ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
                 -I$(LUA_INCDIR) $(CURL_CFLAGS) -DTRUTO_LIBCRYPTO='"$(LIBCRYPTO_SONAME)"'
@@ -66,6 +76,7 @@ LUAJIT_INCDIR  ?= $(shell $(PKG_CONFIG) --variable=includedir luajit 2>/dev/null
 LUAJIT_DIR     := build/luajit
 LUAJIT_CORE    := $(LUAJIT_DIR)/truto/core.so
 LUAJIT_CURL    := $(LUAJIT_DIR)/truto/curl_core.so
+LUAJIT_TLS     := $(LUAJIT_DIR)/truto/tls.so
 # The specs that need no server: they run under LuaJIT as well as Lua 5.4.
 LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
                   truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
@@ -80,7 +91,7 @@ LUAJIT_SPECS   := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
 DEMO_ACCOUNT := 62f44730-dd91-461e-bd6a-aedd9e0ad79d
 
-all: $(CORE) $(CURL_CORE)
+all: $(CORE) $(CURL_CORE) $(TLS_CORE)
 
 $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -94,7 +105,11 @@ $(CURL_CORE): $(call curl_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
 
-luajit: $(LUAJIT_CORE) $(LUAJIT_CURL)
+$(TLS_CORE): $(call tls_objects,$(BUILD_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
+
+luajit: $(LUAJIT_CORE) $(LUAJIT_CURL) $(LUAJIT_TLS)
 
 $(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -108,6 +123,10 @@ $(LUAJIT_CORE): $(call core_objects,$(LUAJIT_DIR))
 $(LUAJIT_CURL): $(call curl_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
+
+$(LUAJIT_TLS): $(call tls_objects,$(LUAJIT_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
 
 # Install whatever Debian package is missing (as root, or through sudo);
 # run-deps: only those the library, the emulator and the examples need.
@@ -169,6 +188,7 @@ ASAN_CC      ?= gcc
 ASAN_DIR     := build/asan
 ASAN_CORE    := $(ASAN_DIR)/truto/core.so
 ASAN_CURL    := $(ASAN_DIR)/truto/curl_core.so
+ASAN_TLS     := $(ASAN_DIR)/truto/tls.so
 # gcc's "undefined" leaves out float-cast-overflow (clang's includes it).
 ASAN_CFLAGS  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
@@ -193,6 +213,10 @@ $(ASAN_CURL): $(call curl_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(CURL_LIBS)
 
+$(ASAN_TLS): $(call tls_objects,$(ASAN_DIR))
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
+
 $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) -shared -fPIC -O2 -o $@ $<
@@ -201,7 +225,7 @@ $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 asan: deps
 	@$(MAKE) -s asan-run
 
-asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_DIR)/unpreload.so
+asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_TLS) $(ASAN_DIR)/unpreload.so
 	@log=$(ASAN_DIR)/busted.log; \
 	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
@@ -322,7 +346,7 @@ EMULATOR_DIR  := $(INSTALL_LMOD)/truto/emulator
 EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
 COMMANDS      := truto truto-emulator
 INSTALLED     := $(LUA_MODULES:lua/%=$(INSTALL_LMOD)/%) \
-                 $(INSTALL_CMOD)/truto/core.so $(INSTALL_CMOD)/truto/curl_core.so \
+                 $(INSTALL_CMOD)/truto/core.so $(INSTALL_CMOD)/truto/curl_core.so $(INSTALL_CMOD)/truto/tls.so \
                  $(EMULATOR_DIR)/nginx.conf.in $(EMULATOR_DIR)/fixtures.json \
                  $(EMULATOR_LUA:emulator/%=$(EMULATOR_DIR)/%) $(COMMANDS:%=$(BINDIR)/%)
 # Directories that hold nothing but ours, deepest first: uninstall removes them.
@@ -338,7 +362,7 @@ check-install-paths:
 
 install: install-lib install-bin
 
-install-lib: check-install-paths $(CORE) $(CURL_CORE)
+install-lib: check-install-paths $(CORE) $(CURL_CORE) $(TLS_CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
 	@for f in $(LUA_MODULES); do \
@@ -349,7 +373,7 @@ install-lib: check-install-paths $(CORE) $(CURL_CORE)
 	      && chmod 644 "$$dest" || exit 1; \
 	  else install -m 644 "$$f" "$$dest" || exit 1; fi; \
 	done
-	install -m 755 $(CORE) $(CURL_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
+	install -m 755 $(CORE) $(CURL_CORE) $(TLS_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
 	install -m 644 emulator/nginx.conf.in emulator/fixtures.json $(DESTDIR)$(EMULATOR_DIR)/
 	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
 

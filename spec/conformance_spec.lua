@@ -11,6 +11,7 @@ local core = require "truto.core"
 local curl_core = require "truto.curl_core"
 local truto = require "truto"
 local cases = require "spec.support.hostile.cases"
+local hostile_server = require "spec.support.hostile.start"
 local ngx_app = require "spec.support.ngx_app"
 local sh = require "spec.support.shell"
 local controller = require "spec.support.controller"
@@ -19,72 +20,15 @@ local cqueues = require "cqueues"
 local luv_loop = require "spec.support.luv_loop"
 local uv = require "luv"
 
-local REPO = ngx_app.REPO
 local function luv_now() return uv.hrtime() / 1e9 end
 local DEFAULT_MEMORY_KB = 8 * 1024
-
--- TLS servers by name: their offset from the plain port and certificate.
-local TLS = { { "ip", 1 }, { "wrong-host", 2 }, { "expired", 3 }, { "untrusted", 4 } }
-
--- Certificates and payloads, made in the hostile server's temp dir (the CA
--- comes from truto.emulator.nginx).
-local function prepare(prefix)
-  local q = function(name) return sh.quote(prefix .. "/" .. name) end
-  local key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  local function signed(name, san, days)
-    return table.concat({
-      "echo " .. sh.quote("subjectAltName = " .. san) .. " > " .. q(name .. ".ext"),
-      "openssl req -new -subj /CN=" .. name .. key .. " -keyout " .. q(name .. ".key") .. " -out " .. q(name .. ".csr"),
-      "openssl x509 -req -sha256 -days " .. days .. " -in " .. q(name .. ".csr") .. " -CA " .. q("ca.pem")
-        .. " -CAkey " .. q("ca.key") .. " -set_serial " .. math.random(1, 2 ^ 30) .. " -extfile " .. q(name .. ".ext")
-        .. " -out " .. q(name .. ".pem"),
-    }, " && ")
-  end
-  local commands = {
-    -- Not named 127.0.0.1 in its subject: only the IP address SAN can match.
-    signed("ip", "IP:127.0.0.1", 2),
-    signed("wrong-host", "DNS:wrong.example", 2),
-    signed("expired", "IP:127.0.0.1", -1),
-    "openssl req -x509 -sha256 -days 2 -subj /CN=untrusted -addext 'subjectAltName = IP:127.0.0.1'" .. key
-      .. " -keyout " .. q("untrusted.key") .. " -out " .. q("untrusted.pem"),
-    "head -c 67108864 /dev/zero | gzip -1 > " .. q("bomb.gz"),
-    "seq 1 4000 | gzip -9 > " .. q("text.gz"),
-    "printf '{\"gzipped\":true}' | gzip > " .. q("json.gz"),
-  }
-  for _, command in ipairs(commands) do
-    if not sh.run("(" .. command .. ") >>" .. q("prepare.log") .. " 2>&1") then
-      return nil, "failed: " .. command .. "\n" .. (sh.read_file(prefix .. "/prepare.log") or "")
-    end
-  end
-  return true
-end
-
-local function tls_servers(port, prefix)
-  local blocks = {}
-  for _, server in ipairs(TLS) do
-    local name, offset = server[1], server[2]
-    blocks[#blocks + 1] = table.concat({
-      "    server {",
-      "        listen 127.0.0.1:" .. port + offset .. " ssl;",
-      "        ssl_certificate " .. prefix .. "/" .. name .. ".pem;",
-      "        ssl_certificate_key " .. prefix .. "/" .. name .. ".key;",
-      "        location / { content_by_lua_block { require(\"spec.support.hostile.server\").serve() } }",
-      "    }",
-    }, "\n")
-  end
-  return table.concat(blocks, "\n")
-end
 
 local hostile, app, control, haproxy_app
 local ca_dir, ca_file   -- a copy of the hostile CA, in a dir of this spec's own
 
 setup(function()
   local ok, err = pcall(function()
-    hostile = ngx_app.start_server {
-      template = REPO .. "/spec/support/hostile/nginx.conf.in", kind = "truto-hostile",
-      certificates = "IP:127.0.0.1", prepare = prepare,
-      values = function(port, prefix) return { REPO = REPO, TLS_SERVERS = tls_servers(port, prefix) } end,
-    }
+    hostile = hostile_server.start()
     ca_dir = assert(sh.mktemp("truto-conformance"))
     ca_file = ca_dir .. "/ca.pem"
     assert(sh.run("cp " .. sh.quote(hostile.ca_file) .. " " .. sh.quote(ca_file)))
@@ -114,10 +58,7 @@ end)
 
 local function base_url(case)
   if not case.tls then return hostile.base_url end
-  for _, server in ipairs(TLS) do
-    if server[1] == case.tls then return ("https://127.0.0.1:%d"):format(hostile.port + server[2]) end
-  end
-  error("no TLS server " .. case.tls)
+  return ("https://127.0.0.1:%d"):format(hostile_server.tls_port(hostile, case.tls))
 end
 
 -- GET <app>/conformance?case=SLUG&base=URL: the case run inside a host (an

@@ -265,21 +265,87 @@ describe("the luv transport", function()
   end)
 end)
 
-describe("the luv transport over HTTPS", function()
+describe("the luv transport over HTTPS (truto.tls over libuv's TCP handles)", function()
   local server
 
   setup(function() server = assert(emulator.start { tls = true }) end)
   teardown(function() server:stop() end)
+  before_each(function() assert(server:reset()) end)
 
-  it("fails with kind \"tls\" before connecting: libuv has no TLS", function()
-    local c = truto.new { transport = "luv", token = emu.TOKEN, base_url = server.base_url, ca_file = server.ca_file }
+  local function https_client(options)
+    local o = { transport = "luv", token = emu.TOKEN, base_url = server.base_url, ca_file = server.ca_file,
+                max_retries = 0 }
+    for k, v in pairs(options or {}) do
+      if v == false then v = nil end   -- false: leave the option out
+      o[k] = v
+    end
+    return truto.new(o)
+  end
+
+  it("updates an opportunity at https://127.0.0.1 (verified by IP address), keeping the connection alive", function()
+    local c = https_client()
+    local outcomes = loop.run(function()
+      local seen = {}
+      for i = 1, 3 do
+        local record, response = c.unified_api:update("crm", "opportunities", "10000003", { amount = 700 + i }, Q)
+        seen[i] = { record and record.amount, response.status, response.info.reused }
+      end
+      return seen
+    end)
+    assert.same({ { 701, 200, false }, { 702, 200, true }, { 703, 200, true } }, outcomes)
+    local log = assert(server:requests())
+    assert.equal(3, #log)
+    assert.equal('{"amount":703}', log[3].body)
+    assert.equal("Bearer " .. emu.TOKEN, log[3].headers.authorization)
+    loop.close(c)
+  end)
+
+  it("verifies https://localhost by name (SNI), and runs 8 calls of 1 s concurrently in under 2 s", function()
+    local c = https_client { base_url = server.base_url:gsub("127%.0%.0%.1", "localhost") }
+    local requests = {}
+    for i = 1, 8 do
+      requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
+                      id = tostring(10000002 + i), body = { amount = i }, query = Q, opts = delayed(1000) }
+    end
+    local tick = loop.ticker(1)
+    local started = now()
+    local results = loop.run(function() return c:batch(requests) end)
+    local elapsed = elapsed_since(started)
+    assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
+    assert.is_true(tick.ticks >= 15, "ticks: " .. tick.ticks)
+    for i, r in ipairs(results) do
+      assert.equal(tostring(10000002 + i), r[1] and r[1].id, tostring(r[2]))
+      assert.equal(i, r[1].amount)
+    end
+    loop.close(c)
+  end)
+
+  it("fails verification with kind \"tls\", not retried, nothing sent, without the server's CA", function()
+    local c = https_client { ca_file = false, max_retries = 2 }
     local record, err = loop.run(function() return c.unified_api:get("crm", "opportunities", "10000003", Q) end)
     assert.is_nil(record)
     assert.equal("tls", err.kind)
-    assert.equal("cannot reach " .. server.base_url .. ": transport \"luv\" has no TLS (libuv has none); "
-      .. "use https through a TLS proxy, or another transport", err.message)
+    assert.equal("TLS handshake with 127.0.0.1 failed: unable to get local issuer certificate", err.message)
     assert.is_false(err.retryable)
+    assert.equal(1, err.attempts)
     assert.same({}, assert(server:requests()))
+    loop.close(c)
+  end)
+
+  it("with insecure = true, takes a certificate it cannot verify", function()
+    local c = https_client { ca_file = false, insecure = true }
+    local record = loop.run(function() return c.unified_api:get("crm", "opportunities", "10000003", Q) end)
+    assert.equal("10000003", record.id)
+    loop.close(c)
+  end)
+
+  it("a bad ca_file: kind \"tls\" saying why", function()
+    local c = https_client { ca_file = "/nonexistent/ca.pem" }
+    local record, err = loop.run(function() return c.unified_api:get("crm", "opportunities", "10000003", Q) end)
+    assert.is_nil(record)
+    assert.equal("tls", err.kind)
+    assert.equal("TLS handshake with 127.0.0.1 failed: cannot load the CA certificates of /nonexistent/ca.pem: "
+      .. "No such file or directory", err.message)
     loop.close(c)
   end)
 end)

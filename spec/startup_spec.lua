@@ -1,6 +1,7 @@
 -- Start-up: `require "truto"` and the libcurl transport's Lua module load no
 -- libcurl; truto.curl_core (which curl.lua requires at the first transfer)
--- does.  Each case runs in a fresh lua5.4 on build/5.4's modules (under make
+-- does.  Nor does a luv client load libssl before truto.tls (its first https
+-- connection).  Each case runs in a fresh lua5.4 on build/5.4's modules (under make
 -- asan this process's core needs runtimes a child does not get) and reads
 -- that process's /proc/self/maps.
 local sh = require "spec.support.shell"
@@ -29,6 +30,16 @@ describe("start-up", function()
       local before = memory.mapped("libcurl")
       client:ping()
       print(before, memory.mapped("libcurl"))]]))
+  end)
+
+  it("a luv client loads no libssl; truto.tls (its first https handshake) does", function()
+    assert.equal("false\tfalse\ttrue\n", fresh_lua([[
+      local truto = require "truto"
+      local after_truto = memory.mapped("libssl")
+      truto.new { token = "t", transport = "luv" }
+      local after_client = memory.mapped("libssl")
+      require "truto.tls"
+      print(after_truto, after_client, memory.mapped("libssl"))]]))
   end)
 
   it("require \"truto.curl_core\" loads libcurl, whose version it tells", function()

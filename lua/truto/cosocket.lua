@@ -20,7 +20,12 @@
 --     the peer's close
 --   close(conn)
 --   usable(conn) -> boolean: open, and nothing arrived while it was idle
+-- A host whose sockets only move bytes gives its driver TLS with `_M.tls`.
 local _M = {}
+
+-- The most ciphertext read from the socket at a time while TLS waits for
+-- more (a record is at most about 16 KiB).
+local TLS_READ_BYTES = 64 * 1024
 
 local Socket = {}
 Socket.__index = Socket
@@ -126,6 +131,100 @@ function Socket:setkeepalive(ms, size)
   self.pool:put(self.key, self.conn, self.reused, ms / 1000, size)
   self.conn = nil
   return 1
+end
+
+-- ---- TLS over a driver without it ------------------------------------
+
+--- A driver that adds TLS (truto.tls: OpenSSL over memory buffers) to a
+-- driver whose connections only move bytes: its `handshake` verifies the
+-- certificate (by DNS name with SNI, or by IP address) unless told not to,
+-- then its `send` and `receive` carry plaintext, pumping the ciphertext
+-- through raw's send and receive, each under the operation's time.  The
+-- TLS module and the CAs load at the first handshake.
+---@param raw table a driver without `handshake` (connect, send, receive, close, usable)
+---@param options table { now = fun(): number (seconds), ca_file = string?, ca_path = string? }
+---@return table driver
+function _M.tls(raw, options)
+  local now = options.now
+  local tls, context
+  local d = {}
+
+  -- Sends what the engine has to send; true or nil, err.
+  local function flush(conn, deadline)
+    local out = conn.tls:pending_output()
+    if out == "" then return true end
+    return raw.send(conn.raw, out, math.max(0, deadline - now()))
+  end
+
+  -- Runs conn.tls:method(arg) until it gives a result: sending what it
+  -- wrote, feeding it what the socket receives while it wants more.
+  -- Returns its result, or nil, err ("timeout", "closed", the socket's or
+  -- OpenSSL's reason: a TLS failure's own, though its alert could not be sent).
+  local function pump(conn, seconds, method, arg)
+    local deadline = now() + seconds
+    local engine = conn.tls
+    while true do
+      local result, state = engine[method](engine, arg)
+      local sent, err = flush(conn, deadline)
+      if result then
+        if not sent then return nil, err end
+        return result
+      end
+      if state ~= "want_read" then return nil, state end
+      if not sent then return nil, err end
+      local left = deadline - now()
+      if left <= 0 then return nil, "timeout" end
+      local data
+      data, err = raw.receive(conn.raw, TLS_READ_BYTES, left)
+      if not data then return nil, err end
+      local fed
+      fed, err = engine:feed(data)
+      if not fed then return nil, err end
+    end
+  end
+
+  function d.connect(host, port, seconds)
+    local conn, err = raw.connect(host, port, seconds)
+    if not conn then return nil, err end
+    return { raw = conn }
+  end
+
+  -- truto.tls tells a name from an address by itself.
+  function d.handshake(conn, name, _, verify, seconds)
+    if not context then
+      local found, module = pcall(require, "truto.tls")
+      if not found then return nil, "the TLS module cannot be loaded: " .. tostring(module):match("[^\n]*") end
+      local made, err = module.context { ca_file = options.ca_file, ca_path = options.ca_path }
+      if not made then return nil, err end
+      tls, context = module, made
+    end
+    local made, err = tls.client(context, { host = name, verify = verify })
+    if not made then return nil, err end
+    conn.tls = made
+    return pump(conn, seconds, "handshake")
+  end
+
+  function d.send(conn, data, seconds)
+    if not conn.tls then return raw.send(conn.raw, data, seconds) end
+    return pump(conn, seconds, "write", data)
+  end
+
+  function d.receive(conn, max, seconds)
+    if not conn.tls then return raw.receive(conn.raw, max, seconds) end
+    return pump(conn, seconds, "read", max)
+  end
+
+  function d.close(conn)
+    if conn.tls then conn.tls:close() end
+    raw.close(conn.raw)
+  end
+
+  -- Idle, open, and nothing received that TLS has not handed on.
+  function d.usable(conn)
+    return raw.usable(conn.raw) and not (conn.tls and conn.tls:buffered() > 0)
+  end
+
+  return d
 end
 
 return _M

@@ -4,9 +4,9 @@
 -- libuv's callbacks resume it.  The uv module is the option `uv` (one's own
 -- luv, e.g. Luvit's `require "uv"`), else Neovim's (`vim.uv`, `vim.loop`),
 -- else lua-luv's `require "luv"`.  Kept-alive connections are pooled per
--- client (truto.pool, through truto.cosocket).  libuv has no TLS, so
--- `https://` URLs fail with kind "tls" (README.md, "Using with luv /
--- Neovim").
+-- client (truto.pool, through truto.cosocket).  libuv has no TLS: truto.tls
+-- (OpenSSL over memory buffers) runs over its TCP handles (cosocket.tls),
+-- verified by DNS name or IP address.
 local http1 = require "truto.http1"
 local cosocket = require "truto.cosocket"
 local pool = require "truto.pool"
@@ -271,7 +271,7 @@ function _M.new(options)
   local self = http1.transport(options, mt)
   local wait, abort = waits(uv)
   local function now() return uv.hrtime() / 1e9 end
-  local d = driver(uv, wait)
+  local d = cosocket.tls(driver(uv, wait), { now = now, ca_file = options.ca_file, ca_path = options.ca_path })
   local connections = pool.new(now, d.close)
   self.wait, self.abort = wait, abort
   self.connections = connections
@@ -336,7 +336,7 @@ end
 
 --- Sends req ({method, url, headers, body}) under the transport contract
 -- (lua/truto/http1.lua).  Returns status, headers, body, info, or nil, err;
--- kind "phase" outside a coroutine, kind "tls" for an https:// URL.
+-- kind "phase" outside a coroutine.
 ---@param req table
 ---@param call table
 ---@return integer|nil status
@@ -348,10 +348,6 @@ function _M:perform(req, call)
     return failure("phase", "cannot make an HTTP call outside a coroutine with transport \"luv\": "
       .. "run it in one that libuv's callbacks can resume, e.g. coroutine.wrap(function() ... end)(), "
       .. "with the loop running (uv.run(), or Neovim's own)")
-  end
-  if req.url:sub(1, 8):lower() == "https://" then
-    return nil, { kind = "tls", final = true, message = "cannot reach " .. req.url:match("^%a+://[^/?#]*")
-      .. ": transport \"luv\" has no TLS (libuv has none); use https through a TLS proxy, or another transport" }
   end
   return http1.send(self, req, call)
 end

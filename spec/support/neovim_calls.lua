@@ -1,7 +1,7 @@
 -- Run inside Neovim (nvim --headless, spec/neovim_spec.lua), on its LuaJIT
 -- and its own libuv loop (vim.loop), against the emulator at
--- $TRUTO_BASE_URL: a call from the main thread (kind "phase"), an update
--- that waits 1 s upstream while a 10 ms timer keeps firing, and a batch of
+-- $TRUTO_BASE_URL (http, or https trusting $TRUTO_CA_FILE): a call from the
+-- main thread (kind "phase"), an update that waits 1 s upstream while a 10 ms timer keeps firing, and a batch of
 -- four such updates.  Prints what happened, one line each, then quits
 -- (status 0; 1 when something raised, with the error on stderr).
 local truto = require "truto"
@@ -12,7 +12,8 @@ local delayed = { headers = { ["X-Emulator-Delay-Ms"] = "1000" } }
 local function now() return uv.hrtime() / 1e9 end
 local function say(line) io.stdout:write(line, "\n") end
 
-local client = truto.new { transport = "luv" }
+-- $TRUTO_CA_FILE: the emulator's CA, when it serves https.
+local client = truto.new { transport = "luv", ca_file = os.getenv("TRUTO_CA_FILE") }
 
 local _, err = client.unified_api:get("crm", "opportunities", "10000003", { integrated_account_id = account })
 say(("main thread: %s: %s"):format(err.kind, err.message))

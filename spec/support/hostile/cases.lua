@@ -245,13 +245,11 @@ _M.CASES = {
                      path = (c.request.uri:match("^[^?]*")), body = c.request.body })
     end },
 
-  -- ---- TLS (servers of their own, see server.lua; `tls` names one).  The
-  -- luv transport has no TLS (README, "Using with luv / Neovim"): every
-  -- https:// call fails with kind "tls" before connecting.  HAProxy's Lua
-  -- sockets cannot verify a certificate: the haproxy transport refuses https
-  -- (README, "Using with HAProxy").
+  -- ---- TLS (servers of their own, see server.lua; `tls` names one).
+  -- HAProxy's Lua sockets cannot verify a certificate: the haproxy
+  -- transport refuses https (README, "Using with HAProxy").
   { name = "TLS: certificate for the IP address", tls = "ip", expect = answers(200, { tls = true }),
-    differs = { luv = fails("tls", false), haproxy = fails("tls", false) },
+    differs = { haproxy = fails("tls", false) },
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB, serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: certificate for another host", tls = "wrong-host", expect = fails("tls", false),
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
@@ -263,7 +261,7 @@ _M.CASES = {
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: redirect from https to http", tls = "ip", call = { follow_redirects = true },
-    expect = fails("protocol", false), differs = { luv = fails("tls", false), haproxy = fails("tls", false) },
+    expect = fails("protocol", false), differs = { haproxy = fails("tls", false) },
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 302, {}, { "Location: " .. c.plain .. "/custom/case/echo" }) end },
 }
