@@ -6,7 +6,8 @@ local truto = require "truto"
 local core = require "truto.core"   -- isatty and file_info, which truto does not export
 local client_module = require "truto.client"
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
-local unpack = table.unpack or unpack   -- Lua 5.1 and LuaJIT have only the global
+-- Lua 5.1 and LuaJIT have only the global unpack, 5.2 on only table.unpack.
+local unpack = table.unpack or unpack   -- luacheck: ignore 113 143
 
 local _M = {}
 
