@@ -1,4 +1,7 @@
 std = "lua54"
+-- What is installed runs on every Lua: only what 5.1, 5.2, 5.3, 5.4 and LuaJIT all have.
+files["lua"] = { std = "min" }
+files["bin"] = { std = "min" }
 max_line_length = 120
 files["spec"] = { std = "+busted", max_line_length = 140 }
 exclude_files = { "build" }

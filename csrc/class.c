@@ -20,12 +20,16 @@ void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
         lua_setfield(L, -2, "__name");
         lua_newtable(L);
         luaL_setfuncs(L, methods, 0);
+        /* close, __gc and __close (Lua 5.4's to-be-closed variables; the
+         * others never look) are one value: each push of a C function
+         * makes a new one in the Lua 5.1 API. */
+        lua_pushcfunction(L, cleanup);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "close");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -4, "__gc");
+        lua_setfield(L, -3, "__close");
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, cleanup);
-        lua_setfield(L, -2, "__gc");
-        /* Lua 5.4's to-be-closed variables; earlier Luas never look. */
-        lua_pushcfunction(L, cleanup);
-        lua_setfield(L, -2, "__close");
         lua_pushcfunction(L, tostring);
         lua_setfield(L, -2, "__tostring");
     }

@@ -167,8 +167,8 @@ void truto_json_encode(lua_State *L, truto_encoder *e, int idx, int list_fields)
 /* __tostring of the userdata at 1 with metatable name: "truto.Session
  * (0x...)" or "truto.Session (closed, 0x...)".  Returns 1. */
 int truto_push_handle_name(lua_State *L, const char *name, int closed);
-/* Registers the metatable name: __index (methods), __gc and __close
- * (cleanup), __tostring; then sets field ctor_name of the table on top of the
+/* Registers the metatable name: __index (methods, and cleanup as close),
+ * __gc and __close (cleanup), __tostring; then sets field ctor_name of the table on top of the
  * stack to ctor. */
 void truto_open_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction cleanup, lua_CFunction tostring, const char *ctor_name,

@@ -103,7 +103,8 @@ local function data_dir()
   -- staged under a DESTDIR are not where their names say).
   local source = debug.getinfo(1, "S").source
   local heres = { real_dir(source:sub(1, 1) == "@" and source:sub(2):match("^(.*)/[^/]+$") or ".") or "." }
-  local found = package.searchpath and package.searchpath("truto.emulator", package.path)
+  -- package.searchpath: Lua 5.2 on, and LuaJIT.
+  local found = package.searchpath and package.searchpath("truto.emulator", package.path)   -- luacheck: ignore 143
   if found then heres[2] = real_dir(found:match("^(.*)/[^/]+$") or ".") end
   for _, here in ipairs(heres) do
     for _, dir in ipairs({ here .. "/emulator", here .. "/../../emulator" }) do
