@@ -39,7 +39,7 @@ end
 -- call that forbids it.
 ---@return boolean
 local function yieldable()
-  if coroutine.isyieldable then return coroutine.isyieldable() end
+  if coroutine.isyieldable then return coroutine.isyieldable() end   -- luacheck: ignore 143 (5.3 on)
   local co, main = coroutine.running()
   return co ~= nil and not main
 end
