@@ -65,7 +65,7 @@ end
 ---@return string
 function _M.page_json(records, bytes)
   local out = {}
-  for i = 1, records do out[i] = page_record(i, bytes // records - 2) end
+  for i = 1, records do out[i] = page_record(i, math.floor(bytes / records) - 2) end
   return '{"result":[' .. table.concat(out, ",") .. '],"next_cursor":null}'
 end
 

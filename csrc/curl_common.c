@@ -273,30 +273,36 @@ static void check_form(lua_State *L, int idx)
     lua_pop(L, 1);
 }
 
-/* The body at idx for method: returns whether a payload is sent (possibly
- * empty: POST, PUT and PATCH send Content-Length: 0 without a body); a table
- * is a multipart form (*form set). */
-static int check_body(lua_State *L, int idx, const char *method, const char **body, size_t *len, int *form)
+/* The body at idx for r->method: returns whether a payload is sent
+ * (possibly empty: POST, PUT and PATCH send Content-Length: 0 without a
+ * body); a table is a multipart form (r->form set), a truto.Body bytes held
+ * in C (r->held set). */
+static int check_body(lua_State *L, int idx, truto_transfer_request *r)
 {
-    *body = NULL;
-    *len = 0;
-    *form = 0;
+    const char *method = r->method;
+    r->body = NULL;
+    r->body_len = 0;
     if (!lua_isnil(L, idx)) {
         if (lua_type(L, idx) == LUA_TTABLE) {
             check_form(L, idx);
-            *form = 1;
-        } else if (lua_type(L, idx) != LUA_TSTRING) {
-            luaL_error(L, "truto: request body must be a string, a form or nil, got %s",
-                       luaL_typename(L, idx));
+            r->form = 1;
+        } else if (lua_type(L, idx) == LUA_TSTRING) {
+            r->body = lua_tolstring(L, idx, &r->body_len);
+        } else if ((r->held = truto_to_body(L, idx)) != NULL) {
+            if (r->held->data == NULL)
+                luaL_error(L, "truto: request body is closed");
+            r->body = r->held->data;
+            r->body_len = r->held->len;
         } else {
-            *body = lua_tolstring(L, idx, len);
+            luaL_error(L, "truto: request body must be a string, a truto.Body, a form or nil, got %s",
+                       luaL_typename(L, idx));
         }
         if (strcmp(method, "HEAD") == 0)
             luaL_error(L, "truto: a HEAD request cannot have a body");
         return 1;
     }
     if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0) {
-        *body = "";
+        r->body = "";
         return 1;
     }
     return 0;
@@ -618,7 +624,7 @@ void truto_check_request(lua_State *L, const char *const *fields,
     r->method = check_method(L, TRUTO_ARG_METHOD);
     r->url = check_url(L, TRUTO_ARG_URL);
     check_header_lines(L, TRUTO_ARG_HEADERS);
-    r->has_body = check_body(L, TRUTO_ARG_BODY, r->method, &r->body, &r->body_len, &r->form);
+    r->has_body = check_body(L, TRUTO_ARG_BODY, r);
     r->timeout_ms = lua_isnil(L, TRUTO_ARG_TIMEOUT) ? o->timeout_ms
                                                     : check_seconds(L, TRUTO_ARG_TIMEOUT, "timeout");
     r->connect_timeout_ms = lua_isnil(L, TRUTO_ARG_CONNECT_TIMEOUT)

@@ -51,7 +51,9 @@ typedef struct xfer {
     int handle_ready;               /* CURLOPT_PRIVATE and truto_setopt_handle done */
     truto_applied applied;          /* the request options the handle holds */
     long pipewait;                  /* CURLOPT_PIPEWAIT as set (-1: unknown) */
-    int payload;                    /* the handle holds a copy of the request body */
+    int payload;                    /* the handle holds a copy of the request body, or held's bytes */
+    truto_body *held;               /* the truto.Body sent without a copy, pinned, or NULL */
+    int held_ref;                   /* its registry reference, which keeps it alive meanwhile */
     int decode_json;
     int state;
     CURLcode code;                  /* result, once XFER_DONE */
@@ -97,10 +99,21 @@ static void unlist(multi *m, xfer *x)
     last->slot = x->slot;
 }
 
+/* Lets go of the truto.Body the transfer sends from. */
+static void unhold(lua_State *L, xfer *x)
+{
+    if (x->held == NULL)
+        return;
+    x->held->pins--;
+    luaL_unref(L, LUA_REGISTRYINDEX, x->held_ref);
+    x->held = NULL;
+}
+
 /* A finished (or never started) transfer back to the pool: the handle lets
- * go of the form and of its copy of the body (the header list is kept for
- * its next request); large buffers go back to the system. */
-static void release(multi *m, xfer *x)
+ * go of the form and of its copy of the body or the Body it sent (the
+ * header list is kept for its next request); large buffers go back to the
+ * system. */
+static void release(lua_State *L, multi *m, xfer *x)
 {
     if (x->mime != NULL) {
         curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
@@ -110,6 +123,7 @@ static void release(multi *m, xfer *x)
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, (char *)NULL);   /* frees the copy */
     }
     x->payload = 0;
+    unhold(L, x);
     truto_reply_reset(&x->reply);
     x->state = XFER_IDLE;
     if (m->nidle >= MAX_IDLE) {
@@ -185,6 +199,7 @@ static int multi_cleanup(lua_State *L)
         xfer *x = m->all[i];
         if (x->state == XFER_ACTIVE && m->cm != NULL)
             curl_multi_remove_handle(m->cm, x->easy);
+        unhold(L, x);
         xfer_free(x);
     }
     free(m->all);
@@ -292,7 +307,7 @@ static CURLcode setopt_transfer(multi *m, xfer *x, const truto_transfer_request 
         x->pipewait = rc == CURLE_OK ? pipewait : -1;
     }
     if (rc == CURLE_OK)
-        rc = (CURLcode)truto_setopt_request(e, &x->applied, r, x->headers, 1);
+        rc = (CURLcode)truto_setopt_request(e, &x->applied, r, x->headers, r->held == NULL);
     return rc;
 }
 
@@ -308,16 +323,31 @@ static int l_add(lua_State *L)
     int decode_json = !lua_isnil(L, ARG_DECODE_JSON) &&
                       truto_check_boolean(L, ARG_DECODE_JSON, "request decode_json");
 
+    /* A truto.Body is sent from its own bytes, not copied: the registry
+     * keeps it alive until the transfer is released. */
+    int held_ref = LUA_NOREF;
+    if (r.held != NULL) {
+        lua_pushvalue(L, TRUTO_ARG_BODY);
+        held_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+
     /* From here on nothing raises until the transfer is owned by a list. */
     xfer *x = acquire(m);
-    if (x == NULL)
+    if (x == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, held_ref);
         return luaL_error(L, "truto: out of memory");
+    }
+    if (r.held != NULL) {
+        x->held = r.held;
+        x->held_ref = held_ref;
+        r.held->pins++;
+    }
     if (!truto_header_list(L, TRUTO_ARG_HEADERS, &r, &x->headers) ||
         (r.form && !truto_mime_build(L, x->easy, &x->reply, &x->mime))) {
         /* The list may have lost the node the handle points to. */
         curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
         x->applied.known = 0;
-        release(m, x);
+        release(L, m, x);
         return luaL_error(L, "truto: out of memory");
     }
     r.mime = x->mime;
@@ -473,7 +503,7 @@ static int l_wait(lua_State *L)
         xfer *x = m->done;
         m->done = x->next;
         m->pending--;
-        release(m, x);
+        release(L, m, x);
     }
     m->done_tail = NULL;
     return 1;
@@ -497,7 +527,7 @@ static int l_abort(lua_State *L)
         /* release() may free x and move the last transfer into slot i:
          * look at slot i again unless x went to the idle pool. */
         size_t before = m->nall;
-        release(m, x);
+        release(L, m, x);
         if (m->nall == before)
             i++;
     }

@@ -1,6 +1,7 @@
 /*
  * The request builder: (method, base URL, path segments, query, headers,
- * token, body) -> { method, url, headers = { "Name: value", ... }, body }.
+ * token, body) -> { method, url, headers = { "Name: value", ... }, body }:
+ * the body a string, or a truto.Body (body.c) over TRUTO_BODY_THRESHOLD.
  * Everything a transport sends is decided here, so libcurl and the nginx
  * cosocket transport put the same bytes on the wire.
  */
@@ -416,7 +417,12 @@ static int l_build_request(lua_State *L)
         lua_getfield(L, 1, "list_fields");
         int list_fields = lua_type(L, -1) == LUA_TTABLE ? lua_gettop(L) : 0;
         truto_json_encode(L, e, body, list_fields);
-        truto_bytes_push(L, out);
+        /* A large body keeps the buffer it was written in: a string would
+         * be a second copy while the buffer still holds the first. */
+        if (out->len > TRUTO_BODY_THRESHOLD)
+            truto_body_push(L, out);
+        else
+            truto_bytes_push(L, out);
         lua_setfield(L, 3, "body");
         out->len = 0;
     }

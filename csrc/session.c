@@ -278,7 +278,13 @@ static int perform_busy(lua_State *L)
      * headers and decoding the body allocate, so a finalizer may run and
      * call close or perform on this session, which must not free or refill
      * the buffers read. */
+    /* A sink runs Lua during the transfer: it must not close the Body
+     * libcurl reads (the request table, on the stack, keeps it alive). */
+    if (r.held != NULL)
+        r.held->pins++;
     transfer(s, &r, &o);
+    if (r.held != NULL)
+        r.held->pins--;
     s->L = NULL;
     /* The handle must not keep pointers to the body or the form (the list
      * is kept for the next request). */

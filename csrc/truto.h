@@ -91,6 +91,33 @@ static inline void truto_bytes_addc(lua_State *L, truto_bytes *b, char c)
 }
 void truto_bytes_push(lua_State *L, const truto_bytes *b);
 
+/* ---- large request bodies (body.c) --------------------------------------
+ * build_request hands a JSON body over this size to a truto.Body userdata,
+ * which takes the encoder's buffer as it is: no Lua string copy of it. */
+#define TRUTO_BODY_MT "truto.Body"
+#define TRUTO_BODY_THRESHOLD ((size_t)1024 * 1024)
+
+typedef struct {
+    char *data;         /* malloc'd, NULL once closed */
+    size_t len;
+    int pins;           /* transfers sending from data: close is refused */
+} truto_body;
+
+/* Pushes a Body that takes out's bytes, leaving out empty. */
+void truto_body_push(lua_State *L, truto_bytes *out);
+
+/* The Body at idx, or NULL when the value is none. */
+static inline truto_body *truto_to_body(lua_State *L, int idx)
+{
+    truto_body *b = (truto_body *)lua_touserdata(L, idx);
+    if (b == NULL || lua_islightuserdata(L, idx) || !lua_getmetatable(L, idx))
+        return NULL;
+    luaL_getmetatable(L, TRUTO_BODY_MT);
+    int is_body = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return is_body ? b : NULL;
+}
+
 /* Walking tables: enter/leave maintain depth, cycle detection and path. */
 void truto_enter(lua_State *L, truto_encoder *e, int idx);
 void truto_leave(truto_encoder *e);
@@ -261,6 +288,7 @@ typedef struct {
     size_t body_len;
     int has_body;                   /* send body (possibly empty) as the payload */
     int form;                       /* the body is a multipart form (lua/truto/multipart.lua) */
+    truto_body *held;               /* the truto.Body body's bytes are in (at TRUTO_ARG_BODY), or NULL */
     struct curl_mime *mime;         /* its parts, built by truto_mime_build, owned by the caller */
     long timeout_ms, connect_timeout_ms;
     size_t max_bytes;

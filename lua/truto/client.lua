@@ -355,8 +355,9 @@ local function decode_failure(headers, body)
 end
 
 -- A copy of a request that is safe to log: the token is replaced, the URL
--- too when it holds a credential (shown_url), and a multipart body is
--- described (its files are never read for the hook).
+-- too when it holds a credential (shown_url), a multipart body is
+-- described (its files are never read for the hook), and a large body held
+-- in C (a truto.Body) becomes the string the hook is documented to get.
 local function redacted(req, shown_url)
   local headers = {}
   for i, line in ipairs(req.headers) do
@@ -365,6 +366,7 @@ local function redacted(req, shown_url)
   end
   local body = req.body
   if type(body) == "table" and multipart().is_form(body) then body = multipart().describe(body) end
+  if type(body) == "userdata" then body = tostring(body) end
   return { method = req.method, url = shown_url or req.url, headers = headers, body = body }
 end
 

@@ -335,9 +335,9 @@ end
 -- ...); the codings this engine decodes are its own to announce.
 local OWN = { ["accept-encoding"] = true }
 
---- The request's bytes, as a list of strings (a multipart form's own bytes
--- are not in it: `multipart.write` sends them).
----@param req table { method, headers (lines), body: a string or a multipart form }
+--- The request's head, as a list of strings: the body is sent apart (a
+-- string or a truto.Body in slices, a multipart form by `multipart.write`).
+---@param req table { method, headers (lines), body: a string, a truto.Body or a multipart form }
 ---@param url table from parse_url
 ---@return string[] text
 function _M.request_text(req, url)
@@ -358,7 +358,6 @@ function _M.request_text(req, url)
     lines[#lines + 1] = "Content-Length: " .. #(body or "") .. "\r\n"
   end
   lines[#lines + 1] = "\r\n"
-  if body then lines[#lines + 1] = body end
   return lines
 end
 
@@ -370,14 +369,14 @@ local function ms_left(deadline, now)
 end
 
 -- The request in pieces, each with the time left: the head at once, the
--- body (not copied into one string with the head) SEND_SIZE bytes at a time,
+-- body (a string or a truto.Body, not copied into one string with the
+-- head) SEND_SIZE bytes at a time,
 -- a multipart form part after part, its files read as they are sent.
 -- nil, err, true when a file failed (err is then the error table).
 local function send_all(sock, req, url, deadline, now)
   local text = _M.request_text(req, url)
   local body = req.body
   local form = multipart.is_form(body)
-  if body and not form then text[#text] = nil end
   local function send(data)
     if now() >= deadline then return nil, "timeout" end
     sock:settimeout(ms_left(deadline, now))

@@ -254,6 +254,17 @@ function _M.tls_get(options)
   send_json(200, { id = record.id })
 end
 
+-- GET /large-update?id=ID&bytes=N: bench.support's large body of about N
+-- bytes (a truto.Body once built: over 1 MiB) sent from inside nginx as
+-- an update; answered as { status, attempts, bytes = the JSON's length }.
+function _M.large_update()
+  local body = require("bench.support").large_body(tonumber(ngx.var.arg_bytes))
+  local client = truto.new { retry = { base = 0.01 }, timeout = 120 }
+  local record, response = client.unified_api:update("crm", "opportunities", ngx.var.arg_id, body, Q)
+  if not record then return send_error(response) end
+  send_json(200, { status = response.status, attempts = response.attempts, bytes = #truto.encode_json(body) })
+end
+
 -- GET /upload?case=NAME&dir=DIR: a case of spec/support/uploads.lua through
 -- the cosocket transport, answered as the outcome's JSON.
 function _M.upload()
