@@ -272,6 +272,7 @@ asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_TLS) $(ASAN_DIR)/unpreload.so
 	@log=$(ASAN_DIR)/busted.log; \
 	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
+	LSAN_OPTIONS='suppressions=$(CURDIR)/spec/support/lsan.supp:print_suppressions=0' \
 	LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(ASAN_DIR)/?.so;;' \
 	  $(LUA) /usr/bin/busted --cpath='$(ASAN_DIR)/?.so' --exclude-tags=checkout,slow >$$log 2>&1; rc=$$?; cat $$log; \
 	if grep -Eq '$(SANITIZER_REPORT)' $$log; then echo "make asan: sanitizer report (see $$log)"; exit 1; fi; \
@@ -281,7 +282,8 @@ asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_TLS) $(ASAN_DIR)/unpreload.so
 # the normal build; children (nginx, curl, sh) are not traced.  A small
 # freelist keeps the specs' flat-RSS checks meaningful.
 VALGRIND_FLAGS ?= -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
-                  --trace-children=no --freelist-vol=4000000 --num-callers=30
+                  --trace-children=no --freelist-vol=4000000 --num-callers=30 \
+                  --suppressions=spec/support/valgrind.supp
 valgrind: deps
 	@$(MAKE) -s deps DEB_PACKAGES=valgrind
 	@$(MAKE) -s valgrind-run
