@@ -42,6 +42,17 @@ setup(function()
     ca_file = ca_dir .. "/ca.pem"
     assert(sh.run("cp " .. sh.quote(hostile.ca_file) .. " " .. sh.quote(ca_file)))
     if not HOSTS then return end
+    -- The first call on a host in this process sets up what stays for the
+    -- process's life (libuv's thread pool, cqueues' and luaossl's state):
+    -- made once here, so that no case's memory bound pays for it.
+    local warm_up
+    for _, case in ipairs(cases.CASES) do
+      if case.name == "gzip body" then warm_up = case end
+    end
+    controller.run(function()
+      return cases.run(warm_up, hostile.base_url, { transport = "cqueues" }, cqueues.monotime)
+    end)
+    luv_loop.run(function() return cases.run(warm_up, hostile.base_url, { transport = "luv" }, luv_now) end)
     app = ngx_app.start_app { BASE_URL = "http://127.0.0.1:9", CONFORMANCE_TRUST =
       "lua_ssl_trusted_certificate " .. ca_file .. "; lua_ssl_verify_depth 2;" }
     control = curl_core.session { timeout = 60 }
