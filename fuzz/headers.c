@@ -8,8 +8,9 @@
  * of the core.  (on_header keeps lines through truto_reply_header, which
  * csrc/multi.c's callback calls alone, and both hand them to the same
  * truto_push_headers.)
- * Properties: truto_push_headers gives lower-case names without ':' or LF
- * and values without LF (a stray CR inside a line is the server's text).
+ * Properties: the block truto_push_headers gives reads, name by name, what
+ * core.header_table makes of it: lower-case names without ':' or LF and
+ * values without LF (a stray CR inside a line is the server's text).
  */
 #include "../csrc/session.c"
 
@@ -41,10 +42,20 @@ static void fuzz_one(lua_State *L, input *in, int core)
         p += len;
     }
     if (!s.reply.too_large && !s.reply.oom) {
+        /* The block the session returns, and the table header_table makes
+         * of it: indexing the block by a name gives the table's value. */
         truto_push_headers(L, &s.reply.head);
+        int block = lua_gettop(L);
+        lua_pushvalue(L, block);
+        FUZZ_CHECK(fuzz_call(L, core, "header_table", 1, 1) == 0, "header_table raised");
+        FUZZ_CHECK(lua_istable(L, -1), "header_table gave a %s", luaL_typename(L, -1));
         int t = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, t) != 0) {
+            lua_pushvalue(L, -2);
+            lua_gettable(L, block);
+            FUZZ_CHECK(lua_rawequal(L, -1, -2), "the block and header_table disagree on a name");
+            lua_pop(L, 1);
             size_t nlen, vlen;
             const char *name = lua_tolstring(L, -2, &nlen);
             const char *value = lua_tolstring(L, -1, &vlen);
