@@ -50,6 +50,10 @@ describe("build_request of a large body", function()
   end)
 
   it("slices like string.sub, negative and out-of-range positions included", function()
+    -- The oracle is the interpreter's string.sub: LuaJIT 2.1's compiled one
+    -- gives bytes for an end before the string's start (s:sub(2, -#s - 5)).
+    local jit = rawget(_G, "jit")
+    if jit then jit.off(true, true) end
     local req = build(body_of_length(THRESHOLD + 10))
     local text = tostring(req.body)
     local n = #text
