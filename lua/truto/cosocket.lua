@@ -21,6 +21,8 @@
 --   close(conn)
 --   usable(conn) -> boolean: open, and nothing arrived while it was idle
 -- A host whose sockets only move bytes gives its driver TLS with `_M.tls`.
+local pools = require "truto.pool"
+
 local _M = {}
 
 -- The most ciphertext read from the socket at a time while TLS waits for
@@ -225,6 +227,34 @@ function _M.tls(raw, options)
   end
 
   return d
+end
+
+--- Gives a transport made by `http1.transport` its pool of kept-alive
+-- connections and the engine's `env` over the host's driver: what every
+-- host without cosockets shares.
+---@param transport table
+---@param driver table the host's I/O (above)
+---@param now fun(): number the host's clock, in seconds
+---@param extra? table more fields of `env` (hints, counted_reads)
+---@return table transport
+function _M.pooled(transport, driver, now, extra)
+  local connections = pools.new(now, driver.close)
+  transport.connections = connections
+  transport.env = {
+    tcp = function() return _M.new(driver, connections) end,
+    now = now,
+    pool = "truto",
+    insecure = transport.insecure,
+  }
+  for k, v in pairs(extra or {}) do transport.env[k] = v end
+  return transport
+end
+
+--- The `close` of such a transport: closes its kept-alive connections.
+-- Idempotent.
+---@param transport table
+function _M.close_pooled(transport)
+  transport.connections:close_all()
 end
 
 return _M

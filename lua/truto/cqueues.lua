@@ -12,7 +12,6 @@ local socket = require "cqueues.socket"
 local errno = require "cqueues.errno"
 local http1 = require "truto.http1"
 local cosocket = require "truto.cosocket"
-local pool = require "truto.pool"
 
 local _M = {}
 local mt = { __index = _M }
@@ -134,23 +133,11 @@ end
 ---@param options truto.Options the client's, timeouts filled in
 ---@return table transport
 function _M.new(options)
-  local self = http1.transport(options, mt)
-  local d = driver(options)
-  local connections = pool.new(cqueues.monotime, d.close)
-  self.connections = connections
-  self.env = {
-    tcp = function() return cosocket.new(d, connections) end,
-    now = cqueues.monotime,
-    pool = "truto",
-    insecure = self.insecure,
-  }
-  return self
+  return cosocket.pooled(http1.transport(options, mt), driver(options), cqueues.monotime)
 end
 
 --- Closes the kept-alive connections.  Idempotent.
-function _M:close()
-  self.connections:close_all()
-end
+_M.close = cosocket.close_pooled
 
 --- Waits without blocking the controller's other coroutines.
 ---@param seconds number

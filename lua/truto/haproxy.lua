@@ -18,7 +18,6 @@
 -- truto.cosocket).
 local http1 = require "truto.http1"
 local cosocket = require "truto.cosocket"
-local pool = require "truto.pool"
 
 local _M = {}
 local mt = { __index = _M }
@@ -160,25 +159,15 @@ function _M.new(options)
   if type(host()) ~= "table" or type(host().tcp) ~= "function" then
     error("it runs inside HAProxy only (a script loaded by lua-load or lua-load-per-thread)", 0)
   end
-  local self = http1.transport(options, mt)
-  local connections = pool.new(_M.now, driver.close)
-  self.connections = connections
-  self.env = {
-    tcp = function() return cosocket.new(driver, connections) end,
-    now = _M.now,
-    pool = "truto",
-    insecure = self.insecure,
+  return cosocket.pooled(http1.transport(options, mt), driver, _M.now, {
     counted_reads = true,
     resolve_hint = " (point base_url at a listener of haproxy.cfg that forwards to Truto: "
       .. "README, \"Using with HAProxy\")",
-  }
-  return self
+  })
 end
 
 --- Closes the kept-alive connections.  Idempotent.
-function _M:close()
-  self.connections:close_all()
-end
+_M.close = cosocket.close_pooled
 
 -- The tasks of the batches running, by coroutine: a worker of a batch that
 -- failed stops at its next call.

@@ -9,7 +9,6 @@
 -- verified by DNS name or IP address.
 local http1 = require "truto.http1"
 local cosocket = require "truto.cosocket"
-local pool = require "truto.pool"
 
 local _M = {}
 local mt = { __index = _M }
@@ -272,9 +271,7 @@ function _M.new(options)
   local wait, abort = waits(uv)
   local function now() return uv.hrtime() / 1e9 end
   local d = cosocket.tls(driver(uv, wait), { now = now, ca_file = options.ca_file, ca_path = options.ca_path })
-  local connections = pool.new(now, d.close)
   self.wait, self.abort = wait, abort
-  self.connections = connections
   self.now = now
   --- Waits without blocking the loop; outside a coroutine it returns at
   -- once (the call that follows fails with kind "phase").
@@ -282,19 +279,11 @@ function _M.new(options)
   self.sleep = function(seconds)
     if yieldable() then wait(seconds, function() end, function() end) end
   end
-  self.env = {
-    tcp = function() return cosocket.new(d, connections) end,
-    now = now,
-    pool = "truto",
-    insecure = self.insecure,
-  }
-  return self
+  return cosocket.pooled(self, d, now)
 end
 
 --- Closes the kept-alive connections.  Idempotent.
-function _M:close()
-  self.connections:close_all()
-end
+_M.close = cosocket.close_pooled
 
 --- Runs every worker in a coroutine of its own, all waiting on the loop at
 -- once, and returns when all are done, the caller's coroutine yielding
