@@ -8,7 +8,8 @@ LUA_INCDIR   ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>
 # pkg-config first; CURL_INCDIR/CURL_LIBDIR/CRYPTO_INCDIR/CRYPTO_LIBDIR/
 # ZLIB_INCDIR/ZLIB_LIBDIR (as LuaRocks passes them) add to it.
 CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null) $(if $(CURL_INCDIR),-I$(CURL_INCDIR)) \
-                $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR)) $(if $(ZLIB_INCDIR),-I$(ZLIB_INCDIR))
+                $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR)) $(if $(ZLIB_INCDIR),-I$(ZLIB_INCDIR)) \
+                $(if $(HTTP_PARSER_INCDIR),-I$(HTTP_PARSER_INCDIR))
 CURL_LIBS    ?= $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
@@ -25,6 +26,10 @@ SSL_LIBS     ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
 # zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
 ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
+# http-parser (Debian's libhttp-parser-dev, no pkg-config file): csrc/http1.c
+# parses the responses of the engine over yielding sockets.
+HTTP_PARSER_LIBS ?= $(if $(HTTP_PARSER_LIBDIR),-L$(HTTP_PARSER_LIBDIR)) -lhttp_parser
+CORE_LIBS    := $(ZLIB_LIBS) $(HTTP_PARSER_LIBS)
 
 CC           ?= cc
 CFLAGS       ?= -O2 -g
@@ -63,7 +68,7 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # Debian packages, installed on demand when missing: what the library, the
 # emulator and the examples need (README.md's "Requirements" lists the same,
 # spec/readme_spec.lua checks it), and what `make test` needs on top.
-RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev lua-cjson gcc make pkg-config \
+RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libhttp-parser-dev libssl-dev lua-cjson gcc make pkg-config \
                  nginx-light libnginx-mod-http-lua lua-dkjson luajit2 libluajit2-5.1-dev
 # The other Luas make test runs the specs under (liblua5.1-0-dev is what
 # Debian's virtual liblua5.1-dev stands for); busted and the Lua libraries
@@ -120,7 +125,7 @@ $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(CORE): $(call core_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
 
 $(CURL_CORE): $(call curl_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
@@ -145,7 +150,7 @@ $(LUAJIT_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(LUAJIT_CORE): $(call core_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
 
 $(LUAJIT_CURL): $(call curl_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
@@ -250,7 +255,7 @@ $(ASAN_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(ASAN_CORE): $(call core_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(ZLIB_LIBS)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
 
 $(ASAN_CURL): $(call curl_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
@@ -311,7 +316,7 @@ FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g
 # and http1 harnesses, its header parsing the headers harness), with libcurl.
 FUZZ_OBJECTS := $(call core_objects,$(FUZZ_DIR)) $(FUZZ_DIR)/obj/curl_common.o
 FUZZ_LIBS    := $(shell $(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) \
-                $(CRYPTO_LIBS) $(ZLIB_LIBS) $(CURL_LIBS) -lm
+                $(CRYPTO_LIBS) $(CORE_LIBS) $(CURL_LIBS) -lm
 
 $(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -66,5 +66,6 @@ TRUTO_API int luaopen_truto_core(lua_State *L)
     truto_open_system(L);
     truto_open_inflate(L);
     truto_open_headers(L);
+    truto_open_http1(L);
     return 1;
 }

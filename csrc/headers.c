@@ -99,19 +99,11 @@ static void push_lower_name(lua_State *L, const field_reader *f)
     }
 }
 
-/* Adds the field's value to the one on top of the stack (a repeat joined
- * with ", ", a continuation with " "), or pushes it when there is none
- * (nil on top, replaced). */
-static void join_value(lua_State *L, const field_reader *f)
+/* The separator before a field's value joined to what came before it under
+ * the same name: ", " for a repeat, " " for a continuation. */
+static const char *separator(const field_reader *f)
 {
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushlstring(L, f->value, f->value_len);
-    } else {
-        lua_pushstring(L, f->fold ? " " : ", ");
-        lua_pushlstring(L, f->value, f->value_len);
-        lua_concat(L, 3);
-    }
+    return f->fold ? " " : ", ";
 }
 
 static void push_metatable(lua_State *L);
@@ -126,7 +118,10 @@ void truto_push_header_block(lua_State *L, const char *data, size_t len)
     lua_setmetatable(L, -2);
 }
 
-/* Pushes the table of every field of b. */
+/* Pushes the table of every field of b.  A value joined from several
+ * lines is gathered in a list of pieces and made once at the end: joining
+ * as it goes would copy it again at each repeat (quadratic in the lines a
+ * server sends). */
 static void push_table(lua_State *L, const head_block *b)
 {
     field_reader f;
@@ -141,6 +136,7 @@ static void push_table(lua_State *L, const head_block *b)
     lua_createtable(L, 0, lines);
     int t = lua_gettop(L);
     lua_pushnil(L);                     /* t + 1: the current field's name */
+    lua_pushnil(L);                     /* t + 2: name -> pieces, for joined values */
     reader_init(&f, b->data, b->len);
     while (next_field(&f)) {
         if (!f.fold) {
@@ -148,10 +144,52 @@ static void push_table(lua_State *L, const head_block *b)
             lua_replace(L, t + 1);
         }
         lua_pushvalue(L, t + 1);
-        lua_pushvalue(L, -1);
         lua_rawget(L, t);
-        join_value(L, &f);
-        lua_rawset(L, t);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, t + 1);
+            lua_pushlstring(L, f.value, f.value_len);
+            lua_rawset(L, t);
+            continue;
+        }
+        if (lua_isnil(L, t + 2)) {
+            lua_newtable(L);
+            lua_replace(L, t + 2);
+        }
+        lua_pushvalue(L, t + 1);
+        lua_rawget(L, t + 2);
+        if (lua_isnil(L, -1)) {         /* the second piece: the first is the value so far */
+            lua_pop(L, 1);
+            lua_createtable(L, 4, 0);
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, t + 1);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, t + 2);
+        }
+        int n = (int)lua_rawlen(L, -1);
+        lua_pushstring(L, separator(&f));
+        lua_rawseti(L, -2, n + 1);
+        lua_pushlstring(L, f.value, f.value_len);
+        lua_rawseti(L, -2, n + 2);
+        lua_pop(L, 2);
+    }
+    if (!lua_isnil(L, t + 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, t + 2)) {    /* name, pieces */
+            luaL_Buffer buf;
+            int pieces = lua_gettop(L);
+            int n = (int)lua_rawlen(L, pieces);
+            lua_pushvalue(L, -2);
+            luaL_buffinit(L, &buf);
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, pieces, i);
+                luaL_addvalue(&buf);
+            }
+            luaL_pushresult(&buf);
+            lua_rawset(L, t);
+            lua_pop(L, 1);
+        }
     }
     lua_settop(L, t);
 }
@@ -174,18 +212,29 @@ static int l_index(lua_State *L)
     const head_block *b = (const head_block *)lua_touserdata(L, 1);
     size_t key_len;
     const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &key_len) : NULL;
-    lua_pushnil(L);
-    if (key == NULL)
+    if (key == NULL) {
+        lua_pushnil(L);
         return 1;
+    }
     field_reader f;
     int current = 0;                    /* the field being read is key */
+    int found = 0;
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
     reader_init(&f, b->data, b->len);
     while (next_field(&f)) {
         if (!f.fold)
             current = name_is(&f, key, key_len);
-        if (current)
-            join_value(L, &f);
+        if (current) {
+            if (found)
+                luaL_addstring(&buf, separator(&f));
+            luaL_addlstring(&buf, f.value, f.value_len);
+            found = 1;
+        }
     }
+    luaL_pushresult(&buf);
+    if (!found)
+        lua_pushnil(L);
     return 1;
 }
 

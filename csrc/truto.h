@@ -427,6 +427,7 @@ void truto_open_webhook(lua_State *L);
 void truto_open_system(lua_State *L);
 void truto_open_inflate(lua_State *L);
 void truto_open_headers(lua_State *L);
+void truto_open_http1(lua_State *L);
 
 /* Pushes len bytes of header lines as a truto.headers userdata: indexed by
  * a lower-case name it gives that field's value (repeats joined with ", "),

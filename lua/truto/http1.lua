@@ -4,8 +4,9 @@
 -- `send`, `receiveany`, `close`, `setkeepalive`, `getreusedtimes`), and
 -- holds the transport contract (HACKING.md, "The transport contract"): one
 -- deadline over the whole exchange, every read bounded in time and size,
--- the same error kinds as the libcurl transport.  The response parser
--- (`reader`, `read_response`) reads from any function that returns bytes,
+-- the same error kinds as the libcurl transport.  The I/O is here (the
+-- sockets must yield); the response is parsed in C (csrc/http1.c, on
+-- http-parser), fed by `reader` from any function that returns bytes,
 -- which is how the fuzz harness and the specs drive it.
 local core = require "truto.core"
 local multipart = require "truto.multipart"
@@ -13,12 +14,11 @@ local multipart = require "truto.multipart"
 local _M = {}
 
 --- The contract's limits (the libcurl transport holds the same ones).
-_M.MAX_LINE_BYTES = 100 * 1024     -- one status, header, chunk-size or trailer line
-_M.MAX_HEAD_BYTES = 256 * 1024     -- one header block, or the trailers
+_M.MAX_LINE_BYTES = core.MAX_RESPONSE_LINE   -- one status, header, chunk-size or trailer line
+_M.MAX_HEAD_BYTES = core.MAX_RESPONSE_HEAD   -- one header block, or the trailers
 _M.MAX_KEPT_WITH_SINK = 1024 * 1024 -- a non-2xx body kept while a sink takes 2xx ones
 local READ_SIZE = 65536
 local SEND_SIZE = 65536
-local MAX_CHUNK_HEX = 14           -- 2^56: more is not a size any body reaches
 
 local function failure(kind, message)
   return nil, { kind = kind, message = message }
@@ -51,260 +51,101 @@ end
 local Reader = {}
 Reader.__index = Reader
 
---- Buffered input over recv(need) -> bytes | nil, err ("timeout", "closed",
--- ...); need is how many bytes the parser is sure to take (1 in a line, the
--- rest of a length or chunk), nil when it reads until the peer closes.
+--- A reader of one response to a request of this method: the C parser
+-- (core.response_parser) over recv(need) -> bytes | nil, err ("timeout",
+-- "closed", ...), where need is how many bytes the parser is sure to take
+-- (1 in a line, the rest of a length or chunk), nil when it reads until
+-- the peer closes.
 ---@param recv fun(need: integer?): string?, string?
+---@param method string
 ---@return table reader
-function _M.reader(recv)
-  return setmetatable({ recv = recv, buf = "", pos = 1 }, Reader)
+function _M.reader(recv, method)
+  return setmetatable({ recv = recv, parser = core.response_parser(method), data = "", pos = 1 }, Reader)
 end
 
--- Replaces the consumed buffer with the next bytes received.
-function Reader:fill(need)
-  local data, err = self.recv(need)
-  if not data then return nil, err end
-  self.buf, self.pos = data, 1
-  return true
-end
-
---- The bytes received but not consumed.
----@return integer
-function Reader:pending()
-  return #self.buf - self.pos + 1
-end
-
---- One line without its LF (and CR), at most max bytes: nil, "too_large"
--- past that, whatever the peer sends; nil, err when reading fails.
----@param max integer
----@return string? line
----@return string? err
-function Reader:line(max)
-  local parts, size = nil, 0
-  while true do
-    local i = self.buf:find("\n", self.pos, true)
-    local piece = self.buf:sub(self.pos, (i or 0) - 1)
-    size = size + #piece
-    if size > max + 1 then return nil, "too_large" end
-    if i then
-      self.pos = i + 1
-      if parts then
-        parts[#parts + 1] = piece
-        piece = table.concat(parts)
-      end
-      if piece:sub(-1) == "\r" then piece = piece:sub(1, -2) end
-      if #piece > max then return nil, "too_large" end
-      return piece
-    end
-    if piece ~= "" then
-      parts = parts or {}
-      parts[#parts + 1] = piece
-    end
-    local ok, err = self:fill(1)
-    if not ok then return nil, err end
-  end
-end
-
---- Hands exactly n bytes to deliver(piece) -> ok, err, in pieces.
----@param n integer
----@param deliver fun(piece: string): boolean?, table?
----@return boolean? ok
----@return string|table|nil err a read error (string) or deliver's error (table)
-function Reader:bytes(n, deliver)
-  while n > 0 do
-    if self.pos > #self.buf then
-      local ok, err = self:fill(n)
-      if not ok then return nil, err end
-    end
-    local take = math.min(#self.buf - self.pos + 1, n)
-    local piece = (self.pos == 1 and take == #self.buf) and self.buf or self.buf:sub(self.pos, self.pos + take - 1)
-    self.pos, n = self.pos + take, n - take
-    local ok, err = deliver(piece)
-    if not ok then return nil, err end
-  end
-  return true
-end
-
---- Hands every byte to deliver until the peer closes.
----@param deliver fun(piece: string): boolean?, table?
----@return boolean? ok
----@return string|table|nil err
-function Reader:rest(deliver)
-  while true do
-    if self.pos <= #self.buf then
-      local piece = self.pos == 1 and self.buf or self.buf:sub(self.pos)
-      self.pos = #self.buf + 1
-      local ok, err = deliver(piece)
-      if not ok then return nil, err end
-    end
-    local ok, err = self:fill()
-    if not ok then
-      if err == "closed" then return true end
-      return nil, err
-    end
-  end
-end
-
--- A read error as the transport's error.  got_response: a status line was read.
-local function read_error(err, got_response)
+-- A read error as the transport's error (the peer's close is the parser's
+-- to judge).
+local function read_error(err)
   if type(err) == "table" then return nil, err end   -- deliver's own
   if err == "timeout" then return failure("timeout", "timed out reading the response") end
-  if err == "too_large" then
-    return failure("too_large", ("a response line is longer than %d bytes"):format(_M.MAX_LINE_BYTES))
-  end
-  if err == "closed" then
-    if got_response then return failure("protocol", "the connection closed before the response was complete") end
-    return failure("network", "the server closed the connection without a response")
-  end
   return failure("network", "reading the response failed: " .. tostring(err))
 end
 
--- A header field name is an HTTP token; a line that is not a field is
--- skipped, as libcurl does.
-local FIELD = "^([!#$%%&'*+.^_`|~%w-]+):[ \t]*(.-)[ \t]*$"
-
--- Header lines until the blank one, into headers (names in lower case,
--- repeats joined with ", ", folded lines joined with " ").  Pieces are
--- joined once at the end, so that many repeats cost linear time.
-local function read_fields(r, headers, got_response)
-  local size, fields, last = 0, {}, nil   -- fields[name] = { { piece, ... }, ... }
-  while true do
-    local line, err = r:line(_M.MAX_LINE_BYTES)
-    if not line then return read_error(err, got_response) end
-    if line == "" then break end
-    size = size + #line + 2
-    if size > _M.MAX_HEAD_BYTES then
-      return failure("too_large", ("response headers exceed %d bytes"):format(_M.MAX_HEAD_BYTES))
+-- Feeds the parser the bytes received but not read, or the next ones:
+-- state, body, or nil, body, err (body: what was read before the fault).
+function Reader:feed()
+  local parser = self.parser
+  if self.pos > #self.data then
+    local data, err = self.recv(parser:need())
+    if not data then
+      if err ~= "closed" then return nil, nil, select(2, read_error(err)) end
+      self.peer_closed = true
+      local state, ferr = parser:finish()
+      return state, nil, ferr
     end
-    local first = line:sub(1, 1)
-    if (first == " " or first == "\t") and last then
-      local value = line:match("^[ \t]*(.-)[ \t]*$")
-      if value ~= "" then last[#last + 1] = value end
-    else
-      local name, value = line:match(FIELD)
-      if name then
-        name = name:lower()
-        fields[name] = fields[name] or {}
-        last = { value }
-        fields[name][#fields[name] + 1] = last
-      end
-    end
+    self.data, self.pos = data, 1
   end
-  for name, values in pairs(fields) do
-    for i, pieces in ipairs(values) do values[i] = table.concat(pieces, " ") end
-    headers[name] = table.concat(values, ", ")
-  end
-  return true
+  local state, pos, body = parser:feed(self.data, self.pos)
+  if not state then return nil, body, pos end
+  self.pos = pos
+  return state, body
 end
 
---- Reads a status line and header block, skipping interim (1xx) responses.
+--- Reads the status line and header block, skipping interim (1xx)
+-- responses.  headers is a truto.headers, read by lower-case name.
 ---@param r table a reader
 ---@return integer|nil status
----@return table headers_or_err
+---@return userdata|table headers_or_err
 ---@return string? version "1.0" or "1.1"
 function _M.read_head(r)
-  while true do
-    local line, err = r:line(_M.MAX_LINE_BYTES)
-    if not line then return read_error(err, false) end
-    local version, code = line:match("^HTTP/(1%.[01]) (%d%d%d)")
-    local after = version and line:sub(13, 13)
-    if not version or (after ~= "" and after ~= " " and after ~= "\t") then
-      -- The peer does not speak HTTP/1.x: sending again would not help.
-      return nil, { kind = "protocol", message = "malformed status line (not HTTP/1.0 or HTTP/1.1)", final = true }
-    end
-    local status, headers = tonumber(code), {}
-    if status < 100 then
-      return nil, { kind = "protocol", message = "malformed status line (status " .. code .. ")", final = true }
-    end
-    local ok, ferr = read_fields(r, headers, true)
-    if not ok then return nil, ferr end
-    if status == 101 then
-      return nil, { kind = "protocol", message = "unexpected 101 Switching Protocols", final = true }
-    end
-    if status >= 200 then return status, headers, version end
-  end
+  local state, err, _
+  repeat
+    state, _, err = r:feed()
+    if not state then return nil, err end
+  until state ~= "head"
+  r.state = state
+  return r.parser:head()
 end
 
--- The body's framing: "none", "chunked", "length" (with the length) or
--- "close", or nil, err.
-local function framing(method, status, headers)
-  if method == "HEAD" or status == 204 or status == 304 then return "none" end
+-- The framing the contract refuses: a Transfer-Encoding but a lone chunked
+-- (identity is none, as libcurl reads it).
+local function check_framing(method, status, headers)
+  if method == "HEAD" or status == 204 or status == 304 then return true end
   local te = headers["transfer-encoding"]
-  if te and te:lower():match("^%s*identity%s*$") then te = nil end   -- RFC 2616's no-op
-  if te then
-    local last = te:lower():match("([^,%s]+)%s*$")
-    if last ~= "chunked" then return failure("protocol", "unsupported Transfer-Encoding: " .. te) end
-    if te:lower():find(",", 1, true) then
-      -- A coding under the chunks (gzip, chunked): libcurl refuses it too.
-      return nil, { kind = "decode", message = "unsupported Transfer-Encoding: " .. te, final = true }
-    end
-    return "chunked"
+  if not te or te:lower():match("^%s*identity%s*$") then return true end
+  local last = te:lower():match("([^,%s]+)%s*$")
+  if last ~= "chunked" then return failure("protocol", "unsupported Transfer-Encoding: " .. te) end
+  if te:find(",", 1, true) then
+    -- A coding under the chunks (gzip, chunked): libcurl refuses it too.
+    return nil, { kind = "decode", message = "unsupported Transfer-Encoding: " .. te, final = true }
   end
-  local length = headers["content-length"]
-  if length then
-    -- Repeats of one value ("5, 5") are one length; anything else is not.
-    local value
-    for item in (length .. ","):gmatch("%s*([^,]-)%s*,") do
-      item = item:gsub("^0+(%d)", "%1")   -- leading zeros
-      if not item:match("^%d+$") or #item > 15 or (value and value ~= item) then
-        return failure("protocol", "malformed Content-Length")
-      end
-      value = item
-    end
-    if not value then return failure("protocol", "malformed Content-Length") end
-    return "length", tonumber(value)
-  end
-  return "close"
-end
-
-local function read_chunked(r, deliver)
-  while true do
-    local line, err = r:line(_M.MAX_LINE_BYTES)
-    if not line then return read_error(err, true) end
-    local hex = line:match("^0*(%x+)[ \t]*;") or line:match("^0*(%x+)[ \t]*$")
-    if not hex or #hex > MAX_CHUNK_HEX then return failure("protocol", "malformed chunk size") end
-    local size = tonumber(hex, 16)
-    if size == 0 then
-      -- Trailers are read (bounded) and dropped.
-      return read_fields(r, {}, true)
-    end
-    local ok
-    ok, err = r:bytes(size, deliver)
-    if not ok then return read_error(err, true) end
-    line, err = r:line(0)
-    if not line then
-      if err == "too_large" then return failure("protocol", "malformed chunk (no CRLF after its data)") end
-      return read_error(err, true)
-    end
-  end
+  return true
 end
 
 --- Reads the body as the head frames it, handing each piece to deliver.
 -- Returns true when the connection may be reused, false when it may not,
 -- or nil, err.
----@param r table a reader
+---@param r table a reader, its head read
 ---@param method string
 ---@param status integer
----@param headers table
+---@param headers userdata|table
 ---@param deliver fun(piece: string): boolean?, table?
 ---@return boolean|nil reusable
 ---@return table? err
 function _M.read_body(r, method, status, headers, deliver)
-  local kind, length = framing(method, status, headers)
-  if not kind then return nil, length end
-  local ok, err
-  if kind == "none" then
-    ok = true
-  elseif kind == "chunked" then
-    ok, err = read_chunked(r, deliver)
-  elseif kind == "length" then
-    ok, err = r:bytes(length, deliver)
-  else
-    ok, err = r:rest(deliver)
-    if ok then return false end
+  local ok, err = check_framing(method, status, headers)
+  if not ok then return nil, err end
+  local state, body, fault = r.state, nil, nil
+  while state ~= "done" do
+    state, body, fault = r:feed()
+    if body then
+      ok, err = deliver(body)
+      if not ok then return nil, err end
+    end
+    if not state then return nil, fault end
   end
-  if not ok then return read_error(err, true) end
-  return r:pending() == 0
+  -- A body read to the close, or bytes after the response: not reusable.
+  return not r.peer_closed and r.pos > #r.data
 end
 
 --- The decoder of a Content-Encoding, or nil for none; nil, err for a
@@ -491,7 +332,7 @@ function _M.perform(env, req, call)
         end
         any = any or data ~= nil
         return data, rerr
-      end)
+      end, req.method)
       status, headers, version = _M.read_head(reader)
     end
     if status then break end
