@@ -2,9 +2,10 @@
 -- HAProxy) in the real host: Debian's haproxy 2.6 (Lua 5.3) runs the
 -- services of spec/haproxy/services.lua in one thread, against the emulator
 -- on real nginx over loopback, over http and over https (a second emulator
--- with a throwaway CA: TLS by truto.tls over HAProxy's plain sockets).  A
--- call yields to HAProxy's event loop while it waits, so eight requests
--- that each wait 1 s upstream take about 1 s.
+-- with a throwaway CA: TLS by truto.tls over HAProxy's plain sockets, beside
+-- HAProxy's own TLS in the same process).  A call yields to HAProxy's event
+-- loop while it waits, so eight requests that each wait 1 s upstream take
+-- about 1 s.
 local truto = require "truto"
 local emulator = require "truto.emulator"
 local curl_core = require "truto.curl_core"
@@ -25,7 +26,13 @@ describe("the HAProxy transport", function()
   setup(function()
     emu.start()
     https = assert(emulator.start { tls = true })
-    server = hap.start { module = "spec.haproxy.services", routes = ROUTES,
+    -- /unified/...: proxied by HAProxy's own TLS (a verifying server line)
+    -- to the https emulator, beside truto.tls in the same process.
+    local routes = ROUTES .. "\n    use_backend https_emulator if { path_beg /unified/ }\n"
+      .. "backend https_emulator\n"
+      .. ("    server emulator 127.0.0.1:%d ssl verify required ca-file %s verifyhost localhost\n")
+        :format(https.port, https.ca_file)
+    server = hap.start { module = "spec.haproxy.services", routes = routes,
                          env = { TRUTO_BASE_URL = emu.base_url, TRUTO_API_TOKEN = emu.TOKEN,
                                  TRUTO_HTTPS_BASE_URL = https.base_url, TRUTO_HTTPS_CA_FILE = https.ca_file } }
   end)
@@ -129,6 +136,20 @@ describe("the HAProxy transport", function()
     assert.equal(200, status, server:log())
     assert.equal(77, answer.record.amount)
     assert.equal('{"amount":77}', requests("https")[1].body)
+  end)
+
+  it("runs truto.tls beside HAProxy's own TLS (one libssl): calls through both, in turn", function()
+    local session = curl_core.session { timeout = 30 }
+    for i = 1, 2 do
+      local status, answer = get(("/update?id=10000003&amount=%d&tls=verified"):format(i))
+      assert.equal(200, status, server:log())
+      assert.equal(i, answer.record.amount)
+      local proxied, _, body = session:perform { url = server.base_url .. PREFIX .. "10000003?integrated_account_id="
+        .. emu.ACCOUNT, headers = { "Authorization: Bearer " .. emu.TOKEN }, timeout = 30 }
+      assert.equal(200, proxied, body)
+      assert.equal(i, truto.decode_json(body).amount)
+    end
+    session:close()
   end)
 
   it("refuses https to a host name: kind \"connect\", pointing at a listener of haproxy.cfg", function()
