@@ -138,12 +138,13 @@ describe("the HAProxy transport", function()
     assert.equal('{"amount":77}', requests("https")[1].body)
   end)
 
-  it("runs truto.tls beside HAProxy's own TLS (one libssl): calls through both, in turn", function()
+  it("runs truto.tls beside HAProxy's own TLS (one libssl): calls through both, in turn, kept alive", function()
     local session = curl_core.session { timeout = 30 }
     for i = 1, 2 do
       local status, answer = get(("/update?id=10000003&amount=%d&tls=verified"):format(i))
       assert.equal(200, status, server:log())
       assert.equal(i, answer.record.amount)
+      if i == 2 then assert.is_true(answer.reused) end   -- the first call's connection, nothing left unread
       local proxied, _, body = session:perform { url = server.base_url .. PREFIX .. "10000003?integrated_account_id="
         .. emu.ACCOUNT, headers = { "Authorization: Bearer " .. emu.TOKEN }, timeout = 30 }
       assert.equal(200, proxied, body)

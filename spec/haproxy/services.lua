@@ -70,7 +70,8 @@ core.register_service("update", "http", function(applet)
     return reply(applet, 502, { kind = response.kind, message = response.message, retryable = response.retryable,
                                 attempts = response.attempts })
   end
-  reply(applet, 200, { record = record, status = response.status, attempts = response.attempts })
+  reply(applet, 200, { record = record, status = response.status, attempts = response.attempts,
+                       reused = response.info.reused })
 end)
 
 core.register_service("auto", "http", function(applet)
