@@ -58,7 +58,7 @@ setup(function()
     control = curl_core.session { timeout = 60 }
     haproxy_app = haproxy.start { module = "spec.haproxy.services",
       routes = "    http-request use-service lua.conformance if { path /conformance }",
-      env = { TRUTO_API_TOKEN = cases.TOKEN } }
+      env = { TRUTO_API_TOKEN = cases.TOKEN, TRUTO_CONFORMANCE_CA_FILE = ca_file } }
   end)
   if not ok then
     if haproxy_app then haproxy_app:stop() end

@@ -4,7 +4,8 @@
 -- real TLS servers on loopback (the emulator's, by IP address and by name,
 -- and the conformance table's hostile ones: a certificate for the IP only,
 -- for another host, expired, from an unknown CA) through cosocket.tls over a
--- driver of plain libuv TCP handles run to completion (no coroutine).
+-- driver of plain libuv TCP handles run to completion (no coroutine), and
+-- over one whose reads wait for a whole count (as HAProxy's do).
 local tls = require "truto.tls"
 local cosocket = require "truto.cosocket"
 local emulator = require "truto.emulator"
@@ -54,10 +55,38 @@ function raw.close(conn)
 end
 function raw.usable(conn) return #conn.chunks == 0 end
 
--- A handshake with 127.0.0.1:port through cosocket.tls; the driver and the
--- connection, or nil, err.
-local function handshake(port, name, verify, ca_file)
-  local d = cosocket.tls(raw, { now = now, ca_file = ca_file })
+-- The same with reads that wait for a whole count, as HAProxy's do: a read
+-- takes exactly `need` bytes (fewer at the peer's close; "timeout" once its
+-- time is up), and conn.counts keeps the counts asked for.
+local counted = { connect = raw.connect, send = raw.send, close = raw.close, usable = raw.usable }
+function counted.receive(conn, max, seconds, need)
+  assert(need == max, "a counted read asks for what it needs")
+  conn.counts = conn.counts or {}
+  conn.counts[#conn.counts + 1] = need
+  local timer = uv.new_timer()
+  local expired = false
+  timer:start(math.floor(seconds * 1000), 0, function() expired = true end)
+  local held = conn.held or ""
+  while #held < need and not conn.eof and not expired do
+    if #conn.chunks == 0 then uv.run("once") end
+    local chunk = table.remove(conn.chunks, 1)
+    if chunk then held = held .. chunk elseif chunk == false then conn.eof = true end
+  end
+  timer:close()
+  if #held < need and not conn.eof then
+    conn.held = held
+    return nil, "timeout"
+  end
+  conn.held = held:sub(need + 1)
+  if held == "" then return nil, "closed" end
+  return held:sub(1, need)
+end
+
+-- A handshake with 127.0.0.1:port through cosocket.tls (over counted reads
+-- when the driver given is `counted`); the driver and the connection, or
+-- nil, err.
+local function handshake(port, name, verify, ca_file, driver)
+  local d = cosocket.tls(driver or raw, { now = now, ca_file = ca_file, counted_reads = driver == counted })
   local conn = assert(d.connect("127.0.0.1", port, 5))
   local ok, err = d.handshake(conn, name, nil, verify, 5)
   if not ok then
@@ -204,6 +233,44 @@ describe("truto.tls with real servers (cosocket.tls over libuv TCP)", function()
       { handshake(hostile_server.tls_port(hostile, "expired"), "127.0.0.1", true, ca) })
     assert.same({ nil, "self-signed certificate" },
       { handshake(hostile_server.tls_port(hostile, "untrusted"), "127.0.0.1", true, ca) })
+  end)
+
+  it("over counted reads, reads a record's header, then the length it gives, and carries an exchange", function()
+    local d, conn = handshake(server.port, "127.0.0.1", true, server.ca_file, counted)
+    assert.truthy(d, conn)
+    assert(d.send(conn, "GET /unified HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 5))
+    local answer = ""
+    while not answer:find("Missing Authorization header", 1, true) do
+      answer = answer .. assert(d.receive(conn, 65536, 5, 1))
+    end
+    assert.matches("^HTTP/1%.1 401 Unauthorized\r\n", answer)
+    assert.is_true(d.usable(conn))   -- nothing read past the answer's last record
+    local counts, records = conn.raw.counts, 0
+    for i = 1, #counts, 2 do
+      assert.equal(5, counts[i])
+      assert.is_true(counts[i + 1] >= 1 and counts[i + 1] <= 16384 + 256, tostring(counts[i + 1]))
+      records = records + 1
+    end
+    assert.is_true(records >= 4, "records: " .. records)   -- ServerHello, ..., the answer
+    d.close(conn)
+  end)
+
+  it("over counted reads, fails at once on a peer that speaks no TLS and stays open", function()
+    local listener = uv.new_tcp()
+    assert(listener:bind("127.0.0.1", 0))
+    local peer
+    assert(listener:listen(8, function()
+      peer = uv.new_tcp()
+      listener:accept(peer)
+      peer:read_start(function() peer:write("HTTP/1.1 400 Bad Request\r\n") end)
+    end))
+    local started = now()
+    local failed = { handshake(listener:getsockname().port, "127.0.0.1", true, server.ca_file, counted) }
+    assert.same({ nil, "wrong version number" }, failed)
+    assert.is_true(now() - started < 1)
+    if peer then peer:close() end
+    listener:close()
+    uv.run("nowait")
   end)
 
   it("with verify = false takes any of them, and carries an exchange", function()

@@ -28,6 +28,8 @@ local _M = {}
 -- The most ciphertext read from the socket at a time while TLS waits for
 -- more (a record is at most about 16 KiB).
 local TLS_READ_BYTES = 64 * 1024
+-- A TLS record's header: type, version (2 bytes), length (2 bytes).
+local RECORD_HEADER_BYTES = 5
 
 local Socket = {}
 Socket.__index = Socket
@@ -142,14 +144,41 @@ end
 -- certificate (by DNS name with SNI, or by IP address) unless told not to,
 -- then its `send` and `receive` carry plaintext, pumping the ciphertext
 -- through raw's send and receive, each under the operation's time.  The
--- TLS module and the CAs load at the first handshake.
+-- TLS module and the CAs load at the first handshake.  With counted_reads
+-- (a host whose reads wait for a whole count: raw.receive takes `need`)
+-- the ciphertext is read a record's part at a time, never more than the
+-- peer has said it sends.
 ---@param raw table a driver without `handshake` (connect, send, receive, close, usable)
----@param options table { now = fun(): number (seconds), ca_file = string?, ca_path = string? }
+---@param options table { now = fun(): number (seconds), ca_file = string?, ca_path = string?,
+---  counted_reads = boolean? }
 ---@return table driver
 function _M.tls(raw, options)
   local now = options.now
   local tls, context
   local d = {}
+
+  -- The next part of a record: its header, then the length the header
+  -- gives.  The header goes to TLS alone, so that a peer speaking no TLS
+  -- fails there rather than leaving a read to wait for a length it never
+  -- sends.  Fewer bytes than asked: the peer closed inside a record.
+  local function receive_record_part(conn, seconds)
+    local size = conn.record_left or RECORD_HEADER_BYTES
+    local data, err = raw.receive(conn.raw, size, seconds, size)
+    if not data then return nil, err end
+    if #data < size then return nil, "closed" end
+    if conn.record_left then
+      conn.record_left = nil
+    else
+      local length = data:byte(4) * 256 + data:byte(5)
+      if length > 0 then conn.record_left = length end
+    end
+    return data
+  end
+
+  local function receive_ciphertext(conn, seconds)
+    if options.counted_reads then return receive_record_part(conn, seconds) end
+    return raw.receive(conn.raw, TLS_READ_BYTES, seconds)
+  end
 
   -- Sends what the engine has to send; true or nil, err.
   local function flush(conn, deadline)
@@ -177,7 +206,7 @@ function _M.tls(raw, options)
       local left = deadline - now()
       if left <= 0 then return nil, "timeout" end
       local data
-      data, err = raw.receive(conn.raw, TLS_READ_BYTES, left)
+      data, err = receive_ciphertext(conn, left)
       if not data then return nil, err end
       local fed
       fed, err = engine:feed(data)
@@ -211,8 +240,10 @@ function _M.tls(raw, options)
     return pump(conn, seconds, "write", data)
   end
 
-  function d.receive(conn, max, seconds)
-    if not conn.tls then return raw.receive(conn.raw, max, seconds) end
+  -- need (counted reads) bounds plain TCP's read; TLS hands on a record's
+  -- plaintext at a time, which never waits for more than the peer sends.
+  function d.receive(conn, max, seconds, need)
+    if not conn.tls then return raw.receive(conn.raw, max, seconds, need) end
     return pump(conn, seconds, "read", max)
   end
 

@@ -10,10 +10,13 @@
 -- * a socket's timeout is an inactivity timeout, which a trickle of bytes
 --   keeps pushing back: a watchdog task closes a socket whose read passes
 --   the exchange's deadline;
--- * at run time a socket connects to an IP address only (no DNS), and
---   `connect_ssl` neither verifies the certificate nor sends SNI: https is
---   refused, and Truto is reached through a local listener of haproxy.cfg
---   whose `server` line resolves the name and verifies TLS.
+-- * at run time a socket connects to an IP address only (no DNS): a host
+--   name is refused, and Truto's is reached through a local listener of
+--   haproxy.cfg whose `server` line resolves it (and verifies its TLS);
+-- * `connect_ssl` neither verifies the certificate nor sends SNI, so https
+--   is truto.tls (OpenSSL over memory buffers, through cosocket.tls) over
+--   a plain socket, the certificate verified against the IP address, its
+--   ciphertext read a record at a time (each part's length is known).
 -- Kept-alive connections are pooled per client (truto.pool, through
 -- truto.cosocket).
 local http1 = require "truto.http1"
@@ -26,8 +29,8 @@ local WATCH_MS = 10   -- how often the watchdog looks at the reads in progress
 local CLOCK_TICK = 0.002   -- seconds: HAProxy's timers and clock have 1 ms steps
 local POLL_MS = 5     -- how often a batch looks whether its tasks are done
 
-local function failure(kind, message, final)
-  return nil, { kind = kind, message = message, final = final }
+local function failure(kind, message)
+  return nil, { kind = kind, message = message }
 end
 
 -- HAProxy's global `core`, read when used: this module may be loaded (and
@@ -102,11 +105,6 @@ function driver.connect(name, port, seconds)
   return nil, "connection refused or failed (" .. tostring(err) .. ")"
 end
 
--- https never gets this far (perform refuses it): connect_ssl could not verify.
-function driver.handshake()
-  return nil, "TLS is not available on HAProxy's Lua sockets"
-end
-
 -- settimeout raises once the socket's stream is gone (the peer closed).
 local function set_timeout(conn, seconds)
   return pcall(conn.socket.settimeout, conn.socket, seconds)
@@ -159,7 +157,9 @@ function _M.new(options)
   if type(host()) ~= "table" or type(host().tcp) ~= "function" then
     error("it runs inside HAProxy only (a script loaded by lua-load or lua-load-per-thread)", 0)
   end
-  return cosocket.pooled(http1.transport(options, mt), driver, _M.now, {
+  local tls_driver = cosocket.tls(driver, { now = _M.now, ca_file = options.ca_file, ca_path = options.ca_path,
+                                            counted_reads = true })
+  return cosocket.pooled(http1.transport(options, mt), tls_driver, _M.now, {
     counted_reads = true,
     resolve_hint = " (point base_url at a listener of haproxy.cfg that forwards to Truto: "
       .. "README, \"Using with HAProxy\")",
@@ -203,7 +203,7 @@ end
 --- Sends req ({method, url, headers, body}) under the transport contract
 -- (lua/truto/http1.lua).  Returns status, headers, body, info, or nil, err:
 -- kind "phase" where HAProxy cannot yield (a script's body, an init
--- function), "tls" for an https URL.
+-- function).
 ---@param req table
 ---@param call table
 ---@return integer|nil status
@@ -218,10 +218,6 @@ function _M:perform(req, call)
   end
   local batch = batch_of[coroutine.running()]
   if batch and batch.failed then error(STOPPED, 0) end
-  if req.url:sub(1, 8):lower() == "https://" then
-    return failure("tls", "HAProxy's Lua sockets cannot verify a TLS certificate: point base_url at an http "
-      .. "listener of haproxy.cfg whose server line verifies it (README, \"Using with HAProxy\")", true)
-  end
   return http1.send(self, req, call)
 end
 

@@ -51,8 +51,10 @@ end
 ---@param opts table
 ---@return table server { base_url, port, dir, pid, stop, log }
 function _M.start(opts)
-  assert(sh.exists(REPO .. "/build/5.3/truto/core.so"),
-    "build/5.3/truto/core.so is missing: run `make LUA_VERSION=5.3`")
+  for _, module in ipairs { "core", "tls" } do
+    assert(sh.exists(REPO .. "/build/5.3/truto/" .. module .. ".so"),
+      "build/5.3/truto/" .. module .. ".so is missing: run `make LUA_VERSION=5.3`")
+  end
   local dir = assert(sh.mktemp("truto-haproxy"))
   assert(sh.write_file(dir .. "/load.lua", table.concat({
     ("local repo = %q"):format(REPO),

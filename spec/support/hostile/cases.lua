@@ -246,10 +246,7 @@ _M.CASES = {
     end },
 
   -- ---- TLS (servers of their own, see server.lua; `tls` names one).
-  -- HAProxy's Lua sockets cannot verify a certificate: the haproxy
-  -- transport refuses https (README, "Using with HAProxy").
   { name = "TLS: certificate for the IP address", tls = "ip", expect = answers(200, { tls = true }),
-    differs = { haproxy = fails("tls", false) },
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB, serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: certificate for another host", tls = "wrong-host", expect = fails("tls", false),
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
@@ -261,7 +258,7 @@ _M.CASES = {
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 200, { tls = true }) end },
   { name = "TLS: redirect from https to http", tls = "ip", call = { follow_redirects = true },
-    expect = fails("protocol", false), differs = { haproxy = fails("tls", false) },
+    expect = fails("protocol", false),
     seconds = TLS_SECONDS, memory_kb = TLS_MEMORY_KB,
     serve = function(c) json(c, 302, {}, { "Location: " .. c.plain .. "/custom/case/echo" }) end },
 }
