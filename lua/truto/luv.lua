@@ -288,7 +288,9 @@ _M.close = cosocket.close_pooled
 --- Runs every worker in a coroutine of its own, all waiting on the loop at
 -- once, and returns when all are done, the caller's coroutine yielding
 -- meanwhile.  An error raised in one is raised again; the others are
--- stopped (their connections closed) and never resumed.  Outside a
+-- stopped (their connections closed, those already back in the pool
+-- staying there) and never resumed.  The same when the caller's own batch
+-- stops it.  Outside a
 -- coroutine the workers run one after the other (each call then fails with
 -- kind "phase", as a single call does).
 ---@param workers function[]
@@ -298,8 +300,13 @@ function _M:run_concurrently(workers)
     return
   end
   local threads, left, failed = {}, #workers, nil
+  -- Their waits end (the operation stopped), and so does what they hold
+  -- open while waiting on anything else.
   local function stop_all()
-    for _, thread in ipairs(threads) do self.abort(thread) end
+    for _, thread in ipairs(threads) do
+      self.abort(thread)
+      cosocket.close_held(thread)
+    end
   end
   local ok, err = self.wait(nil, function(wake)
     for i, worker in ipairs(workers) do
