@@ -290,9 +290,8 @@ _M.close = cosocket.close_pooled
 -- meanwhile.  An error raised in one is raised again; the others are
 -- stopped (their connections closed, those already back in the pool
 -- staying there) and never resumed.  The same when the caller's own batch
--- stops it.  Outside a
--- coroutine the workers run one after the other (each call then fails with
--- kind "phase", as a single call does).
+-- stops it.  Outside a coroutine the workers run one after the other (each
+-- call then fails with kind "phase", as a single call does).
 ---@param workers function[]
 function _M:run_concurrently(workers)
   if not yieldable() then
@@ -300,8 +299,8 @@ function _M:run_concurrently(workers)
     return
   end
   local threads, left, failed = {}, #workers, nil
-  -- Their waits end (the operation stopped), and so does what they hold
-  -- open while waiting on anything else.
+  -- Their waits end (the operation stopped), and what they hold open is
+  -- closed, whatever they wait on (a sink that sleeps holds its connection).
   local function stop_all()
     for _, thread in ipairs(threads) do
       self.abort(thread)
