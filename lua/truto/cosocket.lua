@@ -21,9 +21,60 @@
 --   close(conn)
 --   usable(conn) -> boolean: open, and nothing arrived while it was idle
 -- A host whose sockets only move bytes gives its driver TLS with `_M.tls`.
+--
+-- What a coroutine holds open (its sockets' connections, a connection its
+-- driver is still opening, a batch it runs) is recorded, so that a batch
+-- stopped by an error closes what its other workers hold at once
+-- (`_M.close_held`) rather than leaving it open until the collector finds
+-- their coroutines, which are never resumed.
 local pools = require "truto.pool"
 
 local _M = {}
+
+-- ---- what each coroutine holds open ------------------------------------
+
+-- coroutine -> { [thing] = how to close it }; thing -> its coroutine.
+-- Weak, so that the record never keeps either alive.
+local held = setmetatable({}, { __mode = "k" })
+local holder = setmetatable({}, { __mode = "k" })
+
+--- Records that the running coroutine holds thing open until `release`:
+-- `close_held` of the coroutine calls close(thing) meanwhile.  Nothing is
+-- recorded on a main thread (no batch runs one as a worker).
+---@param thing any a connection, a socket, a batch
+---@param close fun(thing: any)
+function _M.hold(thing, close)
+  local co, main = coroutine.running()
+  if co == nil or main then return end
+  local things = held[co]
+  if not things then
+    things = setmetatable({}, { __mode = "k" })
+    held[co] = things
+  end
+  things[thing] = close
+  holder[thing] = co
+end
+
+--- thing is no longer held (closed, pooled, or handed on).
+---@param thing any
+function _M.release(thing)
+  local co = holder[thing]
+  if co == nil then return end
+  holder[thing] = nil
+  held[co][thing] = nil
+end
+
+--- Closes everything co holds open (and, through the batches it runs,
+-- what their workers hold).
+---@param co thread
+function _M.close_held(co)
+  local things = held[co]
+  if not things then return end
+  for thing, close in pairs(things) do
+    _M.release(thing)
+    close(thing)
+  end
+end
 
 -- The most ciphertext read from the socket at a time while TLS waits for
 -- more (a record is at most about 16 KiB).
@@ -63,12 +114,13 @@ function Socket:connect(host, port, options)
   local conn, reused = self.pool:take(self.key, self.driver.usable)
   if conn then
     self.conn, self.reused = conn, reused + 1
-    return 1
+  else
+    local err
+    conn, err = self.driver.connect(host, port, self.seconds)
+    if not conn then return nil, err end
+    self.conn, self.reused = conn, 0
   end
-  local err
-  conn, err = self.driver.connect(host, port, self.seconds)
-  if not conn then return nil, err end
-  self.conn, self.reused = conn, 0
+  _M.hold(self, Socket.close)
   return 1
 end
 
@@ -118,6 +170,7 @@ end
 ---@return integer ok 1
 function Socket:close()
   if self.conn then
+    _M.release(self)
     self.driver.close(self.conn)
     self.conn = nil
   end
@@ -132,6 +185,7 @@ end
 ---@return string? err
 function Socket:setkeepalive(ms, size)
   if not self.conn then return nil, "closed" end
+  _M.release(self)
   self.pool:put(self.key, self.conn, self.reused, ms / 1000, size)
   self.conn = nil
   return 1

@@ -26,11 +26,22 @@ end
 -- cqueues' sockets raise most errors by default: these return them.
 local function return_error(_, _, why) return why end
 
+local function close_socket(conn)
+  conn:close()
+end
+
 -- An error number of cqueues (an errno, or a negative DNS or TLS code) as
 -- the cosocket API's error text.
 local function reason(why)
   if why == ETIMEDOUT then return "timeout" end
   return errno.strerror(why) or ("error " .. tostring(why))
+end
+
+-- Adds the CAs of a file or a directory to store.  luaossl's error names
+-- the path; raised again without this file's position.
+local function add_cas(store, path)
+  local ok, err = pcall(store.add, store, path)
+  if not ok then error(err, 0) end
 end
 
 -- The TLS context of a transport, made at its first handshake: the CAs to
@@ -39,8 +50,8 @@ local function tls_context(options)
   local context = require("openssl.ssl.context").new("TLS", false)
   local store = require("openssl.x509.store").new()
   if options.ca_file or options.ca_path then
-    if options.ca_file then store:add(options.ca_file) end
-    if options.ca_path then store:add(options.ca_path) end
+    if options.ca_file then add_cas(store, options.ca_file) end
+    if options.ca_path then add_cas(store, options.ca_path) end
   else
     store:addDefaults()
   end
@@ -59,8 +70,11 @@ local function driver(options)
     if not conn then return nil, reason(why) end
     conn:onerror(return_error)
     conn:setmode(READ_ALL, WRITE_NOW)
+    -- Held while it connects: the socket (truto.cosocket) holds it after.
+    cosocket.hold(conn, close_socket)
     local done
     done, why = conn:connect(seconds)
+    cosocket.release(conn)
     if not done then
       conn:close()
       return nil, reason(why)
@@ -106,9 +120,7 @@ local function driver(options)
     return nil, "closed"
   end
 
-  function d.close(conn)
-    conn:close()
-  end
+  d.close = close_socket
 
   -- Idle and open: a read that would wait (nothing arrived, no EOF).  The
   -- socket keeps a read's timeout as its error until cleared.
@@ -151,11 +163,18 @@ function _M.now()
   return cqueues.monotime()
 end
 
+-- Closes what the workers of a batch hold open.
+local function close_workers(workers)
+  for _, co in pairs(workers) do cosocket.close_held(co) end
+end
+
 --- Runs every worker in a coroutine of a controller of its own, polled from
 -- the running one (so the host's other coroutines go on), and returns when
--- all are done.  An error raised in one is raised again; the others are
--- never resumed.  Outside a controller the workers run one after the other
--- (each call then fails with kind "phase", as a single call does).
+-- all are done.  An error raised in one is raised again once the others'
+-- connections are closed (those already back in the pool stay there); the
+-- others are never resumed.  The same when the caller's own batch stops
+-- it.  Outside a controller the workers run one after the other (each call
+-- then fails with kind "phase", as a single call does).
 ---@param _ table the transport
 ---@param workers function[]
 function _M.run_concurrently(_, workers)
@@ -163,10 +182,20 @@ function _M.run_concurrently(_, workers)
     for _, worker in ipairs(workers) do worker() end
     return
   end
-  local loop = cqueues.new()
-  for _, worker in ipairs(workers) do loop:wrap(worker) end
+  local loop, running = cqueues.new(), {}
+  for i, worker in ipairs(workers) do
+    loop:wrap(function()
+      running[i] = coroutine.running()
+      worker()
+    end)
+  end
+  cosocket.hold(running, close_workers)
   local ok, err = loop:loop()
-  if not ok then error(err, 0) end
+  cosocket.release(running)
+  if not ok then
+    close_workers(running)
+    error(err, 0)
+  end
 end
 
 --- Sends req ({method, url, headers, body}) under the transport contract

@@ -288,9 +288,10 @@ _M.close = cosocket.close_pooled
 --- Runs every worker in a coroutine of its own, all waiting on the loop at
 -- once, and returns when all are done, the caller's coroutine yielding
 -- meanwhile.  An error raised in one is raised again; the others are
--- stopped (their connections closed) and never resumed.  Outside a
--- coroutine the workers run one after the other (each call then fails with
--- kind "phase", as a single call does).
+-- stopped (their connections closed, those already back in the pool
+-- staying there) and never resumed.  The same when the caller's own batch
+-- stops it.  Outside a coroutine the workers run one after the other (each
+-- call then fails with kind "phase", as a single call does).
 ---@param workers function[]
 function _M:run_concurrently(workers)
   if not yieldable() then
@@ -298,8 +299,13 @@ function _M:run_concurrently(workers)
     return
   end
   local threads, left, failed = {}, #workers, nil
+  -- Their waits end (the operation stopped), and what they hold open is
+  -- closed, whatever they wait on (a sink that sleeps holds its connection).
   local function stop_all()
-    for _, thread in ipairs(threads) do self.abort(thread) end
+    for _, thread in ipairs(threads) do
+      self.abort(thread)
+      cosocket.close_held(thread)
+    end
   end
   local ok, err = self.wait(nil, function(wake)
     for i, worker in ipairs(workers) do

@@ -23,4 +23,21 @@ function _M.run(...)
   return table.unpack(results, 1, results.n)
 end
 
+--- A coroutine to run beside (`t.run`) that counts its wake-ups every 50 ms
+-- for `seconds`: how many it got shows whether the controller stayed free
+-- while another coroutine waited.
+---@param seconds number
+---@return table ticker { ticks = integer, run = function }
+function _M.ticker(seconds)
+  local t = { ticks = 0 }
+  t.run = function()
+    local ends = cqueues.monotime() + seconds
+    while cqueues.monotime() < ends do
+      cqueues.sleep(0.05)
+      t.ticks = t.ticks + 1
+    end
+  end
+  return t
+end
+
 return _M
