@@ -28,6 +28,7 @@ external_dependencies = {
   CURL = { library = "curl" },
   CRYPTO = { library = "crypto" },
   ZLIB = { library = "z" },
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 -- Built by the Makefile (`make rock-install`), which compiles in a temp
 -- dir so that nothing is left in the source tree, and installs the modules,
@@ -49,6 +50,8 @@ build = {
     CRYPTO_LIBDIR = "$(CRYPTO_LIBDIR)",
     ZLIB_INCDIR = "$(ZLIB_INCDIR)",
     ZLIB_LIBDIR = "$(ZLIB_LIBDIR)",
+    HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
+    HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
     PREFIX = "$(PREFIX)",
     INSTALL_LMOD = "$(LUADIR)",
     INSTALL_CMOD = "$(LIBDIR)",

@@ -135,8 +135,9 @@ end
 function _M.read_body(r, method, status, headers, deliver)
   local ok, err = check_framing(method, status, headers)
   if not ok then return nil, err end
-  local state, body, fault = r.state, nil, nil
+  local state = r.state
   while state ~= "done" do
+    local body, fault
     state, body, fault = r:feed()
     if body then
       ok, err = deliver(body)
