@@ -262,7 +262,7 @@ static int push_answer(lua_State *L, transfer *t, cJSON **tree)
 
 /* ---- a transfer ----------------------------------------------------------- */
 
-static const char *copy_of(const char *s)
+static char *copy_of(const char *s)
 {
     size_t len = strlen(s) + 1;
     char *d = malloc(len);
@@ -277,8 +277,8 @@ static void prepare(lua_State *L, transfer *t, cJSON **tree, int lines, int body
     if (t->url == NULL || strcmp(t->url, url) != 0 || strcmp(t->method, method) != 0) {
         free(t->method);
         free(t->url);
-        t->method = (char *)copy_of(method);
-        t->url = (char *)copy_of(url);
+        t->method = copy_of(method);
+        t->url = copy_of(url);
         if (t->method == NULL || t->url == NULL) {
             free(t->method);
             free(t->url);
