@@ -354,13 +354,18 @@ fuzz: fuzz-build
 BENCH_DIR   := build/bench
 CJSON_FLAGS  = $(shell $(PKG_CONFIG) --cflags --libs libcjson 2>/dev/null || echo -lcjson)
 
-$(BENCH_DIR)/%: bench/%.c bench/bench_common.h
+$(BENCH_DIR)/%: bench/%.c bench/bench_common.h bench/bench_curl.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS) $(CJSON_FLAGS)
 
+# B2's and B3's Lua floor: a Lua module for the bench only, never installed.
+$(BENCH_DIR)/lua_floor.so: bench/lua_floor.c bench/bench_curl.h
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@ $< -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CURL_LIBS) $(CJSON_FLAGS)
+
 bench: deps
 	@$(MAKE) -s deps DEB_PACKAGES="lua-socket libcjson-dev"
-	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi
+	@$(MAKE) -s all $(BENCH_DIR)/curl_loop $(BENCH_DIR)/curl_multi $(BENCH_DIR)/lua_floor.so
 	@BENCH_BIN=$(BENCH_DIR) bench/run
 
 # ---- API reference -------------------------------------------------------

@@ -5,7 +5,8 @@
 --
 -- Environment: BENCH_RUNS (default 5, 3 with --quick), BENCH_PIN (default 1:
 -- also run the sequential benchmarks with client and server pinned to CPU
--- 0), BENCH_BIN (directory of curl_loop and curl_multi, default build/bench).
+-- 0), BENCH_BIN (directory of curl_loop, curl_multi and lua_floor.so, default
+-- build/bench).
 -- Written against the public API (require "truto") and the emulator; what it
 -- needs from the C modules it looks up with support.core_field.
 local emulator = require "truto.emulator"
@@ -25,6 +26,10 @@ local QUICK = arg[1] == "--quick"
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or (QUICK and 3 or 5)
 local PIN = os.getenv("BENCH_PIN") ~= "0"
 local BIN = os.getenv("BENCH_BIN") or "build/bench"
+
+-- B2's and B3's Lua floor (bench/lua_floor.c), built by bench/run beside the C programs.
+package.cpath = BIN .. "/?.so;" .. package.cpath
+local floor = require "lua_floor"
 local TOKEN = "test-token"
 local ACCOUNT = "62f44730-dd91-461e-bd6a-aedd9e0ad79d"
 local ID = "23423523"
@@ -109,7 +114,8 @@ local function side_by_side(label, order, sides, runs)
   return results
 end
 
--- Deep equality of two decoded JSON values.
+-- Deep equality of two decoded JSON values (JSON null: truto.null, which
+-- is the Lua floor's and lua-cjson's null, a NULL light userdata).
 local function same(a, b)
   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
   for k, v in pairs(a) do if not same(v, b[k]) then return false end end
@@ -357,6 +363,26 @@ local function check_cjson_seed()
   if not same(a, b) then fail("curl_loop --print-seed differs from the client's body:\n" .. text .. "\n" .. mine) end
 end
 
+-- The Lua floor must send the very bytes the client sends, and read the
+-- static server's answer as the client does, one request at a time and in a
+-- batch; raises otherwise (main stops the servers).
+local function check_floor(request, answer)
+  local session = floor.session()
+  local text = session:encode(seed_body())
+  local mine = truto.encode_json(seed_body(), schema.list_fields("crm", "opportunities"))
+  if text ~= mine then error("the Lua floor's body differs from the client's:\n" .. text .. "\n" .. mine) end
+  local expected = truto.decode_json(answer)
+  local status, got = session:perform(request.method, request.url, request.headers, seed_body())
+  session:close()
+  if status ~= 200 or not same(got, expected) then error("the Lua floor misread the answer: " .. tostring(got)) end
+  local multi = floor.multi(2)
+  local results, err = multi:perform(request.method, request.url, request.headers, { seed_body(), seed_body() })
+  multi:close()
+  if not results or #results ~= 2 or not same(results[2], expected) then
+    error("the Lua floor's batch misread the answers: " .. tostring(err))
+  end
+end
+
 -- ---- B2 / B3: round trips ------------------------------------------------------
 
 local function client_updates(client, n, opts)
@@ -388,6 +414,26 @@ local function core_updates(base_url, n)
       req.decode_json = true
       local status, _, body = s:perform(req)
       if status ~= 200 or type(body) ~= "table" then fail("core loop: " .. tostring(status)) end
+    end
+    local rate = n / (now() - t0)
+    s:close()
+    return rate
+  end
+end
+
+-- The Lua floor (bench/lua_floor.c): the least a Lua binding of libcurl +
+-- cJSON does per call: the seed's body table to a cJSON tree and its print,
+-- one reused easy handle sending the C programs' request (their header
+-- lines, a fresh Idempotency-Key), the answer parsed by cJSON and made Lua
+-- tables.  One body table per round, as client_updates holds one.
+local function floor_updates(request, n)
+  return function()
+    local s, body = floor.session(), seed_body()
+    local method, url, headers = request.method, request.url, request.headers
+    local t0 = now()
+    for _ = 1, n do
+      local status, answer = s:perform(method, url, headers, body)
+      if status ~= 200 or type(answer) ~= "table" then fail("Lua floor: " .. tostring(answer)) end
     end
     local rate = n / (now() - t0)
     s:close()
@@ -437,18 +483,25 @@ local function curl_cli_updates(prefix, request, n)
   end
 end
 
--- client, the bare Lua loop on the core, C loop + cJSON, bare C loop: n
--- sequential PATCHes each, per round.
-local function sequential_sides(label, client, request, n, prefix)
-  local r = side_by_side(label, { "client", "core", "c_cjson", "c_bare" }, {
+-- The client, the Lua floor, the bare Lua loop on the core, C loop + cJSON,
+-- bare C loop (or the sides in order): n sequential PATCHes each, per round.
+local SEQUENTIAL_SIDES = { "client", "floor", "core", "c_cjson", "c_bare" }
+
+local function sequential_sides(label, client, request, n, prefix, order)
+  local r = side_by_side(label, order or SEQUENTIAL_SIDES, {
     client = client_updates(client, n),
+    floor = floor_updates(request, n),
     core = core_updates(client.base_url, n),
     c_cjson = function() return c_program(prefix, request, n, nil, "cjson").rate end,
     c_bare = function() return c_program(prefix, request, n, nil, "bare").rate end,
   })
-  return { client = summary(r.client), core = summary(r.core), c_cjson = summary(r.c_cjson),
-           c_bare = summary(r.c_bare), vs_cjson = ratio(r.client, r.c_cjson), vs_bare = ratio(r.client, r.c_bare),
-           core_vs_cjson = ratio(r.core, r.c_cjson), vs_core = ratio(r.client, r.core) }
+  local out = {}
+  for name, rounds in pairs(r) do out[name] = summary(rounds) end
+  local function vs(a, b) return r[a] and r[b] and ratio(r[a], r[b]) end
+  out.vs_cjson, out.vs_bare, out.vs_core = vs("client", "c_cjson"), vs("client", "c_bare"), vs("client", "core")
+  out.vs_floor, out.floor_vs_cjson = vs("client", "floor"), vs("floor", "c_cjson")
+  out.core_vs_cjson = vs("core", "c_cjson")
+  return out
 end
 
 local function bench_sequential(static, emu, tmpdir)
@@ -478,7 +531,8 @@ local function bench_sequential(static, emu, tmpdir)
         out.luasocket, out.curl_cli = summary(slow.luasocket), summary(slow.curl_cli)
         -- The emulator does all of Truto's work per request (see README).
         local erequest = c_request(seed_spec(emu.base_url), nil, tmpdir, "seed")
-        out.emulator = sequential_sides("B2 against the emulator", eclient, erequest, QUICK and 300 or 1000, prefix)
+        out.emulator = sequential_sides("B2 against the emulator", eclient, erequest, QUICK and 300 or 1000, prefix,
+          { "client", "c_cjson" })
       end
     end
   end
@@ -488,7 +542,8 @@ local function bench_sequential(static, emu, tmpdir)
 end
 
 -- B3 at one server delay: client:batch with 16 in flight, curl_multi + cJSON,
--- bare curl_multi and (with a delay) sequential update calls.
+-- bare curl_multi, at 0 ms the Lua floor's multi handle, and (with a delay)
+-- sequential update calls.
 local BATCH_REQUESTS = { [0] = { 2000, 1000 }, [5] = { 2000, 500 }, [50] = { 320, 160 } }   -- full, --quick
 local SEQUENTIAL_REQUESTS = { [5] = { 200, 100 }, [50] = { 20, 10 } }
 
@@ -520,6 +575,19 @@ local function batch_at(client, static, tmpdir, delay, has_multi)
     c_cjson = function() return c_program("", request, n, CONCURRENCY, "cjson").rate end,
     c_bare = function() return c_program("", request, n, CONCURRENCY, "bare").rate end,
   }
+  if delay == 0 then
+    -- The same bodies as the batch's requests; one multi handle kept, as the client keeps its own.
+    local m, bodies = floor.multi(CONCURRENCY), {}
+    for i = 1, n do bodies[i] = requests[i].body end
+    table.insert(order, 2, "floor")
+    sides.floor = function()
+      local t0 = now()
+      local results, err = m:perform(request.method, request.url, request.headers, bodies)
+      local dt = now() - t0
+      if not results or #results ~= n then fail("Lua floor batch: " .. tostring(err)) end
+      return n / dt
+    end
+  end
   if seq_counts then
     order[#order + 1] = "sequential"
     sides.sequential = client_updates(client, seq_counts[QUICK and 2 or 1], opts)
@@ -528,6 +596,8 @@ local function batch_at(client, static, tmpdir, delay, has_multi)
   return {
     delay = delay, n = n, batch = summary(r.batch), c_cjson = summary(r.c_cjson), c_bare = summary(r.c_bare),
     vs_cjson = ratio(r.batch, r.c_cjson), vs_bare = ratio(r.batch, r.c_bare),
+    floor = r.floor and summary(r.floor), vs_floor = r.floor and ratio(r.batch, r.floor),
+    floor_vs_cjson = r.floor and ratio(r.floor, r.c_cjson),
     sequential = r.sequential and summary(r.sequential), vs_seq = r.sequential and ratio(r.batch, r.sequential),
   }
 end
@@ -732,6 +802,10 @@ local function table_rows(b1, b2, b3, b4, b5, b6, b7)
     row("B2", "sequential PATCH/s, pinned: client vs C libcurl + cJSON", cell(b2.pinned.client),
       cell(b2.pinned.c_cjson), cell(b2.pinned.vs_cjson, 2), target(">= 0.9", b2.pinned.vs_cjson.med >= 0.9))
     row("", "  pinned: vs bare C libcurl loop", "", cell(b2.pinned.c_bare), cell(b2.pinned.vs_bare, 2))
+    row("", "  pinned: client vs Lua floor (Lua tables in and out, libcurl + cJSON)", "", cell(b2.pinned.floor),
+      cell(b2.pinned.vs_floor, 2))
+    row("", "  pinned: Lua floor vs C libcurl + cJSON", cell(b2.pinned.floor), cell(b2.pinned.c_cjson),
+      cell(b2.pinned.floor_vs_cjson, 2))
     row("", "  pinned: bare Lua loop on the core (no client) vs C + cJSON", cell(b2.pinned.core),
       cell(b2.pinned.c_cjson), cell(b2.pinned.core_vs_cjson, 2))
     row("", "  pinned: client vs bare Lua loop on the core", "", "", cell(b2.pinned.vs_core, 2))
@@ -739,6 +813,10 @@ local function table_rows(b1, b2, b3, b4, b5, b6, b7)
   row(b2.pinned and "" or "B2", (b2.pinned and "  " or "sequential PATCH/s, ") .. "unpinned: vs C libcurl + cJSON",
     cell(b2.unpinned.client), cell(b2.unpinned.c_cjson), cell(b2.unpinned.vs_cjson, 2))
   row("", "  unpinned: vs bare C libcurl loop", "", cell(b2.unpinned.c_bare), cell(b2.unpinned.vs_bare, 2))
+  row("", "  unpinned: client vs Lua floor (Lua tables in and out, libcurl + cJSON)", "", cell(b2.unpinned.floor),
+    cell(b2.unpinned.vs_floor, 2))
+  row("", "  unpinned: Lua floor vs C libcurl + cJSON", cell(b2.unpinned.floor), cell(b2.unpinned.c_cjson),
+    cell(b2.unpinned.floor_vs_cjson, 2))
   row("", "  luasocket socket.http (no keep-alive)", "", cell(b2.luasocket),
     "client " .. fmt(seq.client.med / b2.luasocket.med, 1) .. "x")
   row("", "  curl(1), one process per request", "", cell(b2.curl_cli),
@@ -753,6 +831,11 @@ local function table_rows(b1, b2, b3, b4, b5, b6, b7)
     row(i == 1 and "B3" or "", what, cell(b.batch), cell(b.c_cjson), cell(b.vs_cjson, 2),
       b.delay == 0 and target(">= 0.9", b.vs_cjson.med >= 0.9) or nil)
     row("", "  vs bare C curl_multi", "", cell(b.c_bare), cell(b.vs_bare, 2))
+    if b.floor then
+      row("", ("  client vs Lua floor, %d in flight (Lua tables in and out, libcurl + cJSON)"):format(CONCURRENCY), "",
+        cell(b.floor), cell(b.vs_floor, 2))
+      row("", "  Lua floor vs C curl_multi + cJSON", cell(b.floor), cell(b.c_cjson), cell(b.floor_vs_cjson, 2))
+    end
     if b.sequential then
       row("", "  vs sequential update calls", "", cell(b.sequential), cell(b.vs_seq, 1, "x"),
         b.delay == 5 and target(">= 4x", b.vs_seq.med >= 4) or nil)
@@ -856,6 +939,7 @@ local function main()
   local static = start_static(body, page_path)
 
   local ok, result = pcall(function()
+    check_floor(c_request(seed_spec(static.base_url), nil, tmpdir, "seed"), body)
     set_affinity(SELF_PID, PINNING and "0" or ALL_CPUS)
     local b1 = bench_build()
     set_affinity(SELF_PID, ALL_CPUS)
@@ -885,6 +969,8 @@ local function main()
       .. "B3 at %s ms of X-Emulator-Delay-Ms); B2 also against the emulator; B4: the emulator's /custom/blob; "
       .. "B6: a static file, not gzip'd; B7: the static location"):format(#body, table.concat(DELAYS_MS, "/")),
     "C + cJSON: builds the seed's body (cJSON tree + print) per request and parses every answer with cJSON_Parse",
+    "Lua floor: bench/lua_floor.c, the C programs' transfers from Lua: the body's Lua table to a cJSON tree "
+      .. "(keys sorted) and its print, every answer parsed by cJSON and made Lua tables (B2, B3 at 0 ms)",
     PINNING and "pinned: client, C programs and the nginx worker on CPU 0 (B1, B2 pinned rows, B5)"
       or "not pinned (BENCH_PIN=0, no taskset, or one CPU)",
   }

@@ -1,9 +1,8 @@
 /*
  * bench/bench_common.h: what the C reference programs share: their
  * command line, the request body (a file's bytes, none, or the seed's body
- * built with cJSON per request), the response buffer filled by libcurl's
- * write callback, parsing an answer with cJSON, peak RSS and a monotonic
- * clock.
+ * built with cJSON per request), parsing an answer with cJSON, peak RSS and
+ * a monotonic clock; and, with the Lua floor module, bench_curl.h.
  *
  *   PROGRAM [--cjson] METHOD URL BODY N ... [HEADER...]
  *
@@ -15,40 +14,11 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} buffer;
-
-/* CURLOPT_WRITEFUNCTION with a buffer * as CURLOPT_WRITEDATA. */
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    buffer *b = ud;
-    size_t len = size * n;
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + len)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, len);
-    b->len += len;
-    return len;
-}
+#include "bench_curl.h"
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -83,14 +53,6 @@ static long peak_rss_kb(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;
-}
-
-/* A key prefix unique across runs (the server caches answers by key). */
-static unsigned long key_prefix(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ((unsigned long)ts.tv_sec * 1000000000UL + (unsigned long)ts.tv_nsec) ^ ((unsigned long)getpid() << 40);
 }
 
 static void add_string(cJSON *o, const char *name, const char *value)
@@ -200,10 +162,7 @@ static struct curl_slist *request_headers(const options *o, unsigned long prefix
     struct curl_slist *h = NULL;
     for (int a = 0; a < o->nheaders; a++)
         h = curl_slist_append(h, o->headers[a]);
-    char key[64];
-    snprintf(key, sizeof key, "Idempotency-Key: %016lx%016lx", prefix, (unsigned long)i);
-    h = curl_slist_append(h, key);
-    return curl_slist_append(h, "Expect:");
+    return finish_headers(h, prefix, i);
 }
 
 /* Sets the request's body: the file's bytes, none, or (returned, the caller frees it) the seed's. */
@@ -216,26 +175,9 @@ static char *set_body(CURL *e, const options *o)
         body = built = seed_body();
         len = strlen(built);
     }
-    if (body != NULL) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    }
+    if (body != NULL)
+        set_payload(e, body, len);
     return built;
-}
-
-/* The options both programs set once per easy handle. */
-static void common_setopts(CURL *e, const options *o, buffer *b)
-{
-    curl_easy_setopt(e, CURLOPT_URL, o->url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
 }
 
 /* The programs' one line: seconds, requests/s, peak RSS kB, peak RSS kB before the first request. */

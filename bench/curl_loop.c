@@ -17,13 +17,6 @@
  */
 #include "bench_common.h"
 
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    (void)p;
-    (*(size_t *)ud)++;
-    return size * n;
-}
-
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--print-seed") == 0) {
@@ -36,12 +29,10 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *e = curl_easy_init();
     buffer b = { 0 };
-    size_t header_lines = 0;
     char errbuf[CURL_ERROR_SIZE] = "";
-    common_setopts(e, &o, &b);
+    common_setopts(e, o.method, o.url, &b);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, &header_lines);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header_ignored);
 
     unsigned long prefix = key_prefix();
     long before = peak_rss_kb();

@@ -21,13 +21,6 @@ typedef struct {
     buffer body;
 } slot;
 
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    (void)p;
-    (void)ud;
-    return size * n;
-}
-
 int main(int argc, char **argv)
 {
     long c = 0;
@@ -41,8 +34,8 @@ int main(int argc, char **argv)
     for (long i = 0; i < c; i++) {
         slot *s = &slots[i];
         CURL *e = s->easy = curl_easy_init();
-        common_setopts(e, &o, &s->body);
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+        common_setopts(e, o.method, o.url, &s->body);
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header_ignored);
         curl_easy_setopt(e, CURLOPT_PRIVATE, s);
         idle[nidle++] = s;
     }
