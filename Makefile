@@ -9,7 +9,7 @@ LUA_INCDIR   ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>
 # ZLIB_INCDIR/ZLIB_LIBDIR (as LuaRocks passes them) add to it.
 CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null) $(if $(CURL_INCDIR),-I$(CURL_INCDIR)) \
                 $(if $(CRYPTO_INCDIR),-I$(CRYPTO_INCDIR)) $(if $(ZLIB_INCDIR),-I$(ZLIB_INCDIR)) \
-                $(if $(HTTP_PARSER_INCDIR),-I$(HTTP_PARSER_INCDIR))
+                $(if $(HTTP_PARSER_INCDIR),-I$(HTTP_PARSER_INCDIR)) $(if $(HIREDIS_INCDIR),-I$(HIREDIS_INCDIR))
 CURL_LIBS    ?= $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 CRYPTO_LIBS  ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
@@ -23,6 +23,10 @@ LIBCRYPTO_SONAME ?= $(if $(CRYPTO_LIBDIR),$(CRYPTO_LIBDIR)/)$(or $(shell objdump
 # have none (luv, Neovim), links it; only their first https connection loads it.
 SSL_LIBS     ?= $(if $(CRYPTO_LIBDIR),-L$(CRYPTO_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+# hiredis: truto.redis_core (csrc/redis.c), the Redis protocol of the shared
+# rate-limit store; only a client with a Redis store loads it.
+HIREDIS_LIBS ?= $(if $(HIREDIS_LIBDIR),-L$(HIREDIS_LIBDIR)) \
+                $(shell $(PKG_CONFIG) --libs hiredis 2>/dev/null || echo -lhiredis)
 # zlib: csrc/inflate.c decodes gzip/deflate bodies for the nginx transport.
 ZLIB_LIBS    ?= $(if $(ZLIB_LIBDIR),-L$(ZLIB_LIBDIR)) \
                 $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
@@ -42,25 +46,30 @@ INSTALL_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 BINDIR       ?= $(PREFIX)/bin
 
 BUILD_DIR    ?= build/$(LUA_VERSION)
-# Three C modules: truto.core (the writers, the reader, the request builder,
-# webhooks, inflate, system helpers), which never loads libcurl,
-# truto.curl_core (the libcurl session and multi), which lua/truto/curl.lua
-# loads at the first transfer, and truto.tls (TLS over memory buffers, on
-# libssl), which lua/truto/cosocket.lua loads at a driver's first https
-# handshake.  The other two carry their own copy of the few helpers of
-# truto.core they use (CURL_HELPERS, TLS_HELPERS).
+# Four C modules: truto.core (the writers, the reader, the request builder,
+# webhooks, inflate, the HTTP/1.1 response parser, system helpers), which
+# never loads libcurl, truto.curl_core (the libcurl session and multi),
+# which lua/truto/curl.lua loads at the first transfer, truto.tls (TLS over
+# memory buffers, on libssl), which lua/truto/cosocket.lua loads at a
+# driver's first https handshake, and truto.redis_core (the Redis protocol,
+# on hiredis), which lua/truto/redis.lua loads.  The other three carry their
+# own copy of the few helpers of truto.core they use (*_HELPERS).
 CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
 CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c csrc/headers.c
 TLS_SOURCES  := csrc/tls.c
 TLS_HELPERS  := csrc/class.c
-CORE_SOURCES := $(filter-out $(CURL_SOURCES) $(TLS_SOURCES),$(wildcard csrc/*.c))
+REDIS_SOURCES := csrc/redis.c
+REDIS_HELPERS := csrc/class.c
+CORE_SOURCES := $(filter-out $(CURL_SOURCES) $(TLS_SOURCES) $(REDIS_SOURCES),$(wildcard csrc/*.c))
 # The objects of each module built in directory $(1).
 core_objects  = $(CORE_SOURCES:csrc/%.c=$(1)/obj/%.o)
 curl_objects  = $(CURL_SOURCES:csrc/%.c=$(1)/obj/%.o) $(CURL_HELPERS:csrc/%.c=$(1)/obj/%.o)
 tls_objects   = $(TLS_SOURCES:csrc/%.c=$(1)/obj/%.o) $(TLS_HELPERS:csrc/%.c=$(1)/obj/%.o)
+redis_objects = $(REDIS_SOURCES:csrc/%.c=$(1)/obj/%.o) $(REDIS_HELPERS:csrc/%.c=$(1)/obj/%.o)
 CORE         := $(BUILD_DIR)/truto/core.so
 CURL_CORE    := $(BUILD_DIR)/truto/curl_core.so
 TLS_CORE     := $(BUILD_DIR)/truto/tls.so
+REDIS_CORE   := $(BUILD_DIR)/truto/redis_core.so
 HEADERS      := $(wildcard csrc/*.h)
 ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
                 -I$(LUA_INCDIR) $(CURL_CFLAGS) -DTRUTO_LIBCRYPTO='"$(LIBCRYPTO_SONAME)"'
@@ -68,13 +77,13 @@ ALL_CFLAGS   := $(CFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -std=gnu99 \
 # Debian packages, installed on demand when missing: what the library, the
 # emulator and the examples need (README.md's "Requirements" lists the same,
 # spec/readme_spec.lua checks it), and what `make test` needs on top.
-RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libhttp-parser-dev libssl-dev lua-cjson gcc make pkg-config \
+RUN_PACKAGES  := lua5.4 liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libhttp-parser-dev libhiredis-dev libssl-dev lua-cjson gcc make pkg-config \
                  nginx-light libnginx-mod-http-lua lua-dkjson luajit2 libluajit2-5.1-dev
 # The other Luas make test runs the specs under (liblua5.1-0-dev is what
 # Debian's virtual liblua5.1-dev stands for); busted and the Lua libraries
 # the specs load (lua-cjson, lua-dkjson) are packaged for every version.
 OTHER_LUA_PACKAGES := lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
-TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl lua-cqueues lua-luaossl lua-luv neovim haproxy \
+TEST_PACKAGES := lua-busted lua-check luarocks lua-ldoc git nodejs node-qs curl openssl lua-cqueues lua-luaossl lua-luv neovim haproxy redis-server \
                  $(OTHER_LUA_PACKAGES)
 DEB_PACKAGES  := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
@@ -87,6 +96,7 @@ LUAJIT_DIR     := build/luajit
 LUAJIT_CORE    := $(LUAJIT_DIR)/truto/core.so
 LUAJIT_CURL    := $(LUAJIT_DIR)/truto/curl_core.so
 LUAJIT_TLS     := $(LUAJIT_DIR)/truto/tls.so
+LUAJIT_REDIS   := $(LUAJIT_DIR)/truto/redis_core.so
 
 # ---- every Lua ----------------------------------------------------------
 # make test runs every spec under Lua 5.4, and these under Lua 5.1, 5.2, 5.3
@@ -99,7 +109,7 @@ LUAJIT_TLS     := $(LUAJIT_DIR)/truto/tls.so
 SERVERLESS_SPECS  := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.lua request_spec.lua \
                      truto_spec.lua webhook_spec.lua errors_spec.lua retry_spec.lua ratelimit_spec.lua \
                      client_spec.lua bad_input_spec.lua inflate_spec.lua http1_spec.lua redirect_spec.lua \
-                     number_spec.lua platform_spec.lua)
+                     number_spec.lua platform_spec.lua redis_spec.lua)
 INTEGRATION_SPECS := $(addprefix spec/,integration_spec.lua emulator_spec.lua emulator_platform_spec.lua \
                      batch_spec.lua upload_spec.lua conformance_spec.lua faults_spec.lua tls_spec.lua \
                      session_spec.lua multi_spec.lua body_spec.lua)
@@ -117,7 +127,7 @@ LUA_JOBS        ?= 2
 # TRUTO_INTEGRATED_ACCOUNT_ID are set, else against the bundled emulator.
 DEMO_ACCOUNT := 62f44730-dd91-461e-bd6a-aedd9e0ad79d
 
-all: $(CORE) $(CURL_CORE) $(TLS_CORE)
+all: $(CORE) $(CURL_CORE) $(TLS_CORE) $(REDIS_CORE)
 
 $(BUILD_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -135,7 +145,11 @@ $(TLS_CORE): $(call tls_objects,$(BUILD_DIR))
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
 
-luajit: $(LUAJIT_CORE) $(LUAJIT_CURL) $(LUAJIT_TLS)
+$(REDIS_CORE): $(call redis_objects,$(BUILD_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(HIREDIS_LIBS)
+
+luajit: $(LUAJIT_CORE) $(LUAJIT_CURL) $(LUAJIT_TLS) $(LUAJIT_REDIS)
 
 # The core for another Lua: core-5.1, core-5.2, core-5.3, core-luajit.
 core-luajit: luajit
@@ -159,6 +173,10 @@ $(LUAJIT_CURL): $(call curl_objects,$(LUAJIT_DIR))
 $(LUAJIT_TLS): $(call tls_objects,$(LUAJIT_DIR))
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
+
+$(LUAJIT_REDIS): $(call redis_objects,$(LUAJIT_DIR))
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) -o $@ $^ $(LDFLAGS) $(HIREDIS_LIBS)
 
 # Install whatever Debian package is missing (as root, or through sudo);
 # run-deps: only those the library, the emulator and the examples need.
@@ -237,6 +255,7 @@ ASAN_DIR     := build/asan
 ASAN_CORE    := $(ASAN_DIR)/truto/core.so
 ASAN_CURL    := $(ASAN_DIR)/truto/curl_core.so
 ASAN_TLS     := $(ASAN_DIR)/truto/tls.so
+ASAN_REDIS   := $(ASAN_DIR)/truto/redis_core.so
 # gcc's "undefined" leaves out float-cast-overflow (clang's includes it).
 ASAN_CFLAGS  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -O1 -g $(WARNFLAGS) -fPIC -fvisibility=hidden \
@@ -265,6 +284,10 @@ $(ASAN_TLS): $(call tls_objects,$(ASAN_DIR))
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(SSL_LIBS)
 
+$(ASAN_REDIS): $(call redis_objects,$(ASAN_DIR))
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDFLAGS) $(HIREDIS_LIBS)
+
 $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) -shared -fPIC -O2 -o $@ $<
@@ -273,7 +296,7 @@ $(ASAN_DIR)/unpreload.so: fuzz/unpreload.c
 asan: deps
 	@$(MAKE) -s asan-run
 
-asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_TLS) $(ASAN_DIR)/unpreload.so
+asan-run: all $(ASAN_CORE) $(ASAN_CURL) $(ASAN_TLS) $(ASAN_REDIS) $(ASAN_DIR)/unpreload.so
 	@log=$(ASAN_DIR)/busted.log; \
 	LD_PRELOAD="$$($(ASAN_CC) -print-file-name=libasan.so) $$($(ASAN_CC) -print-file-name=libubsan.so) $(CURDIR)/$(ASAN_DIR)/unpreload.so" \
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' LUA_INIT_5_4='$(ASAN_LUA_INIT)' \
@@ -307,11 +330,12 @@ valgrind-run: all
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
-FUZZERS      := query json request decode headers inflate http1 webhook
+FUZZERS      := query json request decode headers inflate http1 webhook redis
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -std=gnu99 -I$(LUA_INCDIR) -Icsrc $(CURL_CFLAGS)
 # clang with libFuzzer's runtime (libclang-rt-dev), installed on demand.
-FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config
+FUZZ_PACKAGES := clang libclang-rt-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libhttp-parser-dev libhiredis-dev \
+                 libssl-dev pkg-config
 # truto.core's objects and curl_common.c (its byte buffers serve the inflate
 # and http1 harnesses, its header parsing the headers harness), with libcurl.
 FUZZ_OBJECTS := $(call core_objects,$(FUZZ_DIR)) $(FUZZ_DIR)/obj/curl_common.o
@@ -325,6 +349,11 @@ $(FUZZ_DIR)/obj/%.o: csrc/%.c $(HEADERS)
 # The headers harness includes csrc/session.c to reach its static parsers.
 $(FUZZ_DIR)/headers: fuzz/headers.c fuzz/fuzz_lua.h csrc/session.c $(FUZZ_OBJECTS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
+
+# The redis harness links truto.redis_core's reader, on hiredis.
+$(FUZZ_DIR)/redis: fuzz/redis.c fuzz/fuzz_lua.h $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/redis.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_DIR)/obj/redis.o $(FUZZ_LIBS) \
+	  $(HIREDIS_LIBS)
 
 $(FUZZ_DIR)/%: fuzz/%.c fuzz/fuzz_lua.h $(FUZZ_OBJECTS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJECTS) $(FUZZ_LIBS)
@@ -402,6 +431,7 @@ EMULATOR_LUA  := $(wildcard emulator/lua/truto_emulator/*.lua)
 COMMANDS      := truto truto-emulator
 INSTALLED     := $(LUA_MODULES:lua/%=$(INSTALL_LMOD)/%) \
                  $(INSTALL_CMOD)/truto/core.so $(INSTALL_CMOD)/truto/curl_core.so $(INSTALL_CMOD)/truto/tls.so \
+                 $(INSTALL_CMOD)/truto/redis_core.so \
                  $(EMULATOR_DIR)/nginx.conf.in $(EMULATOR_DIR)/fixtures.json \
                  $(EMULATOR_LUA:emulator/%=$(EMULATOR_DIR)/%) $(COMMANDS:%=$(BINDIR)/%)
 # Directories that hold nothing but ours, deepest first: uninstall removes them.
@@ -417,7 +447,7 @@ check-install-paths:
 
 install: install-lib install-bin
 
-install-lib: check-install-paths $(CORE) $(CURL_CORE) $(TLS_CORE)
+install-lib: check-install-paths $(CORE) $(CURL_CORE) $(TLS_CORE) $(REDIS_CORE)
 	install -d $(DESTDIR)$(INSTALL_LMOD)/truto $(DESTDIR)$(INSTALL_CMOD)/truto \
 	  $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator
 	@for f in $(LUA_MODULES); do \
@@ -428,7 +458,7 @@ install-lib: check-install-paths $(CORE) $(CURL_CORE) $(TLS_CORE)
 	      && chmod 644 "$$dest" || exit 1; \
 	  else install -m 644 "$$f" "$$dest" || exit 1; fi; \
 	done
-	install -m 755 $(CORE) $(CURL_CORE) $(TLS_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
+	install -m 755 $(CORE) $(CURL_CORE) $(TLS_CORE) $(REDIS_CORE) $(DESTDIR)$(INSTALL_CMOD)/truto/
 	install -m 644 emulator/nginx.conf.in emulator/fixtures.json $(DESTDIR)$(EMULATOR_DIR)/
 	install -m 644 $(EMULATOR_LUA) $(DESTDIR)$(EMULATOR_DIR)/lua/truto_emulator/
 

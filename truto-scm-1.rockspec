@@ -29,11 +29,13 @@ external_dependencies = {
   CRYPTO = { library = "crypto" },
   ZLIB = { library = "z" },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 -- Built by the Makefile (`make rock-install`), which compiles in a temp
 -- dir so that nothing is left in the source tree, and installs the modules,
--- the two C modules (truto/core.so, and truto/curl_core.so: the libcurl
--- transport, loaded at the first transfer) and the emulator's files;
+-- the C modules (truto/core.so; truto/curl_core.so, the libcurl transport,
+-- loaded at the first transfer; truto/tls.so and truto/redis_core.so, loaded
+-- when used) and the emulator's files;
 -- LuaRocks installs the commands.
 build = {
   type = "make",
@@ -52,6 +54,8 @@ build = {
     ZLIB_LIBDIR = "$(ZLIB_LIBDIR)",
     HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
     HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
+    HIREDIS_INCDIR = "$(HIREDIS_INCDIR)",
+    HIREDIS_LIBDIR = "$(HIREDIS_LIBDIR)",
     PREFIX = "$(PREFIX)",
     INSTALL_LMOD = "$(LUADIR)",
     INSTALL_CMOD = "$(LIBDIR)",

@@ -415,6 +415,7 @@ int truto_push_reply_body(lua_State *L, truto_bytes *body, int headers_idx, int 
 TRUTO_API int luaopen_truto_core(lua_State *L);
 TRUTO_API int luaopen_truto_curl_core(lua_State *L);
 TRUTO_API int luaopen_truto_tls(lua_State *L);
+TRUTO_API int luaopen_truto_redis_core(lua_State *L);
 
 /* ---- registration of each file's Lua functions (core.c and, for
  * session.c and multi.c, curl_core.c call these) ---------------------- */
