@@ -152,7 +152,7 @@ static void check_fields(lua_State *L, int idx, const char *const *names, const 
         const char *key = lua_tostring(L, -2);
         int i;
         for (i = 0; names[i] != NULL; i++)
-            if (strcmp(key, names[i]) == 0)
+            if (key[0] == names[i][0] && strcmp(key, names[i]) == 0)
                 break;
         if (names[i] == NULL)
             luaL_error(L, "truto: unknown %s '%s'", what, key);
@@ -170,11 +170,9 @@ int truto_has_prefix_ci(const char *s, const char *prefix)
 
 static int has_control(const char *s, size_t len)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r' || c == '\n' || c == '\0')
+    for (size_t i = truto_first_control(s, len); i < len; i += 1 + truto_first_control(s + i + 1, len - i - 1))
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
             return 1;
-    }
     return 0;
 }
 
@@ -203,11 +201,8 @@ static const char *check_url(lua_State *L, int idx)
     const char *url = lua_tolstring(L, idx, &len);
     if (!truto_has_prefix_ci(url, "http://") && !truto_has_prefix_ci(url, "https://"))
         luaL_error(L, "truto: request url must start with http:// or https://");
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)url[i];
-        if (c <= 0x20 || c == 0x7f)
-            luaL_error(L, "truto: request url must not contain spaces or control characters");
-    }
+    if (truto_first_control(url, len) < len || memchr(url, ' ', len) != NULL)
+        luaL_error(L, "truto: request url must not contain spaces or control characters");
     return url;
 }
 

@@ -105,18 +105,19 @@ static void add_utf8(lua_State *L, truto_bytes *b, unsigned cp)
 static void read_string(lua_State *L, reader *r)
 {
     const char *s = r->p;
+    /* No escapes and valid UTF-8, checked in one pass: the common case. */
+    size_t len = truto_json_plain_span(s, (size_t)(r->end - s));
+    if (s + len < r->end && s[len] == '"') {
+        lua_pushlstring(L, s, len);
+        r->p = s + len + 1;
+        return;
+    }
+    /* Anything else is read again from s, one byte at a time. */
     while (r->p < r->end && *r->p != '"' && *r->p != '\\' && (unsigned char)*r->p >= 0x20)
         r->p++;
-    if (r->p < r->end && *r->p == '"') {            /* no escapes: the common case */
-        size_t len = (size_t)(r->p - s);
-        size_t bad = truto_utf8_invalid_at(s, len);
-        if (bad != (size_t)-1) {
-            r->p = s + bad;
-            fail(L, r, "invalid UTF-8");
-        }
-        lua_pushlstring(L, s, len);
-        r->p++;
-        return;
+    if (r->p < r->end && *r->p == '"') {            /* invalid UTF-8 */
+        r->p = s + truto_utf8_invalid_at(s, (size_t)(r->p - s));
+        fail(L, r, "invalid UTF-8");
     }
     truto_bytes *b = &r->e->out;
     b->len = 0;

@@ -108,15 +108,43 @@ static const unsigned char json_class[256] = {
     [0x80 ... 0xFF] = JSON_UTF8,
 };
 
-/* Whether the 8 bytes of w are all plain (each test below is exact for the
- * word as a whole, which is all this needs). */
-static int json_plain8(uint64_t w)
+/* The bytes of w that are not plain, each flagged by its top bit, exactly
+ * up to the first of them: a borrow can flag a byte above a flagged one,
+ * never one below, so only the lowest flag is to be trusted. */
+static uint64_t json_special8(uint64_t w)
 {
     uint64_t quote = w ^ (BYTES_01 * '"'), backslash = w ^ (BYTES_01 * '\\');
     uint64_t control = (w - BYTES_01 * 0x20) & ~w;
     uint64_t is_quote = (quote - BYTES_01) & ~quote;
     uint64_t is_backslash = (backslash - BYTES_01) & ~backslash;
-    return ((control | is_quote | is_backslash | w) & BYTES_80) == 0;
+    return (control | is_quote | is_backslash | w) & BYTES_80;
+}
+
+/* The position in its word (loaded from memory as it is) of the first byte
+ * special flags. */
+static size_t first_flagged(uint64_t special)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (size_t)__builtin_clzll(special) >> 3;
+#else
+    return (size_t)__builtin_ctzll(special) >> 3;
+#endif
+}
+
+/* Up to 8 bytes of s from i as a word, a short tail padded with spaces
+ * (plain); *n receives how many are s's. */
+static uint64_t load8(const unsigned char *s, size_t i, size_t len, size_t *n)
+{
+    uint64_t word = BYTES_01 * ' ';
+    if (len - i >= 8) {
+        *n = 8;
+        memcpy(&word, s + i, 8);    /* one load: a constant size */
+    } else {
+        *n = len - i;
+        for (size_t k = 0; k < *n; k++)
+            ((unsigned char *)&word)[k] = s[i + k];
+    }
+    return word;
 }
 
 /* One unit at s[i]: a plain byte, an escape or a UTF-8 sequence.  Returns
@@ -157,6 +185,27 @@ static char *json_unit(char *o, const unsigned char *s, size_t *i, size_t len)
     return o;
 }
 
+size_t truto_json_plain_span(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, n;
+    while (i < len) {
+        uint64_t special = json_special8(load8(s, i, len, &n));
+        if (special == 0) {
+            i += n;
+            continue;
+        }
+        i += first_flagged(special);
+        if (json_class[s[i]] != JSON_UTF8)
+            return i;
+        n = utf8_sequence(s + i, len - i);
+        if (n == 0)
+            return i;
+        i += n;
+    }
+    return len;
+}
+
 char *truto_json_string(char *o, const char *str, size_t len, size_t *bad)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -166,21 +215,24 @@ char *truto_json_string(char *o, const char *str, size_t len, size_t *bad)
         /* Eight bytes at a time, a short tail padded with spaces: most text
          * in requests is plain ASCII.  Each input byte takes at most 6
          * output bytes, so the 8 stored here fit in the room promised. */
-        size_t n = len - i < 8 ? len - i : 8;
-        uint64_t word = BYTES_01 * ' ';
-        memcpy(&word, s + i, n);
-        if (json_plain8(word)) {
-            memcpy(o, &word, 8);
+        size_t n;
+        uint64_t word = load8(s, i, len, &n);
+        uint64_t special = json_special8(word);
+        /* The plain bytes go as a whole word, of which only those up to the
+         * first special one count. */
+        memcpy(o, &word, 8);
+        if (special == 0) {
             o += n;
             i += n;
             continue;
         }
-        for (size_t stop = i + n; i < stop;) {
-            o = json_unit(o, s, &i, len);
-            if (o == NULL) {
-                *bad = i;
-                return NULL;
-            }
+        size_t plain = first_flagged(special);
+        o += plain;
+        i += plain;
+        o = json_unit(o, s, &i, len);
+        if (o == NULL) {
+            *bad = i;
+            return NULL;
         }
     }
     *o++ = '"';
@@ -202,13 +254,28 @@ int truto_is_token(const char *s, size_t len)
     return 1;
 }
 
+size_t truto_first_control(const char *s, size_t len)
+{
+    size_t i = 0;
+    for (; len - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t del = w ^ (BYTES_01 * 0x7f);
+        uint64_t flags = (((w - BYTES_01 * 0x20) & ~w) | ((del - BYTES_01) & ~del)) & BYTES_80;
+        if (flags != 0)
+            return i + first_flagged(flags);    /* the lowest flag is exact */
+    }
+    for (; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return i;
+    return len;
+}
+
 /* Field values: visible characters, spaces and tabs; never CR, LF or NUL. */
 int truto_is_field_value(const char *s, size_t len)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
+    for (size_t i = truto_first_control(s, len); i < len; i += 1 + truto_first_control(s + i + 1, len - i - 1))
+        if (s[i] != '\t')
             return 0;
-    }
     return 1;
 }

@@ -163,8 +163,14 @@ void truto_pct_encode(lua_State *L, truto_bytes *b, const char *s, size_t len);
  * for len * 6 + 8 bytes (6 per byte at worst, and 8-byte stores).  Returns the end; or NULL when s is not valid
  * UTF-8, *bad then receiving the offset of the first invalid byte. */
 char *truto_json_string(char *o, const char *s, size_t len, size_t *bad);
+/* The length of the longest prefix of s that is valid UTF-8 holding no
+ * '"', no '\\' and no control character: a JSON string's text that can be
+ * taken as it is, up to its closing quote or its first escape. */
+size_t truto_json_plain_span(const char *s, size_t len);
 /* An RFC 9110 token (method, header name): non-empty, tchar only. */
 int truto_is_token(const char *s, size_t len);
+/* The offset of the first control character (below 0x20) or DEL in s, or len. */
+size_t truto_first_control(const char *s, size_t len);
 /* A header field value: no control character but tab, no DEL. */
 int truto_is_field_value(const char *s, size_t len);
 

@@ -168,6 +168,31 @@ describe("truto.decode_json", function()
     assert.equal(42, decode("42"))
   end)
 
+  -- Strings are scanned eight bytes at a time: what ends or interrupts one
+  -- is found at every place in a word, and past the first word.
+  it("reads and checks a byte at every offset of the words a string is scanned in", function()
+    for offset = 0, 19 do
+      local before = ("a"):rep(offset)
+      for _, after in ipairs { "", "b", ("b"):rep(9) } do
+        assert.equal(before .. after, decode('"' .. before .. after .. '"'))
+        assert.equal(before .. '"' .. after, decode('"' .. before .. '\\"' .. after .. '"'))
+        assert.equal(before .. "\195\169" .. after, decode('"' .. before .. "\195\169" .. after .. '"'))
+        assert.same({ [before .. "\226\130\172" .. after] = 1 },
+          decode('{"' .. before .. "\226\130\172" .. after .. '":1}'))
+      end
+      local function fails(text, message, at)
+        local v, err = decode(text)
+        assert.is_nil(v)
+        assert.equal(("%s at byte %d"):format(message, at), err)
+      end
+      fails('"' .. before .. "\255" .. ("b"):rep(9) .. '"', "invalid UTF-8", offset + 2)
+      fails('{"' .. before .. "\237\160\128" .. '":1}', "invalid UTF-8", offset + 3)
+      fails('"' .. before .. "\31" .. ("b"):rep(9) .. '"', "control character in string", offset + 2)
+      fails('"' .. before .. "\195", "unterminated string", offset + 3)
+      fails('"' .. before, "unterminated string", offset + 2)
+    end
+  end)
+
   describe("returns nil and a message for bad input", function()
     local cases = {
       { "", "unexpected end of input at byte 1" },

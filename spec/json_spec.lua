@@ -115,6 +115,27 @@ describe("truto.encode_json", function()
     assert.equal(text, cjson.decode(encode { t = text }).t)
   end)
 
+  -- Strings are read eight bytes at a time: a byte that needs care is
+  -- found at every place in a word, and past the first word.
+  it("escapes and checks a byte at every offset of the words a string is read in", function()
+    local cases = {
+      { '"', '\\"' }, { "\\", "\\\\" }, { "\n", "\\n" }, { "\1", "\\u0001" }, { "\127", "\127" },
+      { "\195\169", "\195\169" }, { "\240\159\152\128", "\240\159\152\128" },
+    }
+    for offset = 0, 19 do
+      local before = ("a"):rep(offset)
+      for _, c in ipairs(cases) do
+        for _, after in ipairs { "", "b", ("b"):rep(9) } do
+          assert.equal('"' .. before .. c[2] .. after .. '"', encode(before .. c[1] .. after))
+        end
+      end
+      assert.equal(("truto: body[1]: invalid UTF-8 at byte %d"):format(offset + 1),
+        select(2, pcall(encode, { before .. "\255" .. ("b"):rep(offset) })))
+      assert.equal(("truto: body[1]: invalid UTF-8 at byte %d"):format(offset + 1),
+        select(2, pcall(encode, { before .. "\226\130" })))
+    end
+  end)
+
   -- Each object's values wait on the Lua stack while its keys are sorted;
   -- they must all be gone before the next item, or a long list runs out of
   -- stack (LuaJIT allows about 8000 slots).

@@ -241,6 +241,21 @@ describe("build_request", function()
       assert.matches("headers must be a table, got string$", fails { headers = "X: y" })
     end)
 
+    -- Values are checked eight bytes at a time: a control character is
+    -- found at every place in a word, a tab passes at every place.
+    it("finds a control character or DEL at every offset of a value, and lets tabs through", function()
+      for offset = 0, 19 do
+        local before, after = ("a"):rep(offset), ("b"):rep(offset % 3 * 4)
+        for _, bad in ipairs { "\0", "\r", "\n", "\31", "\127" } do
+          assert.matches("header X%-A: value contains CR, LF, NUL or another control character$",
+            fails { headers = { ["X-A"] = before .. bad .. after } })
+        end
+        assert.same("X-A: " .. before .. "\t" .. after .. "\t",
+          build { method = "GET", headers = { ["X-A"] = before .. "\t" .. after .. "\t", Accept = false,
+                                              Authorization = false, ["User-Agent"] = false } }.headers[1])
+      end
+    end)
+
     it("refuses a token with control characters or spaces and never shows it", function()
       for _, token in ipairs { "tok\r\nX-Evil: 1", "tok\0", "two words", "" } do
         local err = fails { token = token }
