@@ -92,6 +92,18 @@ local function optional_string(v) return type(v) == "string" and v ~= "" end
 local function table_(v) return type(v) == "table" end
 local function function_(v) return type(v) == "function" end
 
+-- The fields of `rate_limit`, each with its check (a store is checked
+-- further when the client is made).
+local RATE_LIMIT_FIELDS = {
+  requests = integer,
+  per = positive_number,
+  store = function(v) return type(v) == "string" or type(v) == "table" end,
+  on_store_error = function(v) return v == "local" or v == "fail" end,
+  expected_processes = function(v) return integer(v) and v >= 1 end,
+  store_timeout = function(v) return seconds(v) end,
+  margin = function(v) return v == 0 or positive_number(v) end,
+}
+
 local CLIENT_OPTIONS = {
   token = { string_, "a string" },
   base_url = { string_, "a string" },
@@ -110,15 +122,18 @@ local CLIENT_OPTIONS = {
   retry = { table_, "a table" },
   sleep = { function_, "a function" },
   on_request = { function_, "a function" },
+  log = { function_, "a function" },
   rate_limit = { function(v)
     if type(v) ~= "table" or not integer(v.requests) or v.requests < 1 or not positive_number(v.per) then
       return false
     end
-    for name in pairs(v) do
-      if name ~= "requests" and name ~= "per" then return false end
+    for name, value in pairs(v) do
+      local check = RATE_LIMIT_FIELDS[name]
+      if not check or not check(value) then return false end
     end
     return true
-  end, "{ requests = <integer > 0>, per = <seconds > 0> }" },
+  end, "{ requests = <integer > 0>, per = <seconds > 0>, store =, on_store_error = \"local\" | \"fail\", "
+    .. "expected_processes = <integer > 0>, store_timeout = <seconds > 0>, margin = <seconds >= 0> }" },
   ca_file = { optional_string, "a path" },
   ca_path = { optional_string, "a path" },
   insecure = { boolean, "a boolean" },
@@ -147,6 +162,9 @@ local RETRY_OPTIONS = {
 ---@field sink? fun(chunk: string): any
 ---@field max_retries? integer retries for this call, 0 to 10
 ---@field max_response_bytes? integer cap on the body, in bytes (with a sink: none unless given)
+-- Seconds this call may take in all, retries and pacing waits included
+-- (default: the client's `retry.deadline`).
+---@field deadline? number
 
 local CALL_OPTIONS = {
   headers = { table_, "a table" },
@@ -157,6 +175,7 @@ local CALL_OPTIONS = {
   sink = { function_, "a function" },
   max_retries = CLIENT_OPTIONS.max_retries,
   max_response_bytes = CLIENT_OPTIONS.max_response_bytes,
+  deadline = { positive_number, "a number of seconds > 0" },
 }
 
 local function checked_copy(given, known, what, level)
@@ -176,6 +195,19 @@ local function checked_copy(given, known, what, level)
     copy[name] = value
   end
   return copy
+end
+
+-- Where the client says what it decided for the fleet (a store that failed,
+-- an account blocked by a 429) when `log` is not given: the host's log.
+local function host_log()
+  local ngx, haproxy = rawget(_G, "ngx"), rawget(_G, "core")
+  if type(ngx) == "table" and type(ngx.log) == "function" then
+    return function(message) ngx.log(ngx.WARN, "truto: ", message) end
+  end
+  if type(haproxy) == "table" and type(haproxy.Warning) == "function" then
+    return function(message) haproxy.Warning("truto: " .. message) end
+  end
+  return function(message) io.stderr:write("truto: ", message, "\n") end
 end
 
 -- Inside nginx (OpenResty) the cosocket transport and inside HAProxy its
@@ -289,8 +321,14 @@ function _M.new(given)
   self.on_request = options.on_request
   self.follow_redirects = options.follow_redirects == true
   self.now = self.transport.now or core.now
+  self.log = options.log or host_log()
   if options.rate_limit then
-    self.pacer = ratelimit.new(options.rate_limit, self.now, self.sleep)
+    local pacer, perr = ratelimit.new(options.rate_limit, self.now, self.sleep, self.transport, self.log)
+    if not pacer then
+      if self.transport.close then self.transport:close() end
+      error("truto.new: " .. perr, 2)
+    end
+    self.pacer = pacer
   end
 
   self.unified_api = setmetatable({ client = self }, _M.Unified)
@@ -476,6 +514,7 @@ function Client:prepare(spec, opts, level)
     secrets = spec.secret and { self.token, spec.secret } or self.token,
     max_retries = opts.max_retries or self.max_retries,
     call_timeout = opts.timeout or self.timeout,
+    deadline_seconds = opts.deadline or self.retry.deadline,
     timeout = nil,   -- what the transport gets: the time left (see arm)
     connect_timeout = opts.connect_timeout or self.connect_timeout,
     -- A sink keeps memory flat, so its body is not capped unless asked.
@@ -511,15 +550,20 @@ end
 ---@package
 ---@param call table
 function Client:begin_attempt(call)
-  if call.attempt == 0 and self.retry.deadline then
+  if call.attempt == 0 and call.deadline_seconds then
     -- From the first attempt: time a batch call spends queued is not its own.
-    call.deadline = self.now() + self.retry.deadline
+    call.deadline = self.now() + call.deadline_seconds
   end
   call.attempt = call.attempt + 1
   call.hop, call.hops = call.req, 0
-  if self.pacer and not self.pacer:acquire(call.account, call.deadline) then
-    call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
-    return
+  if self.pacer then
+    local waited, err = self.pacer:acquire(call.account, call.deadline)
+    if err then
+      call.failed = err       -- arm() reports it; nothing is sent
+    elseif not waited then
+      call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
+      return
+    end
   end
   if self.on_request and not call.failed then self.on_request(redacted(call.req, call.shown_url), call.attempt) end
   local ends = self.now() + call.call_timeout
@@ -680,6 +724,11 @@ function Client:settle(call, status, rheaders, body, info, decode_error)
   err.method, err.path, err.attempts = call.method, call_path(call), call.attempt
   err.retryable = retry.retryable(err) and call.repeatable and not call.delivered
   err.final = nil
+  if self.pacer and (err.status == 429 or err.status == 503) then
+    -- The account's pause, for every call of this client and of the fleet.
+    local pause = err.retry_after or (err.status == 429 and err.rate_limit and err.rate_limit.reset)
+    if pause then self.pacer:block(call.account, math.min(pause, self.retry.max_retry_after)) end
+  end
   if not err.retryable or call.attempt > call.max_retries then return "fail", err end
   local wait = retry.delay(self.retry, call.attempt, err)
   if call.deadline and self.now() + wait >= call.deadline then return "fail", err end

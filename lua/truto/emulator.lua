@@ -401,8 +401,9 @@ function Emulator:reset()
 end
 
 --- The requests the emulator received, oldest first (the last 1000; control
--- requests are not logged): `{ method, uri, path, query, headers, body }`
--- each, with the raw URI, query string and body, and lower-case header names.
+-- requests are not logged): `{ time, method, uri, path, query, headers, body }`
+-- each, with the time it arrived (seconds since the epoch, to the
+-- millisecond), the raw URI, query string and body, and lower-case header names.
 ---@return table[]|nil requests
 ---@return string? err
 function Emulator:requests()

@@ -108,7 +108,7 @@ function _M.handle()
   local logged_headers = {}
   for name, value in pairs(headers) do logged_headers[name] = value end
   request_log.add({
-    method = method, uri = uri, path = raw_path, query = raw_query,
+    time = ngx.now(), method = method, uri = uri, path = raw_path, query = raw_query,
     headers = logged_headers, body = body_text, parts = parts, parts_error = parts_error,
   })
   if parts_error then
