@@ -54,7 +54,7 @@ BUILD_DIR    ?= build/$(LUA_VERSION)
 # driver's first https handshake, and truto.redis_core (the Redis protocol,
 # on hiredis), which lua/truto/redis.lua loads.  The other three carry their
 # own copy of the few helpers of truto.core they use (*_HELPERS).
-CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
+CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/stream.c csrc/curl_common.c
 CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c csrc/headers.c
 TLS_SOURCES  := csrc/tls.c
 TLS_HELPERS  := csrc/class.c
