@@ -54,7 +54,7 @@ BUILD_DIR    ?= build/$(LUA_VERSION)
 # driver's first https handshake, and truto.redis_core (the Redis protocol,
 # on hiredis), which lua/truto/redis.lua loads.  The other three carry their
 # own copy of the few helpers of truto.core they use (*_HELPERS).
-CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/curl_common.c
+CURL_SOURCES := csrc/curl_core.c csrc/session.c csrc/multi.c csrc/stream.c csrc/curl_common.c
 CURL_HELPERS := csrc/class.c csrc/encoder.c csrc/text.c csrc/decode.c csrc/headers.c
 TLS_SOURCES  := csrc/tls.c
 TLS_HELPERS  := csrc/class.c
@@ -112,7 +112,7 @@ SERVERLESS_SPECS  := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.
                      number_spec.lua platform_spec.lua redis_spec.lua)
 INTEGRATION_SPECS := $(addprefix spec/,integration_spec.lua emulator_spec.lua emulator_platform_spec.lua \
                      batch_spec.lua upload_spec.lua conformance_spec.lua faults_spec.lua tls_spec.lua \
-                     session_spec.lua multi_spec.lua body_spec.lua)
+                     session_spec.lua multi_spec.lua body_spec.lua stream_spec.lua)
 EVERY_LUA_SPECS   := $(SERVERLESS_SPECS) $(INTEGRATION_SPECS)
 OTHER_LUAS      := 5.1 5.2 5.3 luajit
 # How many of those runs go at once, beside nothing else: each is written to

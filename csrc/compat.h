@@ -32,6 +32,16 @@
 #define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
 #endif
 
+/* Room for n bytes in a luaL_Buffer, n at most TRUTO_PREPBUFF_MAX: Lua 5.1's
+ * buffer gives LUAL_BUFFERSIZE bytes at a time. */
+#if LUA_VERSION_NUM < 502
+#define TRUTO_PREPBUFF_MAX ((size_t)LUAL_BUFFERSIZE)
+#define truto_prepbuffsize(B, n) ((void)(n), luaL_prepbuffer(B))
+#else
+#define TRUTO_PREPBUFF_MAX ((size_t)-1)
+#define truto_prepbuffsize(B, n) luaL_prepbuffsize((B), (n))
+#endif
+
 /* Pushes v when Lua can hold it exactly (any 64-bit integer from 5.3 on,
  * one of at most 2^53 in magnitude before) and returns 1; else returns 0
  * and pushes nothing. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -40,6 +41,13 @@ void truto_curl_global_init(lua_State *L)
             luaL_error(L, "truto: curl_global_init failed");
         global_ready = 1;
     }
+}
+
+double truto_monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- byte buffers that never raise ------------------------------------ */

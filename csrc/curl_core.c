@@ -1,6 +1,6 @@
 /*
  * luaopen_truto_curl_core: the libcurl transport's C module (session.c,
- * multi.c, curl_common.c).  It is apart from truto.core so that loading the
+ * multi.c, stream.c, curl_common.c).  It is apart from truto.core so that loading the
  * library, and running it inside nginx, never loads libcurl and the
  * libraries it pulls in: lua/truto/curl.lua requires it at the first
  * transfer.
@@ -16,5 +16,6 @@ TRUTO_API int luaopen_truto_curl_core(lua_State *L)
     lua_setfield(L, -2, "curl_version");
     truto_open_session(L);
     truto_open_multi(L);
+    truto_open_stream(L);
     return 1;
 }

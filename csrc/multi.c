@@ -29,7 +29,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
@@ -376,13 +375,6 @@ static int l_add(lua_State *L)
 
 /* ---- m:wait(seconds) ------------------------------------------------------------ */
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Moves every transfer libcurl reports finished to the done queue. */
 static void collect(multi *m)
 {
@@ -471,7 +463,7 @@ static int l_wait(lua_State *L)
                                  "2147483)");
     }
     lua_settop(L, 1);
-    double deadline = limit >= 0 ? now_seconds() + limit : 0;
+    double deadline = limit >= 0 ? truto_monotonic_seconds() + limit : 0;
     for (;;) {
         int running = 0;
         curl_multi_perform(m->cm, &running);
@@ -480,7 +472,7 @@ static int l_wait(lua_State *L)
             break;
         int ms = 1000;
         if (limit >= 0) {
-            double left = deadline - now_seconds();
+            double left = deadline - truto_monotonic_seconds();
             if (left <= 0)
                 break;
             ms = left * 1000.0 < 1000.0 ? (int)(left * 1000.0) + 1 : 1000;

@@ -1,7 +1,7 @@
 /*
  * Private interface shared by the files of the two C modules: truto.core
  * (core.c and the files it registers) and truto.curl_core (curl_core.c,
- * session.c, multi.c, curl_common.c: the only ones that call libcurl).
+ * session.c, multi.c, stream.c, curl_common.c: the only ones that call libcurl).
  * Nothing here is exported: the shared objects are built with
  * -fvisibility=hidden and only their luaopen_* functions are marked public.
  */
@@ -241,6 +241,8 @@ struct curl_mime;
 
 /* curl_global_init once; raises "truto: curl_global_init failed". */
 void truto_curl_global_init(lua_State *L);
+/* Seconds on a monotonic clock: the deadlines of waits (multi.c, stream.c). */
+double truto_monotonic_seconds(void);
 /* Buffers for libcurl callbacks: never raise (append returns 0 on OOM). */
 int truto_buf_append(truto_bytes *b, const char *p, size_t n, size_t limit);
 void truto_buf_reset(truto_bytes *b);
@@ -428,6 +430,7 @@ TRUTO_API int luaopen_truto_redis_core(lua_State *L);
 void truto_open_request(lua_State *L);
 void truto_open_session(lua_State *L);
 void truto_open_multi(lua_State *L);
+void truto_open_stream(lua_State *L);
 void truto_open_response(lua_State *L);
 void truto_open_decode(lua_State *L);
 void truto_open_webhook(lua_State *L);

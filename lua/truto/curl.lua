@@ -1,8 +1,12 @@
 --- The libcurl transport: one keep-alive session per client, driven from C.
 -- Used everywhere except inside nginx, where a blocking call would stall
--- the worker.
+-- the worker.  Its `env.tcp()` is a raw TCP socket with nginx's cosocket
+-- API (truto.cosocket over truto.curl_core's streams, TLS by truto.tls,
+-- kept-alive connections pooled per client), for what speaks a protocol
+-- of its own over TCP (the Redis store): it blocks, as this transport does.
 local truto_core = require "truto.core"
--- session and multi are truto.curl_core's, the C module that links libcurl:
+local cosocket = require "truto.cosocket"
+-- session, multi and stream are truto.curl_core's, the C module that links libcurl:
 -- it is required at their first use, not with this module, so that a process
 -- that never makes a transfer here (inside nginx, say) never loads libcurl.
 local core = setmetatable({ sleep = truto_core.sleep, now = truto_core.now }, {
@@ -15,14 +19,37 @@ local mt = { __index = _M }
 local SESSION_OPTIONS = { "timeout", "connect_timeout", "ca_file", "ca_path", "insecure", "proxy",
   "max_response_bytes", "http2" }
 
+-- The driver of truto.cosocket over libcurl streams: each call blocks for
+-- the seconds it is given at most.  A stream connects directly, never
+-- through the client's proxy.
+local streams = {}
+
+function streams.connect(host, port, seconds)
+  local stream = core.stream()
+  local ok, err = stream:connect(host, port, seconds)
+  if not ok then
+    stream:close()
+    return nil, err
+  end
+  return stream
+end
+
+function streams.send(stream, data, seconds) return stream:send(data, seconds) end
+function streams.receive(stream, max, seconds) return stream:receive(max, seconds) end
+function streams.close(stream) stream:close() end
+function streams.usable(stream) return stream:usable() end
+
 --- A transport for one client: its libcurl session is made at the first
--- transfer and kept (making a client loads no libcurl).
+-- transfer and kept (making a client loads no libcurl), and its `env`, whose
+-- sockets load it at their first connect.
 ---@param options truto.Options the client's, timeouts filled in
 ---@return table transport
 function _M.new(options)
   local session_options = {}
   for _, name in ipairs(SESSION_OPTIONS) do session_options[name] = options[name] end
-  return setmetatable({ options = session_options }, mt)
+  local self = setmetatable({ options = session_options, insecure = options.insecure == true }, mt)
+  local driver = cosocket.tls(streams, { now = core.now, ca_file = options.ca_file, ca_path = options.ca_path })
+  return cosocket.pooled(self, driver, core.now)
 end
 
 --- The multi handle batches run on, made on first use and kept, so that its
@@ -62,12 +89,14 @@ end
 _M.sleep = core.sleep
 _M.now = core.now
 
---- Closes the session and the multi handle, if any: their connections
--- are released.  The transport stays usable: the next call opens new ones.
+--- Closes the session, the multi handle, if any, and the kept-alive
+-- connections of `env`: their connections are released.  The transport
+-- stays usable: the next call opens new ones.
 function _M:close()
   if self.session then self.session:close() end
   if self.multi_handle then self.multi_handle:close() end
   self.session, self.multi_handle = nil, nil
+  cosocket.close_pooled(self)
 end
 
 return _M

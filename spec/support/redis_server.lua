@@ -1,75 +1,79 @@
 -- A real Redis server for the specs (Debian's redis-server): started in the
--- foreground from a temp dir on a free loopback port, nothing saved to
--- disk, optionally with a password (requirepass) or TLS; waited for until
--- it answers PING, stopped (or killed, to play an outage) by the spec.
+-- background from a temp dir on a random free port of 127.0.0.1 and ::1,
+-- nothing saved to disk, optionally with a password (requirepass); waited
+-- for until it answers PING.  The spec stops it, pauses it (SIGSTOP: the
+-- kernel still accepts, nothing is answered) or kills it to play an outage.
+-- Plain Lua 5.1-5.4 and LuaJIT.
+local core = require "truto.core"
 local sh = require "spec.support.shell"
 
 local _M = {}
 
+local PORT_MIN, PORT_MAX = 20000, 60999
+local ATTEMPTS = 10
+local READY_SECONDS = 5
+
 local Server = {}
 Server.__index = Server
 
---- redis-cli's answer to a command (its words, as shell words) on the server.
-function Server:cli(command)
+--- What redis-cli prints for args (shell words) sent to this server.
+function Server:cli(args)
   local auth = self.password and ("-a %s --no-auth-warning "):format(sh.quote(self.password)) or ""
-  return (sh.capture(("timeout 2 redis-cli -p %d %s%s 2>&1"):format(self.port, auth, command)):gsub("\n$", ""))
+  return sh.capture(("timeout 2 redis-cli -h 127.0.0.1 -p %d %s%s 2>&1"):format(self.port, auth, args))
 end
 
-local function ping(server)
-  return server:cli("PING") == "PONG"
-end
-
---- Starts redis-server.  opts: { password = string? }.  Raises on failure.
----@param opts? table
----@return table server { port, url, dir, pid, stop, kill, start_again, log }
-function _M.start(opts)
-  opts = opts or {}
-  local dir = assert(sh.mktemp("truto-redis"))
-  for _ = 1, 20 do
-    local server = setmetatable({ dir = dir, port = math.random(20000, 40000), password = opts.password }, Server)
-    if server:launch() then return server end
-    server:kill()
-  end
-  local log = sh.read_file(dir .. "/redis.log")
-  sh.run("rm -rf " .. sh.quote(dir))
-  error("redis-server did not start:\n" .. tostring(log))
-end
-
+-- Starts redis-server on self.port; true once it answers PING.
 function Server:launch()
-  local args = { "redis-server", "--port", tostring(self.port), "--bind", "127.0.0.1", "--save", "''",
+  local args = { "redis-server", "--port", tostring(self.port), "--bind", "'127.0.0.1 ::1'", "--save", "''",
                  "--appendonly", "no", "--dir", sh.quote(self.dir) }
   if self.password then
     args[#args + 1] = "--requirepass"
     args[#args + 1] = sh.quote(self.password)
   end
-  local _, out = sh.script(self.dir, {}, table.concat(args, " ") .. " >> redis.log 2>&1 &\necho $!\n")
-  self.pid = tonumber(out:match("(%d+)"))
+  self.pid = tonumber(sh.capture(table.concat(args, " ") .. " >>" .. sh.quote(self.dir .. "/redis.log")
+    .. " 2>&1 & echo $!"))
   self.url = ("redis://127.0.0.1:%d"):format(self.port)
-  for _ = 1, 100 do
-    if ping(self) then return true end
-    if not sh.alive(self.pid) then return false end
-    sh.run("sleep 0.05")
+  local deadline = core.now() + READY_SECONDS
+  while sh.alive(self.pid) and core.now() < deadline do
+    if self:cli("ping") == "PONG\n" then return true end
+    core.sleep(0.02)
   end
+  self:kill()
   return false
 end
 
---- The server's log.
+--- A running redis-server: { port, pid, dir, url, cli, pause, resume, kill, start_again, log, stop }.
+-- opts: { password = string? }.
+---@param opts? table
+---@return table server
+function _M.start(opts)
+  local dir = assert(sh.mktemp("truto-redis"))
+  for _ = 1, ATTEMPTS do
+    local port = PORT_MIN + tonumber(core.random_hex(4), 16) % (PORT_MAX - PORT_MIN + 1)
+    local server = setmetatable({ dir = dir, port = port, password = opts and opts.password }, Server)
+    if server:launch() then return server end
+  end
+  local log = sh.read_file(dir .. "/redis.log")
+  sh.run("rm -rf " .. sh.quote(dir))
+  error("redis-server did not start:\n" .. tostring(log), 2)
+end
+
+--- What the server logged.
 function Server:log()
   return sh.read_file(self.dir .. "/redis.log") or ""
 end
 
+function Server:pause() assert(sh.run("kill -STOP " .. self.pid)) end
+function Server:resume() assert(sh.run("kill -CONT " .. self.pid)) end
+
 --- Kills the server at once (SIGKILL: an outage, not a shutdown).
 function Server:kill()
-  if self.pid and sh.alive(self.pid) then
-    sh.run("kill -9 " .. self.pid)
-    for _ = 1, 100 do
-      if not sh.alive(self.pid) then break end
-      sh.run("sleep 0.02")
-    end
-  end
+  sh.run("kill -CONT " .. self.pid .. " 2>/dev/null; kill -9 " .. self.pid .. " 2>/dev/null")
+  local deadline = core.now() + READY_SECONDS
+  while sh.alive(self.pid) and core.now() < deadline do core.sleep(0.02) end
 end
 
---- Starts it again on the same port (its data is gone).
+--- Starts it again on the same port, empty.
 function Server:start_again()
   assert(self:launch(), "redis-server did not start again:\n" .. self:log())
 end
