@@ -12,7 +12,7 @@ local sh = require "spec.support.shell"
 local fleet_worker = require "spec.support.fleet_worker"
 
 local REPO = ngx_app.REPO
-local PROCESSES, NGINX_WORKERS = 0, 4
+local PROCESSES, NGINX_WORKERS = 4, 4
 
 local redis, app, session
 
@@ -97,7 +97,7 @@ end
 describe("a fleet on one Redis store", function()
   it("sends no request over Truto's limit and uses at least 90% of it", function()
     enforce()
-    local seconds = 12
+    local seconds = 30
     local tallies = run_fleet { base_url = emulator.base_url, store = redis.url, seconds = seconds }
     local ok = 0
     for _, t in ipairs(tallies) do
@@ -135,21 +135,21 @@ describe("a fleet whose Redis goes away halfway", function()
   end)
 
   it("goes on alone with on_store_error = \"local\", and every member says so once", function()
-    enforce()
-    local tallies = run_fleet({ base_url = emulator.base_url, store = redis.url, seconds = 8,
-                                expected_processes = PROCESSES + NGINX_WORKERS }, kill_redis_after(4))
+    enforce(20, 1)
+    local tallies = run_fleet({ base_url = emulator.base_url, store = redis.url, seconds = 6, requests = 20, per = 1,
+                                expected_processes = PROCESSES + NGINX_WORKERS }, kill_redis_after(3))
     for _, t in ipairs(tallies) do
       assert.is_true(t.ok > 0)
       assert.is_nil(t.failed.store)
       assert.equal(1, #t.logs, table.concat(t.logs, "\n"))
-      assert.matches(("^rate%%-limit store failed %%(.+%%): pacing this process alone at %d requests per 10 s "
-        .. "until it answers$"):format(math.floor(50 / (PROCESSES + NGINX_WORKERS))), t.logs[1])
+      assert.matches(("^rate%%-limit store failed %%(.+%%): pacing this process alone at %d requests per 1 s "
+        .. "until it answers$"):format(math.floor(20 / (PROCESSES + NGINX_WORKERS))), t.logs[1])
     end
   end)
 
   it("fails calls with kind \"store\" with on_store_error = \"fail\", and no member hangs", function()
-    enforce()
-    local tallies = run_fleet({ base_url = emulator.base_url, store = redis.url, seconds = 6,
+    enforce(20, 1)
+    local tallies = run_fleet({ base_url = emulator.base_url, store = redis.url, seconds = 6, requests = 20, per = 1,
                                 on_store_error = "fail" }, kill_redis_after(3))
     for _, t in ipairs(tallies) do
       assert.is_true(t.ok > 0)
@@ -166,7 +166,7 @@ describe("a 429 seen by one member", function()
     enforce(20, 1)
     local blocked = fleet_worker.ACCOUNTS[1]
     local tallies = run_fleet({ base_url = emulator.base_url, store = redis.url, seconds = 8, requests = 20,
-                                per = 1 }, function()
+                                per = 1, split = true }, function()
       sh.run("sleep 2")
       emulator.faults { { integrated_account_id = blocked, status = 429, retry_after = "3", count = 1 } }
     end)
@@ -181,7 +181,8 @@ describe("a 429 seen by one member", function()
     for i = 2, #a do
       if a[i] - a[i - 1] > gap then gap_from, gap = a[i - 1], a[i] - a[i - 1] end
     end
-    assert.is_true(gap >= 2.99 and gap < 4, ("the longest pause was %.3f s"):format(gap))
+    -- (Times to the millisecond, Redis's and nginx's: 2 ms of rounding.)
+    assert.is_true(gap >= 2.998 and gap < 4, ("the longest pause was %.3f s"):format(gap))
     -- The other account went on meanwhile.
     local during = 0
     for _, t in ipairs(b) do

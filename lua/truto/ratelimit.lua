@@ -79,6 +79,36 @@ function _M:store_failed(message)
   return true
 end
 
+-- A slot from the store, slept for: the seconds waited, nil past the
+-- deadline (nil, err when the store failed and on_store_error is "fail"),
+-- or false when the store failed and this process goes on alone.  A slot
+-- reserved before another process's block is not used once the block is
+-- seen (the store's optional `blocked`): a new one is reserved after it,
+-- and the first stays counted, so the window holds nothing extra.
+function _M:acquire_shared(key, deadline)
+  local waited = 0
+  while true do
+    local max_wait = deadline and math.max(0, deadline - self.now()) or MAX_WAIT
+    local reserved, wait = self.store:acquire(key, { requests = self.requests, per = self.per, max_wait = max_wait,
+                                                    margin = self.margin })
+    if reserved == nil then
+      local ok, err = self:store_failed(wait)
+      if not ok then return nil, err end
+      return false
+    end
+    if self.alone then
+      self.alone = false
+      self.log("rate-limit store answers again: pacing with the fleet")
+    end
+    if not reserved then return nil end
+    if wait <= 0 then return waited end
+    self.sleep(wait)
+    waited = waited + wait
+    local blocked = self.store.blocked and self.store:blocked(key)
+    if not blocked or blocked <= 0 then return waited end
+  end
+end
+
 --- Waits until one more call for key fits in the window (this process's, or
 -- the fleet's in the store), then records it.  Returns the seconds waited;
 -- nil when the wait would end past deadline (nothing is recorded); nil, err
@@ -90,20 +120,8 @@ end
 function _M:acquire(key, deadline)
   if not self.store then return self:acquire_locally(key, deadline, self.requests) end
   if not (self.retry_store_at and self.now() < self.retry_store_at) then
-    local max_wait = deadline and math.max(0, deadline - self.now()) or MAX_WAIT
-    local reserved, wait = self.store:acquire(key, { requests = self.requests, per = self.per, max_wait = max_wait,
-                                                    margin = self.margin })
-    if reserved ~= nil then
-      if self.alone then
-        self.alone = false
-        self.log("rate-limit store answers again: pacing with the fleet")
-      end
-      if not reserved then return nil end
-      if wait > 0 then self.sleep(wait) end
-      return wait
-    end
-    local ok, err = self:store_failed(wait)
-    if not ok then return nil, err end
+    local waited, err = self:acquire_shared(key, deadline)
+    if waited ~= false then return waited, err end
   elseif self.on_store_error == "fail" then
     return nil, { kind = "store", message = "the rate-limit store failed; it is tried again shortly" }
   end

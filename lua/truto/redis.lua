@@ -107,7 +107,13 @@ function Connection:call(words)
     self:close()
     return failure(rerr)
   end
-  if server_error then return nil, { kind = "store", message = "Redis: " .. server_error, server = true } end
+  if server_error then
+    if server_error:find("^NOAUTH") or server_error:find("unauthenticated", 1, true) then
+      self:close()   -- Redis closes it too
+      return failure("Redis asks for a password: give it in the store's URL (redis://:PASSWORD@host:port)")
+    end
+    return nil, { kind = "store", message = "Redis: " .. server_error, server = true }
+  end
   return value
 end
 

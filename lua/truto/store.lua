@@ -11,6 +11,10 @@
 --     max_wait away; nothing was reserved.
 --   store:block(key, seconds) -> true | nil, message
 --     No slot of key before `seconds` from now (a 429's Retry-After).
+--   store:blocked(key) -> seconds | nil, message (optional)
+--     How long until the key's "not before" time (0: none): asked again
+--     after waiting for a slot, so that a block set meanwhile by another
+--     process holds back a slot reserved before it.
 --
 -- The decision is one atomic step where the state lives: a Lua script
 -- run by Redis (EVALSHA), a lock around a shared dict's entry in nginx.
@@ -32,6 +36,10 @@ local _M = {}
 local REDIS_SCRIPT = { source = [[
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] == 'check' then
+  local not_before = tonumber(redis.call('GET', KEYS[2]) or '0')
+  return math.max(0, not_before - now)
+end
 if ARGV[1] == 'block' then
   local ms = tonumber(ARGV[2])
   local current = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -105,6 +113,12 @@ function Redis:acquire(key, limit)
   return value[1] == 1, value[2] / 1000
 end
 
+function Redis:blocked(key)
+  local value, err = self:run(key, { "check" })
+  if not value then return nil, err end
+  return value / 1000
+end
+
 function Redis:block(key, seconds)
   local value, err = self:run(key, { "block", math.max(1, ms(seconds)) })
   if not value then return nil, err end
@@ -161,6 +175,11 @@ function SharedDict:acquire(key, limit)
       ms(limit.margin))
     return not_before .. " " .. table.concat(kept, " "), at ~= nil, wait / 1000
   end)
+end
+
+function SharedDict:blocked(key)
+  local not_before = parse_entry(self.dict:get("truto:rate:" .. key))
+  return math.max(0, not_before - now_ms(self.ngx)) / 1000
 end
 
 function SharedDict:block(key, seconds)

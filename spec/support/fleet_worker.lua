@@ -11,7 +11,7 @@ _M.ACCOUNTS = { "62f44730-dd91-461e-bd6a-aedd9e0ad79d", "acc-2" }
 _M.LIMIT = { requests = 50, per = 10 }
 
 --- Runs the loop.  config: { base_url, store, seconds, requests, per,
--- on_store_error, expected_processes, offset (which account first) }.
+-- on_store_error, expected_processes, offset (which account first), split }.
 -- now: the host's clock.
 ---@return table tally { ok, failed = { [kind or status] = n }, logs, kinds }
 function _M.run(config, now)
@@ -29,7 +29,9 @@ function _M.run(config, now)
   local i = config.offset or 0
   while now() < ends do
     i = i + 1
-    local account = _M.ACCOUNTS[i % 2 + 1]
+    -- split: each member keeps to one account (its offset's), so that a
+    -- member waiting out one account's block does not hold up the other.
+    local account = _M.ACCOUNTS[(config.split and config.offset or i) % 2 + 1]
     -- No call past the run's end: one whose slot is later ends at once.
     local record, err = client.unified_api:update("crm", "opportunities", "23423523", { amount = i },
       { integrated_account_id = account }, { deadline = math.max(0.001, ends - now()) })

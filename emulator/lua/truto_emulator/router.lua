@@ -107,6 +107,7 @@ function _M.handle()
   stats.count_request()
   local logged_headers = {}
   for name, value in pairs(headers) do logged_headers[name] = value end
+  ngx.update_time()   -- the arrival itself, not the start of this event loop turn
   request_log.add({
     time = ngx.now(), method = method, uri = uri, path = raw_path, query = raw_query,
     headers = logged_headers, body = body_text, parts = parts, parts_error = parts_error,
