@@ -1670,7 +1670,8 @@ function Client:batch(requests, options)
   local pending, journal, journal_err = {}, nil, nil
   if options.journal then
     local ok, fingerprint = pcall(journal_module().fingerprint, calls)
-    if ok then ok, journal, journal_err = pcall(journal_module().open, options.journal, fingerprint, #calls) end
+    if not ok then error("bad argument #2 to 'batch' (" .. fingerprint .. ")", 2) end
+    ok, journal, journal_err = pcall(journal_module().open, options.journal, fingerprint, #calls)
     if not ok then error("bad argument #2 to 'batch' (" .. journal .. ")", 2) end
     if not journal then return nil, journal_err end
   end

@@ -23,8 +23,8 @@ Journal.__index = Journal
 local FORMAT = 1
 
 -- A failure of the file itself: what client:batch returns second.
-local function io_failure(path, message)
-  return errors.new { kind = "journal", message = ("batch journal %s: %s"):format(path, message) }
+local function io_failure(message)
+  return errors.new { kind = "journal", message = message }
 end
 
 --- The fingerprint of a batch's list of requests: what each sends (method,
@@ -39,7 +39,7 @@ function _M.fingerprint(calls)
     local req, body = call.req, call.req.body
     if body ~= nil and type(body) ~= "string" then
       if type(body) ~= "userdata" then
-        error(("batch request #%d uploads files, which a journal cannot tell apart from changed ones"):format(i), 0)
+        error(("batch request #%d uploads a file: a journal cannot tell whether it changed before a rerun"):format(i), 0)
       end
       body = tostring(body)   -- a large body held in C
     end
@@ -121,12 +121,17 @@ end
 ---@return truto.Error? err
 function _M.open(path, fingerprint, total)
   local journal = setmetatable({ path = path, keys = {}, outcomes = {} }, Journal)
+  -- Read whole below: a FIFO or a device could block or never end.
+  local info = core.file_info(path)
+  if info and not info.regular then
+    error(("batch journal %s is a %s, not a regular file"):format(path, info.type), 0)
+  end
   local text = ""
   local existing = io.open(path, "rb")
   if existing then
     local read, rerr = existing:read("*a")
     existing:close()
-    if not read then return nil, io_failure(path, tostring(rerr)) end
+    if not read then return nil, io_failure(("cannot read the batch journal %s: %s"):format(path, rerr)) end
     text = read
   end
   -- A last line without its newline was cut by a kill mid-write: what it
@@ -135,7 +140,7 @@ function _M.open(path, fingerprint, total)
   local complete = text:match("^(.*\n)") or ""
   if complete ~= text then
     local ok, err = rewrite(path, complete)
-    if not ok then return nil, io_failure(path, err) end
+    if not ok then return nil, io_failure(("cannot rewrite the batch journal %s: %s"):format(path, err)) end
   end
   local n = 0
   for line in complete:gmatch("([^\n]*)\n") do
@@ -163,7 +168,7 @@ function _M.open(path, fingerprint, total)
     end
   end
   local file, err = io.open(path, "ab")
-  if not file then return nil, io_failure(path, err) end
+  if not file then return nil, io_failure("cannot open the batch journal: " .. err) end
   file:setvbuf("no")   -- each write below is one write(2)
   journal.file = file
   if n == 0 then
@@ -179,9 +184,12 @@ end
 ---@return truto.Error? err
 function Journal:append(record)
   local encoded, line = pcall(core.encode_json, record)
-  if not encoded then return nil, io_failure(self.path, "cannot record " .. tostring(line)) end
+  if not encoded then
+    return nil, io_failure(("cannot record request #%d in the batch journal %s: %s"):format(record.index or 0,
+      self.path, line))
+  end
   local ok, err = self.file:write(line .. "\n")
-  if not ok then return nil, io_failure(self.path, err) end
+  if not ok then return nil, io_failure(("cannot write the batch journal %s: %s"):format(self.path, err)) end
   return true
 end
 
