@@ -178,7 +178,7 @@ describe("client:batch with a journal", function()
   it("refuses a journal of another list of requests, or a file that is no journal, before sending anything", function()
     local client, sent = scripted()
     assert(client:batch(updates(2), { journal = path }))
-    local header = records(path)[1]
+    local first_line = records(path)[1]
     local before = #sent
     local changed = updates(2)
     changed[2].body.amount = 3
@@ -191,7 +191,7 @@ describe("client:batch with a journal", function()
       local ok, err = pcall(case[1].batch, case[1], case[2], { journal = path })
       assert.is_false(ok)
       assert.matches("^bad argument #2 to 'batch' %(batch journal " .. path:gsub("%p", "%%%0")
-        .. " belongs to another list of requests %(2 of them, fingerprint " .. header.fingerprint
+        .. " belongs to another list of requests %(2 of them, fingerprint " .. first_line.fingerprint
         .. "; this one: %d, %x+%): give each list its own journal%)$", err)
     end
     assert.has_error(function() client:batch(updates(2), { journal = dir }) end,
@@ -199,7 +199,7 @@ describe("client:batch with a journal", function()
     assert(sh.write_file(path, "not a journal\n"))
     assert.has_error(function() client:batch(updates(2), { journal = path }) end,
       "bad argument #2 to 'batch' (batch journal " .. path .. " is not a batch journal (its first line is not one's))")
-    write_records(path, { header, { index = 3, key = "k" } })
+    write_records(path, { first_line, { index = 3, key = "k" } })
     assert.has_error(function() client:batch(updates(2), { journal = path }) end,
       "bad argument #2 to 'batch' (batch journal " .. path .. ": line 2 is not a record of this batch)")
     assert.has_error(function() client:batch(updates(1), { journal = "" }) end,
@@ -237,7 +237,9 @@ describe("client:batch with a journal", function()
     it("stopped part-way, then run again: every update applied once, every result returned", function()
       local requests = {}
       for i = 1, 120 do requests[i] = update(tostring(10000002 + (i - 1) % 27 + 1), i) end
-      -- 27 records, each updated several times: one write per request.
+      -- 27 records, each updated several times: one write per request.  The
+      -- requests after the 50th are answered 100 ms late: in flight at the stop.
+      for i = 51, 120 do requests[i].opts = { headers = { ["X-Emulator-Delay-Ms"] = "100" } } end
       local stopped = {}
       local ok, err = pcall(client.batch, client, requests, { journal = path, concurrency = 16,
         on_progress = function(settled) if settled == 50 then error(stopped, 0) end end })
@@ -250,7 +252,7 @@ describe("client:batch with a journal", function()
       end
       assert.equal(50, finished)
       assert.is_true(started > 50 and started <= 66, "started: " .. started)
-      require("truto.core").sleep(0.2)   -- the emulator finishes what reached it
+      require("truto.core").sleep(0.3)   -- the emulator finishes what reached it
       local writes_before = 0
       for _, n in pairs(emu.stats().writes) do writes_before = writes_before + n end
       assert.is_true(writes_before >= 50 and writes_before <= 66, "writes: " .. writes_before)

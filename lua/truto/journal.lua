@@ -39,7 +39,8 @@ function _M.fingerprint(calls)
     local req, body = call.req, call.req.body
     if body ~= nil and type(body) ~= "string" then
       if type(body) ~= "userdata" then
-        error(("batch request #%d uploads a file: a journal cannot tell whether it changed before a rerun"):format(i), 0)
+        error(("batch request #%d uploads a file: a journal cannot tell whether it changed before a rerun")
+          :format(i), 0)
       end
       body = tostring(body)   -- a large body held in C
     end
