@@ -112,7 +112,8 @@ SERVERLESS_SPECS  := $(addprefix spec/,query_spec.lua json_spec.lua decode_spec.
                      number_spec.lua platform_spec.lua redis_spec.lua)
 INTEGRATION_SPECS := $(addprefix spec/,integration_spec.lua emulator_spec.lua emulator_platform_spec.lua \
                      batch_spec.lua upload_spec.lua conformance_spec.lua faults_spec.lua tls_spec.lua \
-                     session_spec.lua multi_spec.lua body_spec.lua stream_spec.lua)
+                     session_spec.lua multi_spec.lua body_spec.lua stream_spec.lua journal_spec.lua \
+                     store_spec.lua)
 EVERY_LUA_SPECS   := $(SERVERLESS_SPECS) $(INTEGRATION_SPECS)
 OTHER_LUAS      := 5.1 5.2 5.3 luajit
 # How many of those runs go at once, beside nothing else: each is written to

@@ -802,7 +802,7 @@ describe("truto command", function()
         count = count + 1
         assert.is_true(documented[name], name .. " is not in --help")
       end
-      assert.equal(31, count)
+      assert.equal(33, count)
       assert.matches("\n  %-%-%s+the end of the options", out)
       -- and every documented option is accepted (an unknown one would exit 2)
       for name in pairs(documented) do

@@ -25,6 +25,7 @@ local RUNNERS = {
   ["truto unified update crm opportunities 23423523"] = "here",
   ["truto --version"] = "here",
   ["truto ping"] = "here",
+  ["truto batch updates.jsonl"] = "here",
   ["examples/openresty/run"] = "spec/openresty_example_spec.lua",
   ["busted examples/emulator_spec.lua"] = "here",
   ["examples/cqueues/update_opportunities.lua"] = "here",
@@ -168,6 +169,22 @@ describe("README.md #checkout", function()
     assert.same({ file = { filename = "invoice.txt", content_type = "application/octet-stream", size = 11,
                            sha256 = sh.text_sha256("Invoice 42\n") }, parent_id = "42" },
                 assert(truto.decode_json(upload)).result.body)
+  end)
+
+  it("runs the command line's batch example: results in order, exit 1 for the 404, a rerun that sends nothing", function()
+    local ok, out, err = sh.script(work, user_env(work), readme.block("truto batch updates.jsonl"))
+    assert(ok, out .. err)
+    assert.equal("exit status 1\nthe rerun sent nothing and printed the same results\n", out)
+    local lines = {}
+    for line in assert(sh.read_file(work .. "/results.jsonl")):gmatch("[^\n]+") do
+      lines[#lines + 1] = assert(truto.decode_json(line))
+    end
+    assert.equal(3, #lines)
+    assert.same({ 1, 200, "23423523", 1000 }, { lines[1].index, lines[1].status, lines[1].result.id,
+                                                lines[1].result.amount })
+    assert.same({ 2, 200, "10000003", 2500.5 }, { lines[2].index, lines[2].status, lines[2].result.id,
+                                                  lines[2].result.amount })
+    assert.same({ 3, "http", 404 }, { lines[3].index, lines[3].error.kind, lines[3].error.status })
   end)
 
   it("runs the busted example against the emulator", function()

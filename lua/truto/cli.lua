@@ -5,6 +5,7 @@
 local truto = require "truto"
 local core = require "truto.core"   -- isatty and file_info, which truto does not export
 local client_module = require "truto.client"
+local journal = require "truto.journal"   -- its outcome records are `truto batch`'s output lines
 local PLATFORM, PARAMS = client_module.PLATFORM, client_module.PARAMS
 -- Lua 5.1 and LuaJIT have only the global unpack, 5.2 on only table.unpack.
 local unpack = table.unpack or unpack   -- luacheck: ignore 113 143
@@ -111,13 +112,20 @@ do   -- client.mcp: truto mcp call-tool TOKEN NAME --data ARGUMENTS
   COMMANDS.mcp = { verbs = verbs, names = sorted_keys(verbs), order = order, path = "mcp/{token}" }
 end
 local PING = new_command("ping", nil, nil, "ping", {})
+-- truto batch FILE: client:batch over FILE's lines.  -a (or the
+-- environment) is the account of a Unified, Proxy or Custom line without one.
+local BATCH = new_command("batch", nil, nil, "batch", { "file" })
+BATCH.env_account, BATCH.default_account = true, true
+BATCH.options = "[--journal PATH] [--concurrency N]"
+-- The commands of one word.
+local SINGLE_WORD = { ping = PING, batch = BATCH }
 local RESOURCES = {}   -- the platform resources' first words, sorted
 for first, entry in pairs(COMMANDS) do
   if entry.path then RESOURCES[#RESOURCES + 1] = first end
 end
 table.sort(RESOURCES)
 local FIRST_WORDS = sorted_keys(COMMANDS)
-FIRST_WORDS[#FIRST_WORDS + 1] = "ping"
+for word in pairs(SINGLE_WORD) do FIRST_WORDS[#FIRST_WORDS + 1] = word end
 table.sort(FIRST_WORDS)
 
 -- "truto datastores test ID METHOD": a command and its words.
@@ -131,6 +139,7 @@ local function synopsis(command, width)
   local words = command_words(command)
   local rest = ({ required = "--data BODY", optional = "[--data BODY]" })[command.body]
     or command.method == "list" and "[--all]"
+  rest = command.options or rest
   if not rest then return words end
   return ("%-" .. (width or #words) .. "s %s"):format(words, rest)
 end
@@ -172,6 +181,8 @@ Usage:
   truto RESOURCE VERB [ID|METHOD ...]            [--data BODY] [options]   (a platform resource, below)
   truto RESOURCE --help                          the resource's verbs and the words each takes
   truto ping                                     checks that Truto answers and accepts the token
+  truto batch FILE [--journal PATH] [--concurrency N]   one request per line (client:batch), one
+                                                 result per line, in order
   truto --version
 
 Calls Truto's API (https://api.truto.one) and writes the response body, exactly as
@@ -210,6 +221,10 @@ Options:
       --timeout SECONDS    total time allowed for each attempt (default 30)
       --retries N          retries of failed attempts that are safe to retry (default 2)
       --base-url URL       the API's address (default: $TRUTO_BASE_URL or https://api.truto.one)
+      --journal PATH       batch only: records each request as it is sent and settles; run
+                           again with the same PATH, the batch skips what settled and resends
+                           what was in flight with the same Idempotency-Key
+      --concurrency N      batch only: requests in flight at once, 1 to 1024 (default 16)
   -v, --verbose            write each attempt's request line and the final status to
                            standard error
   -h, --help               this text
@@ -394,7 +409,7 @@ local VALUE_OPTIONS = {
   ["-r"] = "remote_query", ["--remote-query"] = "remote_query", ["-f"] = "format", ["--format"] = "format",
   ["--limit"] = "limit", ["--cursor"] = "cursor", ["-H"] = "header", ["--header"] = "header",
   ["--idempotency-key"] = "idempotency_key", ["--timeout"] = "timeout", ["--retries"] = "retries",
-  ["--base-url"] = "base_url",
+  ["--base-url"] = "base_url", ["--journal"] = "journal", ["--concurrency"] = "concurrency",
 }
 local FLAG_OPTIONS = { ["--ignore-remote-data"] = "ignore_remote_data", ["--all"] = "all",
   ["-v"] = "verbose", ["--verbose"] = "verbose", ["-h"] = "help", ["--help"] = "help",
@@ -507,7 +522,7 @@ end
 -- command's own.
 local function resolve(positional)
   local first, verb = positional[1], positional[2]
-  if first == "ping" then return PING, 2 end
+  if SINGLE_WORD[first] then return SINGLE_WORD[first], 2 end
   local entry = COMMANDS[first]
   if not entry then unknown("command", first, FIRST_WORDS) end
   if not verb then usage_error("'" .. first .. "' needs a verb (expected " .. one_of(entry.names) .. ")") end
@@ -534,6 +549,81 @@ local function call_args(command, words, body, query, opts)
   return args, #command.params + 1
 end
 
+-- The requests of `truto batch`'s file (or standard input, "-"): one JSON
+-- object per line, a usage error naming the line for any other.  account:
+-- the integrated account of a Unified, Proxy or Custom request without one.
+local function read_requests(file, account, stdin)
+  local name, text = file == "-" and "standard input" or file
+  if file == "-" then
+    text = stdin:read("*a")
+  else
+    local f, err = io.open(file, "rb")
+    if not f then usage_error("cannot read the batch's requests: " .. err) end
+    text = f:read("*a")
+    f:close()
+  end
+  if text ~= "" and text:sub(-1) ~= "\n" then text = text .. "\n" end
+  local requests = {}
+  for line in text:gmatch("([^\n]*)\n") do
+    local n = #requests + 1
+    line = line:gsub("\r$", "")
+    if line:match("^%s*$") then usage_error(("%s line %d is blank (one request per line)"):format(name, n)) end
+    local request, decode_err = truto.decode_json(line)
+    if request == nil then usage_error(("%s line %d is not JSON: %s"):format(name, n, decode_err)) end
+    if type(request) ~= "table" or getmetatable(request) == core.array_mt then
+      usage_error(("%s line %d is not a request: a JSON object such as {\"api\":\"unified\",\"method\":\"get\",...}")
+        :format(name, n))
+    end
+    local query = request.query
+    if account and ENV_ACCOUNT[request.api] and (query == nil or type(query) == "table"
+        and query.integrated_account_id == nil) then
+      request.query = {}
+      for k, v in pairs(query or {}) do request.query[k] = v end
+      request.query.integrated_account_id = account
+    end
+    requests[n] = request
+  end
+  return requests, name
+end
+
+-- truto batch: every line's request through client:batch, and its outcome
+-- (journal.outcome's record) on a line of standard output, in the file's
+-- order, each as soon as it and every line before it have settled.  Exit
+-- status 1 when any failed.
+local function run_batch(client, file, account, o, stdin, out, err)
+  local concurrency = o.concurrency and number_option(o.concurrency, "--concurrency", true)
+  if concurrency and (concurrency < 1 or concurrency > 1024) then
+    usage_error("--concurrency must be from 1 to 1024, got " .. o.concurrency)
+  end
+  local requests, name = read_requests(file, account, stdin)
+  local settled, next_line, failed = {}, 1, 0
+  local function on_progress(_, _, index, result)
+    settled[index] = result
+    if not result[1] then failed = failed + 1 end
+    while settled[next_line] do
+      local r = settled[next_line]
+      out:write(truto.encode_json(journal.outcome(next_line, r[1], r[2])), "\n")
+      settled[next_line], next_line = nil, next_line + 1
+    end
+  end
+  local ok, results, failure = pcall(client.batch, client, requests,
+    { journal = o.journal, concurrency = concurrency, on_progress = on_progress })
+  if not ok then
+    local message = tostring(results)
+    local line, reason = message:match("^batch request #(%d+): (.*)$")
+    if line then usage_error(("%s line %s: %s"):format(name, line, reason)) end
+    local journal_problem = message:match("^bad argument #2 to 'batch' %((.*)%)$")
+    if journal_problem then usage_error(journal_problem) end
+    error(results, 0)
+  end
+  if not results then
+    err:write(tostring(failure), "\n")
+    return 1
+  end
+  if o.verbose then err:write(("< %d requests, %d failed\n"):format(#requests, failed)) end
+  return failed > 0 and 1 or 0
+end
+
 local function run(argv, env, out, err, stdin, is_terminal)
   local o = parse_args(argv)
   if o.help then
@@ -558,6 +648,12 @@ local function run(argv, env, out, err, stdin, is_terminal)
     usage_error(("'%s' got an extra word '%s' (usage: %s)"):format(command.label, words[#command.words + 1],
       synopsis(command)))
   end
+  if command ~= BATCH then
+    if o.journal then usage_error("--journal works with batch only") end
+    if o.concurrency then usage_error("--concurrency works with batch only") end
+  elseif #o.header > 0 or o.idempotency_key then
+    usage_error("'batch' takes no --header or --idempotency-key: each line's opts hold its own")
+  end
   if o.all and command.method ~= "list" then usage_error("--all works with list only") end
   if o.all and o.format == "stream" then
     usage_error("--all cannot be combined with --format stream (a stream list already has every record)")
@@ -579,6 +675,9 @@ local function run(argv, env, out, err, stdin, is_terminal)
     headers[name] = value
   end
   local query = build_query(o, env, command.env_account)
+  -- The account of each request that names none (batch).
+  local default_account = command.default_account and query.integrated_account_id
+  if default_account then query.integrated_account_id = nil end
   if not command.query and next(query) ~= nil then
     usage_error("'" .. command.label .. "' takes no query parameters")
   end
@@ -634,6 +733,8 @@ local function run(argv, env, out, err, stdin, is_terminal)
     max_retries = max_retries,
     on_request = on_request,
   }
+
+  if command == BATCH then return run_batch(client, words[1], default_account, o, stdin, out, err) end
 
   local opts = { headers = headers, idempotency_key = o.idempotency_key }
   local target = command.target and client[command.target] or client

@@ -10,6 +10,12 @@ local function multipart()
   multipart_module = multipart_module or require "truto.multipart"
   return multipart_module
 end
+-- truto.journal, loaded by the first batch with a journal.
+local loaded_journal_module
+local function journal_module()
+  loaded_journal_module = loaded_journal_module or require "truto.journal"
+  return loaded_journal_module
+end
 local ratelimit = require "truto.ratelimit"
 local redirect = require "truto.redirect"
 local retry = require "truto.retry"
@@ -506,6 +512,7 @@ function Client:prepare(spec, opts, level)
   local call = {
     req = req,
     method = method,
+    idempotency_key = key,   -- what a batch's journal records
     repeatable = retry.repeatable(method, key ~= nil),
     shown_path = spec.shown_path,
     account = type(account) == "string" and account or "",
@@ -647,8 +654,9 @@ end
 -- (truncated or malformed HTTP, a refused redirect), `"decode"` (a 2xx body that
 -- is not valid JSON, corrupt compression), `"too_large"` (a body over
 -- `max_response_bytes`, headers over 256 KiB or a header line over 100 KiB),
--- `"phase"` (inside nginx, a phase without cosockets).
----@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"
+-- `"phase"` (inside nginx, a phase without cosockets), `"journal"` (a batch's
+-- journal that cannot be read or written).
+---@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"|"journal"
 
 --- What a failed call returns second, after nil: a table whose `tostring` reads
 -- `truto: GET /unified/crm/opportunities/x: 404 Not Found: Record not found` and
@@ -1499,6 +1507,11 @@ end
 -- Called as each call settles, with the count settled so far, the total, the
 -- request's index and its result.
 ---@field on_progress? fun(settled: integer, total: integer, index: integer, result: truto.BatchResult)
+-- A file that records each request as it is sent and as it settles: run
+-- again with the same file, the batch returns what had settled without
+-- sending it again, and sends what was in flight with its first
+-- Idempotency-Key.
+---@field journal? string
 
 --- One result of `client:batch`: what the call returned, as a pair.
 ---@class truto.BatchResult
@@ -1508,20 +1521,28 @@ end
 local BATCH_OPTIONS = {
   concurrency = { function(v) return integer(v) and v >= 1 and v <= 1024 end, "an integer from 1 to 1024" },
   on_progress = { function_, "a function" },
+  journal = { function(v) return type(v) == "string" and v ~= "" end, "a file's path" },
 }
 
 -- A batch request names its operation's parameters; a custom method's or
 -- meta's own name comes as `name`, a body as `body`.
 local BATCH_FIELD = { method = "name", optional_body = "body" }
 
--- The call of a batch request whose operation is op, its arguments a.
-local function prepare_batch_call(self, r, op, a)
+-- The call of a batch request whose operation is op, its arguments a; key:
+-- the Idempotency-Key a journal says it was first sent with.
+local function prepare_batch_call(self, r, op, a, key)
   check_args(op, r.method, a)
-  if r.opts and r.opts.sink then error("a sink is not supported in a batch", 0) end
-  return self:prepare(op.build(a, r.method), r.opts, 1)
+  local opts = r.opts
+  if opts and opts.sink then error("a sink is not supported in a batch", 0) end
+  if key then
+    opts = {}
+    for name, value in pairs(r.opts or NO_OPTS) do opts[name] = value end
+    opts.idempotency_key = key
+  end
+  return self:prepare(op.build(a, r.method), opts, 1)
 end
 
-local function batch_call(self, r, i)
+local function batch_call(self, r, i, key)
   if type(r) ~= "table" then
     error(("batch request #%d must be a table, got %s"):format(i, type(r)), 0)
   end
@@ -1536,20 +1557,25 @@ local function batch_call(self, r, i)
   end
   local a = {}
   for _, param in ipairs(op.params) do a[param] = r[BATCH_FIELD[param] or param] end
-  local ok, call = pcall(prepare_batch_call, self, r, op, a)
+  local ok, call = pcall(prepare_batch_call, self, r, op, a, key)
   if not ok then
     error(("batch request #%d: %s"):format(i, (tostring(call):gsub("^[^\n]-:%d+: ", ""))), 0)
   end
   return call
 end
 
+-- The runners below send the calls whose indexes `pending` lists, calling
+-- start(index) before a call's first attempt and finish(index, ...) with
+-- its outcome, as Client:run returns it.
+
 -- Every call on one libcurl multi handle: at most `concurrency` in flight,
 -- retries scheduled by time rather than slept, so a waiting call never holds
--- up the others.  An error raised from finish (on_progress) takes every
--- transfer off the handle before it propagates, so the next batch starts clean.
-local function run_on_multi(self, calls, concurrency, finish)
+-- up the others.  An error raised from start or finish (on_progress) takes
+-- every transfer off the handle before it propagates, so the next batch
+-- starts clean.
+local function run_on_multi(self, calls, pending, concurrency, start, finish)
   local multi = self.transport:multi()
-  local n, next_new, in_flight, count = #calls, 1, {}, 0
+  local n, next_new, in_flight, count = #pending, 1, {}, 0
   local due = {}   -- retries waiting for their time, soonest first: { at = t, index = i }
   local settled = 0
 
@@ -1591,7 +1617,8 @@ local function run_on_multi(self, calls, concurrency, finish)
         if due[1] and due[1].at <= self.now() then
           index = table.remove(due, 1).index
         elseif next_new <= n then
-          index, next_new = next_new, next_new + 1
+          index, next_new = pending[next_new], next_new + 1
+          start(index)
         else
           break
         end
@@ -1636,29 +1663,47 @@ end
 -- On a transport whose host runs threads of its own (nginx's light threads,
 -- cqueues' coroutines): `concurrency` workers share the list, each running
 -- its calls through the transport, which yields while they wait.
-local function run_on_threads(self, calls, concurrency, finish)
-  local next_index = 0
+local function run_on_threads(self, calls, pending, concurrency, start, finish)
+  local next_pending = 0
   local function worker()
     while true do
-      next_index = next_index + 1
-      local index = next_index
-      if index > #calls then return end
+      next_pending = next_pending + 1
+      local index = pending[next_pending]
+      if not index then return end
+      start(index)
       finish(index, self:run(calls[index]))
     end
   end
   local workers = {}
-  for t = 1, math.min(concurrency, #calls) do workers[t] = worker end
+  for t = 1, math.min(concurrency, #pending) do workers[t] = worker end
   self.transport:run_concurrently(workers)
 end
+
+-- A settled request's result as a journal recorded it: the result and a
+-- response holding what was recorded (status, attempts, request_id; no
+-- headers), or nil and the error (kind, status, message, ...).
+local function journaled_result(record, call)
+  local result, fields, failed = journal_module().result_of(record)
+  if failed then return { nil, errors.new(fields, call.secrets) } end
+  fields.headers = {}
+  return { result, setmetatable(fields, Response) }
+end
+
+-- Raised through a runner when the journal fails: the batch then returns
+-- nil and the error (kept apart: a host's threads may pass on only strings).
+local JOURNAL_FAILED = "truto: the batch journal failed"
 
 --- Runs many calls at once: up to `concurrency` in flight (on one libcurl
 -- multi handle, or on the host's threads: `ngx.thread`s inside nginx,
 -- coroutines of the running controller under cqueues), each retried as a single
 -- call is.  Returns the results in request order.  Raises on a malformed
--- request before any is sent.
+-- request before any is sent.  With `options.journal`, returns nil and an
+-- error of kind "journal" when that file cannot be read or written (what
+-- settled before is in it: run again).
 ---@param requests truto.BatchRequest[]
 ---@param options? truto.BatchOptions
----@return truto.BatchResult[] results `results[i]` for `requests[i]`
+---@return truto.BatchResult[]|nil results `results[i]` for `requests[i]`
+---@return truto.Error? err
 function Client:batch(requests, options)
   if type(requests) ~= "table" then
     error(("bad argument #1 to 'batch' (requests must be a table, got %s)"):format(type(requests)), 2)
@@ -1671,20 +1716,65 @@ function Client:batch(requests, options)
     calls[i] = call
   end
   local results, settled, progress = {}, 0, options.on_progress
+  local pending, journal, journal_err = {}, nil, nil
+  if options.journal then
+    local ok, fingerprint = pcall(journal_module().fingerprint, calls)
+    if not ok then error("bad argument #2 to 'batch' (" .. fingerprint .. ")", 2) end
+    ok, journal, journal_err = pcall(journal_module().open, options.journal, fingerprint, #calls)
+    if not ok then error("bad argument #2 to 'batch' (" .. journal .. ")", 2) end
+    if not journal then return nil, journal_err end
+  end
+  for index = 1, #calls do
+    local record, key = journal and journal.outcomes[index], journal and journal.keys[index]
+    if record then
+      results[index] = journaled_result(record, calls[index])
+      settled = settled + 1
+      if progress then progress(settled, #calls, index, results[index]) end
+    else
+      -- In flight when the last run stopped: sent again as it was first.
+      if key then calls[index] = batch_call(self, requests[index], index, key) end
+      pending[#pending + 1] = index
+    end
+  end
+  local start = function() end
+  if journal then
+    start = function(index)
+      local ok, err = journal:started(index, calls[index].idempotency_key)
+      if not ok then
+        journal_err = err
+        error(JOURNAL_FAILED, 0)
+      end
+    end
+  end
   -- finish(index, result, response) or finish(index, nil, err), as a call returns.
   local function finish(index, result, response_or_err)
+    if journal then
+      local ok, err = journal:settled(index, result, response_or_err)
+      if not ok then
+        journal_err = err
+        error(JOURNAL_FAILED, 0)
+      end
+    end
     results[index] = { result, response_or_err }
     settled = settled + 1
     if progress then progress(settled, #calls, index, results[index]) end
   end
   local concurrency = options.concurrency or 16
-  if self.transport.multi then
-    run_on_multi(self, calls, concurrency, finish)
-  elseif self.transport.run_concurrently then
-    run_on_threads(self, calls, concurrency, finish)
-  else
-    for index, call in ipairs(calls) do finish(index, self:run(call)) end
-  end
+  local ok, err = pcall(function()
+    if self.transport.multi then
+      run_on_multi(self, calls, pending, concurrency, start, finish)
+    elseif self.transport.run_concurrently then
+      run_on_threads(self, calls, pending, concurrency, start, finish)
+    else
+      for _, index in ipairs(pending) do
+        start(index)
+        finish(index, self:run(calls[index]))
+      end
+    end
+  end)
+  if journal then journal:close() end
+  if journal_err then return nil, journal_err end
+  if not ok then error(err, 0) end
   return results
 end
 

@@ -168,6 +168,48 @@ _M.over_http = {
       host.close(c)
     end },
 
+  { title = "resumes a stopped batch from its journal on {loop}: what was in flight goes again under its key",
+    run = function(host)
+      local c = client(host)
+      local requests = {}
+      for i = 1, 6 do
+        requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
+                        id = tostring(10000002 + i), body = { amount = i }, query = Q,
+                        opts = i > 2 and delayed(200) or nil }
+      end
+      local path = os.tmpname()
+      local stopped = {}
+      local ok, err = pcall(host.run, function()
+        return c:batch(requests, { journal = path, concurrency = 4,
+                                   on_progress = function(settled) if settled == 2 then error(stopped, 0) end end })
+      end)
+      assert.is_false(ok)
+      assert.equal(stopped, err)
+      host.idle(0.3)   -- the emulator answers what reached it
+      local first_keys = {}   -- of the requests started before the stop
+      for line in io.lines(path) do
+        local record = truto.decode_json(line)
+        if record.key then first_keys[PREFIX .. (10000002 + record.index)] = record.key end
+      end
+      local results = host.run(function() return c:batch(requests, { journal = path, concurrency = 4 }) end)
+      os.remove(path)
+      for i, r in ipairs(results) do assert.equal(i, r[1].amount, tostring(r[2])) end
+      local stats = emu.stats()
+      for i = 1, 6 do assert.equal(1, stats.writes[emu.ACCOUNT .. PREFIX:sub(9) .. (10000002 + i)]) end
+      -- In flight at the stop: 3 and 4, and 5, which the worker that settled 1
+      -- took next; sent again under their first keys (replayed when the first
+      -- send had reached the emulator), 6 under a key of its own.
+      local log = emu.requests()
+      for _, r in ipairs(log) do
+        if first_keys[r.path] then assert.equal(first_keys[r.path], r.headers["idempotency-key"], r.path) end
+      end
+      for i = 1, 6 do assert.equal(i <= 5, first_keys[PREFIX .. (10000002 + i)] ~= nil, i) end
+      -- 1 and 2 once, 3 to 6 by the rerun; a replay for each first send of 3 to 5 that arrived
+      assert.equal(6, #log - stats.idempotent_replays)
+      assert.is_true(stats.idempotent_replays <= 3)
+      host.close(c)
+    end },
+
   { title = "stops a batch when on_progress raises, and the next batch runs clean",
     run = function(host)
       local c = client(host)
