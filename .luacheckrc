@@ -10,6 +10,7 @@ exclude_files = { "build" }
 files["emulator/lua"] = { std = "luajit", globals = { "ngx" } }  -- handlers set ngx.status, ngx.header
 files["lua/truto/ngx.lua"] = { read_globals = { "ngx" } }
 files["spec/ngx"] = { std = "luajit", globals = { "ngx" } }
+files["spec/fleet"] = { std = "luajit", read_globals = { "ngx" } }
 files["spec/support/hostile/server.lua"] = { std = "luajit", globals = { "ngx" } }
 -- Run inside Neovim, whose `vim` module is a global; its LuaJIT.
 files["examples/neovim"] = { std = "luajit", read_globals = { "vim" } }

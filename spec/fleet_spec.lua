@@ -46,10 +46,10 @@ end
 
 -- Starts the processes and the nginx workers on one config; calls during()
 -- meanwhile; returns every member's tally once all are done.
-local function run_fleet(config, during)
+local function run_fleet(config, during, processes)
   local dir = assert(sh.mktemp("truto-fleet"))
   local procs = {}
-  for i = 1, PROCESSES do
+  for i = 1, processes or PROCESSES do
     local c = {}
     for k, v in pairs(config) do c[k] = v end
     c.offset = i
@@ -119,6 +119,25 @@ describe("a fleet on one Redis store", function()
     assert.equal(2, accounts)
     assert.is_true(ok >= 0.9 * allowed, ok .. " of " .. allowed)
     assert.equal(ok, stats.statuses["200"])
+  end)
+end)
+
+describe("the workers of one nginx on a shared dict", function()
+  it("keep to one budget", function()
+    enforce(20, 1)
+    local seconds = 6
+    local tallies = run_fleet({ base_url = emulator.base_url, store = "shared_dict:truto_rate", seconds = seconds,
+                                requests = 20, per = 1 }, nil, 0)
+    local ok = 0
+    for _, t in ipairs(tallies) do
+      assert.same({}, t.failed, t.last_error)
+      ok = ok + t.ok
+    end
+    assert.is_nil(emulator.stats().statuses["429"])
+    -- 20 per second per account, with 0.25 s of margin between windows: 16 a second.
+    local allowed = 2 * 20 * seconds
+    print(("\n  shared dict: %d requests answered in %d s, %d allowed"):format(ok, seconds, allowed))
+    assert.is_true(ok >= 0.75 * allowed, ok .. " of " .. allowed)
   end)
 end)
 

@@ -237,7 +237,7 @@ describe("README.md #checkout", function()
         assert.truthy(conf:find(block.text, 1, true), "not in examples/openresty/nginx.conf:\n" .. block.text)
       end
     end
-    assert.equal(2, n)
+    assert.equal(3, n)
   end)
 
   it("runs every Lua example against the emulator, printing what its --> lines say", function()

@@ -55,14 +55,14 @@ end
 local function make_certificates(dir)
   local q = function(name) return sh.quote(dir .. "/" .. name) end
   local key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  assert(sh.run(table.concat({
+  assert(sh.run("(" .. table.concat({
     "openssl req -x509 -sha256 -days 2 -subj /CN=truto-redis-ca" .. key .. " -keyout " .. q("ca.key")
       .. " -out " .. q("ca.pem"),
     "echo 'subjectAltName = IP:127.0.0.1, DNS:localhost' > " .. q("server.ext"),
     "openssl req -new -subj /CN=redis" .. key .. " -keyout " .. q("server.key") .. " -out " .. q("server.csr"),
     "openssl x509 -req -sha256 -days 2 -in " .. q("server.csr") .. " -CA " .. q("ca.pem") .. " -CAkey " .. q("ca.key")
       .. " -set_serial 1 -extfile " .. q("server.ext") .. " -out " .. q("server.pem"),
-  }, " && ") .. " >/dev/null 2>&1"), "openssl could not make the test certificates")
+  }, " && ") .. ") >/dev/null 2>&1"), "openssl could not make the test certificates")
   return dir .. "/ca.pem"
 end
 
