@@ -17,6 +17,7 @@ local ROUTES = table.concat({
   "    http-request use-service lua.update if { path /update }",
   "    http-request use-service lua.auto if { path /auto }",
   "    http-request use-service lua.batch if { path /batch }",
+  "    http-request use-service lua.store if { path /store }",
 }, "\n")
 local PREFIX = "/unified/crm/opportunities/"
 
@@ -178,5 +179,17 @@ describe("the HAProxy transport", function()
     status, answer = get("/batch?n=4&delay=0")
     assert.equal(200, status)
     for i = 1, 4 do assert.same({ id = tostring(10000002 + i), amount = i }, answer[i]) end
+  end)
+
+  it("paces through a Redis store over HAProxy's sockets", function()
+    local redis = require("spec.support.redis_server").start()
+    local status, answer = get("/store?n=3&url=" .. redis.url:gsub(":", "%%3A"):gsub("/", "%%2F"))
+    local keys = redis:cli("KEYS 'truto:rate:*'")
+    redis:stop()
+    assert.equal(200, status)
+    assert.same({ "ok", "ok", "ok" }, answer.outcomes)
+    -- Two at once, the third a window (1 s) after the first.
+    assert.is_true(answer.seconds >= 0.95 and answer.seconds < 1.6, ("took %.2f s"):format(answer.seconds))
+    assert.truthy(keys:find("truto:rate:{62f44730-dd91-461e-bd6a-aedd9e0ad79d}:slots", 1, true), keys)
   end)
 end)

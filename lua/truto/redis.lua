@@ -71,13 +71,17 @@ local Connection = {}
 Connection.__index = Connection
 
 -- Reads one reply: value, or nil, server_error_message, or nil, nil, err.
-local function read_reply(sock)
+-- counted: the socket's reads wait for a whole count (HAProxy's).
+local function read_reply(sock, counted)
   local reader = resp.reader(MAX_REPLY_BYTES)
   while true do
     local ok, value, server_error = reader:reply()
     if ok == nil then return nil, nil, "not a Redis server (" .. value .. ")" end
     if ok then return value, server_error end
-    local data, err = sock:receiveany(READ_BYTES)
+    -- A host whose reads wait for a whole count is asked for one byte at a
+    -- time: a reply's length is known only once it is read.
+    local data, err
+    if counted then data, err = sock:receiveany(READ_BYTES, 1) else data, err = sock:receiveany(READ_BYTES) end
     if not data then
       if err == "closed" then return nil, nil, "the Redis server closed the connection" end
       if err == "timeout" then return nil, nil, "timed out waiting for Redis" end
@@ -102,7 +106,7 @@ function Connection:call(words)
     if err == "timeout" then return failure("timed out writing to Redis") end
     return failure("writing to Redis failed: " .. tostring(err))
   end
-  local value, server_error, rerr = read_reply(sock)
+  local value, server_error, rerr = read_reply(sock, self.counted)
   if rerr then
     self:close()
     return failure(rerr)
@@ -161,7 +165,7 @@ end
 ---@param tcp fun(): table
 ---@param parts table from parse_url
 ---@param seconds number
----@param options? table { insecure = boolean }
+---@param options? table { insecure = boolean, counted_reads = boolean (the transport's env.counted_reads) }
 ---@return table? connection
 ---@return table? err { kind = "store", message }
 function _M.connect(tcp, parts, seconds, options)
@@ -176,7 +180,7 @@ function _M.connect(tcp, parts, seconds, options)
     if err == "timeout" then return failure("timed out connecting to Redis at " .. where) end
     return failure(("cannot connect to Redis at %s: %s"):format(where, tostring(err)))
   end
-  local conn = setmetatable({ sock = sock }, Connection)
+  local conn = setmetatable({ sock = sock, counted = options and options.counted_reads }, Connection)
   if sock:getreusedtimes() > 0 then return conn end
   if parts.tls then
     local verify = not (options and options.insecure)

@@ -225,7 +225,7 @@ function _M.new(spec, transport, timeout)
     return nil, "rate_limit.store: this transport has no sockets for Redis"
   end
   return setmetatable({ parts = parts, tcp = env.tcp, timeout = timeout,
-                        options = { insecure = transport.insecure } }, Redis)
+                        options = { insecure = transport.insecure, counted_reads = env.counted_reads } }, Redis)
 end
 
 --- The step of the shared dict store, for the specs (it mirrors the Redis script).

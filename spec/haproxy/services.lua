@@ -7,6 +7,8 @@
 --     ($TRUTO_HTTPS_BASE_URL, its CA $TRUTO_HTTPS_CA_FILE) with the shared
 --     client of HTTPS_OPTIONS[NAME];
 --   GET /auto  which transport `transport = "auto"` picks here;
+--   GET /store?url=REDIS&n=N  N updates paced at 2 a second through the
+--     Redis store at REDIS: the seconds they took and their outcomes;
 --   GET /batch?delay=MS&n=N  client:batch of N updates;
 --   GET /conformance?case=SLUG&base=URL[&batch=1]  a case of the transport
 --     conformance table (spec/support/hostile/cases.lua), its https servers
@@ -72,6 +74,20 @@ core.register_service("update", "http", function(applet)
   end
   reply(applet, 200, { record = record, status = response.status, attempts = response.attempts,
                        reused = response.info.reused })
+end)
+
+core.register_service("store", "http", function(applet)
+  local args = query(applet)
+  local paced = truto.new { max_retries = 0, log = function(message) core.Warning(message) end,
+                            rate_limit = { requests = 2, per = 1, margin = 0, store = args.url } }
+  local started, out = haproxy.now(), {}
+  for i = 1, tonumber(args.n) do
+    local record, response = paced.unified_api:update("crm", "opportunities", "23423523", { amount = i },
+      { integrated_account_id = ACCOUNT })
+    out[i] = record and "ok" or response.kind .. ": " .. response.message
+  end
+  paced:close()
+  reply(applet, 200, { seconds = haproxy.now() - started, outcomes = out })
 end)
 
 core.register_service("auto", "http", function(applet)
