@@ -60,6 +60,22 @@ local function without_collector(f)
   if not ok then error(err, 0) end
 end
 
+-- Runs workers concurrently on c's host, expecting one to stop them all with
+-- `stop` (an error value) within 0.2 to 0.6 s, after which no socket of
+-- theirs is left open.
+local function assert_stopped(host, c, workers, stop)
+  without_collector(function()
+    local before = open_sockets()
+    local started = host.now()
+    local ok, err = pcall(host.run, function() c.transport:run_concurrently(workers) end)
+    local elapsed = host.now() - started
+    assert.is_false(ok)
+    assert.equal(stop, err)
+    assert.is_true(elapsed >= 0.2 and elapsed < 0.6, ("took %.2f s"):format(elapsed))
+    assert.equal(before, open_sockets())
+  end)
+end
+
 -- Gets of opportunities 10000003, 10000004, ..., the i-th one answered
 -- after 200 * i ms.
 local function staggered_gets(count)
@@ -254,58 +270,36 @@ _M.over_http = {
 
   { title = "closes the connection a stopped worker holds while it waits on something else (its sink sleeping)",
     run = function(host)
-      without_collector(function()
-        local c = client(host)
-        local before = open_sockets()
-        local started = host.now()
-        local ok, err = pcall(host.run, function()
-          c.transport:run_concurrently {
-            function()
-              c.unified_api:get("crm", "opportunities", "10000003", Q, { sink = function() c.transport.sleep(5) end })
-            end,
-            function()
-              local opts = delayed(200)
-              opts.sink = function() error("sink stops", 0) end
-              c.unified_api:get("crm", "opportunities", "10000004", Q, opts)
-            end,
-          }
-        end)
-        local elapsed = host.now() - started
-        assert.is_false(ok)
-        assert.equal("sink stops", err)
-        assert.is_true(elapsed >= 0.2 and elapsed < 0.6, ("took %.2f s"):format(elapsed))
-        assert.equal(before, open_sockets())
-        host.close(c)
-      end)
+      local c = client(host)
+      assert_stopped(host, c, {
+        function()
+          c.unified_api:get("crm", "opportunities", "10000003", Q, { sink = function() c.transport.sleep(5) end })
+        end,
+        function()
+          local opts = delayed(200)
+          opts.sink = function() error("sink stops", 0) end
+          c.unified_api:get("crm", "opportunities", "10000004", Q, opts)
+        end,
+      }, "sink stops")
+      host.close(c)
     end },
 
   { title = "stops a batch that its caller's own batch stops, closing its connections",
     run = function(host)
-      without_collector(function()
-        local c = client(host)
-        local before = open_sockets()
-        local started = host.now()
-        local ok, err = pcall(host.run, function()
-          c.transport:run_concurrently {
-            function()
-              local requests = staggered_gets(3)
-              for _, r in ipairs(requests) do r.opts = delayed(1000) end
-              c:batch(requests)
-            end,
-            function()
-              c.transport.sleep(0.2)
-              error("outer stops", 0)
-            end,
-          }
-        end)
-        local elapsed = host.now() - started
-        assert.is_false(ok)
-        assert.equal("outer stops", err)
-        assert.is_true(elapsed >= 0.2 and elapsed < 0.6, ("took %.2f s"):format(elapsed))
-        assert.equal(before, open_sockets())
-        assert.equal(3, #emu.requests())
-        host.close(c)
-      end)
+      local c = client(host)
+      assert_stopped(host, c, {
+        function()
+          local requests = staggered_gets(3)
+          for _, r in ipairs(requests) do r.opts = delayed(1000) end
+          c:batch(requests)
+        end,
+        function()
+          c.transport.sleep(0.2)
+          error("outer stops", 0)
+        end,
+      }, "outer stops")
+      assert.equal(3, #emu.requests())
+      host.close(c)
     end },
 
   { title = "refuses a call outside {outside}, with kind \"phase\"",
