@@ -48,6 +48,7 @@ typedef struct {
     struct reply *converting;       /* the reply being made Lua values */
     size_t max_bytes;
     size_t fed;                     /* bytes fed in all */
+    size_t claimed;                 /* elements the arrays of the reply being read claim */
     size_t replied;                 /* of which the replies returned so far took */
     int too_large;                  /* an array was refused for its length */
     int closed;
@@ -98,12 +99,17 @@ static void *create_string(const redisReadTask *task, char *s, size_t len)
     return r;
 }
 
-/* An array is refused at its header when its elements could not fit in the
- * reader's bound (the reader is every task's privdata). */
+/* An array is refused at its header when its elements, with those the
+ * reply's other arrays claim, could not fit in the reader's bound: nested
+ * arrays would otherwise allocate their claims over and over (the reader is
+ * every task's privdata). */
 static void *create_array(const redisReadTask *task, int elements)
 {
     reader *owner = (reader *)task->privdata;
-    if (elements < 0 || owner == NULL || (size_t)elements > owner->max_bytes / SMALLEST_ELEMENT) {
+    if (owner != NULL && task->parent == NULL)
+        owner->claimed = 0;         /* a new reply */
+    size_t limit = owner != NULL ? owner->max_bytes / SMALLEST_ELEMENT : 0;
+    if (elements < 0 || owner == NULL || (size_t)elements > limit - (owner->claimed < limit ? owner->claimed : limit)) {
         if (owner != NULL)
             owner->too_large = 1;
         return NULL;
@@ -121,6 +127,7 @@ static void *create_array(const redisReadTask *task, int elements)
         }
     }
     r->elements = (size_t)elements;
+    owner->claimed += (size_t)elements;
     return r;
 }
 

@@ -211,6 +211,27 @@ describe("client:batch", function()
     assert.is_true(elapsed < 3, ("took %.2f s"):format(elapsed))
   end)
 
+  it("waits for rate-limit slots without holding up the requests in flight", function()
+    -- Two slots per 2 s: the third request waits 2 s for its slot while the
+    -- first two, answered after 0.5 s, are served meanwhile (a blocking
+    -- wait would let their 1.5 s timeout pass).
+    emu.faults { { method = "GET", delay_ms = 500, count = 2 } }
+    local paced = emu.client { timeout = 1.5, max_retries = 0, rate_limit = { requests = 2, per = 2 } }
+    local requests = {}
+    for i = 1, 3 do
+      requests[i] = { api = "unified", method = "get", model = "crm", resource = "contacts", id = tostring(7000 + i),
+                      query = Q }
+    end
+    local t0 = core.now()
+    local results = paced:batch(requests, { concurrency = 3 })
+    local elapsed = core.now() - t0
+    paced:close()
+    for _, r in ipairs(results) do assert.equal(200, r[2].status, tostring(r[2].message)) end
+    assert.is_true(elapsed >= 2 and elapsed < 2.8, ("took %.2f s"):format(elapsed))
+    local log = emu.requests()
+    assert.is_true(log[3].time - log[1].time >= 2 - 0.01, "the third request did not wait for its slot")
+  end)
+
   it("calls on_progress once per settled request", function()
     local calls = {}
     local results = client:batch({ update("10000004", 1), update("10000005", 2), update("missing", 3) }, {

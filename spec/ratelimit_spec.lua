@@ -159,19 +159,42 @@ describe("ratelimit with a store", function()
     assert.equal(2, #logs)
   end)
 
-  it("fails the call with kind store when on_store_error is fail, and sends nothing", function()
-    local clock = fake_clock()
+  it("fails the call with kind store when on_store_error is fail, sends nothing, and says so once", function()
+    local clock, logs = fake_clock(), {}
     local store = fake_store(clock)
     store.down = "Redis refused the credentials: WRONGPASS"
     local transport = { now = clock.now, sent = 0 }
     function transport.perform() transport.sent = transport.sent + 1 return 200, {}, "{}" end
-    local client = truto.new { token = "t", transport = transport, sleep = clock.sleep, log = function() end,
+    local client = truto.new { token = "t", transport = transport, sleep = clock.sleep,
+      log = function(m) logs[#logs + 1] = m end,
       rate_limit = { requests = 5, per = 1, store = store, on_store_error = "fail" } }
     local result, err = client.unified_api:get("crm", "users", "1", { integrated_account_id = "x" })
     assert.is_nil(result)
     assert.same({ "store", "the rate-limit store failed: Redis refused the credentials: WRONGPASS", false, 1 },
       { err.kind, err.message, err.retryable, err.attempts })
     assert.equal(0, transport.sent)
+    clock.t = clock.t + 5   -- tried again: still failing, said no more
+    assert.is_nil((client.unified_api:get("crm", "users", "1", { integrated_account_id = "x" })))
+    assert.same({ "rate-limit store failed (Redis refused the credentials: WRONGPASS): calls fail until it answers" },
+      logs)
+  end)
+
+  it("says so when a store of one's own fails without a reason", function()
+    local clock, logs = fake_clock(), {}
+    local store = { acquire = function() return nil end, block = function() return true end }
+    local pacer = ratelimit.new({ requests = 2, per = 1, store = store }, clock.now, clock.sleep, nil,
+      function(m) logs[#logs + 1] = m end)
+    assert.equal(0, pacer:acquire("acct"))
+    assert.same({ "rate-limit store failed (it gave no reason): pacing this process alone at 2 requests per 1 s "
+      .. "until it answers" }, logs)
+  end)
+
+  it("waits as long as the window says when a call has no deadline, however far its slot", function()
+    local clock = fake_clock()
+    local store = fake_store(clock)
+    local pacer = ratelimit.new({ requests = 1, per = 4000, store = store, margin = 0 }, clock.now, clock.sleep)
+    assert.equal(0, pacer:acquire("acct"))
+    assert.equal(4000, pacer:acquire("acct"))
   end)
 
   it("blocks the account for a 429's Retry-After, for this client's next call and the fleet's", function()

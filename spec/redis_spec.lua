@@ -81,6 +81,15 @@ describe("truto.redis_core.reader", function()
     r = resp.reader(64)
     assert.is_true(r:feed("*1000000000\r\n"))
     assert.same({ nil, "a Redis reply larger than 64 bytes" }, { r:reply() })
+    -- Nested arrays count their claims together: 8 arrays of 10 elements
+    -- (80 claimed) cannot come in a bound of 64 bytes, not even one nested
+    -- in another.
+    r = resp.reader(64)
+    assert.is_true(r:feed("*10\r\n*10\r\n"))
+    assert.same({ nil, "a Redis reply larger than 64 bytes" }, { r:reply() })
+    r = resp.reader(128)
+    assert.is_true(r:feed("*2\r\n*10\r\n" .. (":1\r\n"):rep(10) .. "*10\r\n" .. (":2\r\n"):rep(10)))
+    assert.equal(2, #select(2, r:reply()))
     -- Replies read one after another are each within the bound.
     r = resp.reader(64)
     for _ = 1, 20 do
@@ -107,5 +116,53 @@ describe("truto.redis_core.reader", function()
     r:close()
     assert.has_error(function() r:feed("+OK\r\n") end, "truto: Redis reader is closed")
     assert.matches("^truto.RedisReader %(closed, ", tostring(r))
+  end)
+end)
+
+describe("truto.redis's one deadline per operation", function()
+  local redis = require "truto.redis"
+
+  -- A socket on a fake clock whose server answers each command after 0.75 s
+  -- (its reply is "+OK"); it records the timeouts it is given.
+  local function slow_env()
+    local clock = { t = 0 }
+    local env = { timeouts = {} }
+    function env.now() return clock.t end
+    function env.tcp()
+      local sock, queued = {}, {}
+      function sock.settimeout(_, ms) env.timeouts[#env.timeouts + 1] = ms sock.ms = ms end
+      function sock.connect() return 1 end
+      function sock.getreusedtimes() return 0 end
+      function sock.send(_, data)
+        queued[#queued + 1] = data
+        return #data
+      end
+      function sock.receiveany()
+        local wait = math.min(0.75, sock.ms / 1000)
+        clock.t = clock.t + wait
+        if wait < 0.75 then return nil, "timeout" end
+        table.remove(queued, 1)
+        return "+OK\r\n"
+      end
+      function sock.close() end
+      return sock
+    end
+    return env
+  end
+
+  it("gives every step of a connection what is left of its time, not the whole of it", function()
+    local env = slow_env()
+    -- AUTH and SELECT, 0.75 s each, within 1 s: SELECT runs out.
+    local conn, err = redis.connect(env, assert(redis.parse_url("redis://:pw@h/2")), 1)
+    assert.is_nil(conn)
+    assert.same({ kind = "store", message = "timed out waiting for Redis" }, err)
+    assert.same({ 1000, 1000, 1000, 250, 250 }, env.timeouts)
+    -- Given 2.5 s, both steps and one command fit (2.25 s); a second command does not.
+    env = slow_env()
+    conn = assert(redis.connect(env, assert(redis.parse_url("redis://:pw@h/2")), 2.5))
+    assert.equal("OK", conn:call { "PING" })
+    local value, perr = conn:call { "PING" }
+    assert.is_nil(value)
+    assert.same({ kind = "store", message = "timed out waiting for Redis" }, perr)
   end)
 end)

@@ -553,21 +553,39 @@ end
 
 --- Before each attempt: pacing, the on_request hook, the attempt count,
 -- and when the attempt must end: `timeout` from now, never past
--- `retry.deadline`.
+-- `retry.deadline`.  A runner that serves other calls meanwhile passes
+-- `later`: a pacing wait is then not slept but returned (the call's slot is
+-- reserved), and the runner calls again once it is over.
 ---@package
 ---@param call table
-function Client:begin_attempt(call)
-  if call.attempt == 0 and call.deadline_seconds then
-    -- From the first attempt: time a batch call spends queued is not its own.
-    call.deadline = self.now() + call.deadline_seconds
+---@param later? boolean
+---@return number? wait seconds until the call's slot, with `later`
+function Client:begin_attempt(call, later)
+  if not call.paced then
+    if call.attempt == 0 and call.deadline_seconds then
+      -- From the first attempt: time a batch call spends queued is not its own.
+      call.deadline = self.now() + call.deadline_seconds
+    end
+    call.attempt = call.attempt + 1
+    call.hop, call.hops = call.req, 0
   end
-  call.attempt = call.attempt + 1
-  call.hop, call.hops = call.req, 0
-  if self.pacer then
-    local waited, err = self.pacer:acquire(call.account, call.deadline)
+  local pacer = self.pacer
+  if pacer then
+    local wait, err
+    if not later then
+      wait, err = pacer:acquire(call.account, call.deadline)
+    else
+      if call.paced then
+        wait, err = pacer:recheck(call.account, call.deadline)
+      else
+        wait, err = pacer:reserve(call.account, call.deadline)
+      end
+      call.paced = wait and wait > 0 or nil
+      if call.paced then return wait end
+    end
     if err then
       call.failed = err       -- arm() reports it; nothing is sent
-    elseif not waited then
+    elseif not wait then
       call.ends = -math.huge   -- arm() reports the deadline; nothing is sent
       return
     end
@@ -654,9 +672,12 @@ end
 -- (truncated or malformed HTTP, a refused redirect), `"decode"` (a 2xx body that
 -- is not valid JSON, corrupt compression), `"too_large"` (a body over
 -- `max_response_bytes`, headers over 256 KiB or a header line over 100 KiB),
--- `"phase"` (inside nginx, a phase without cosockets), `"journal"` (a batch's
--- journal that cannot be read or written).
----@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"|"journal"
+-- `"phase"` (where the host's sockets cannot yield), `"file"` (a file to
+-- upload), `"rpc"` (a JSON-RPC error), `"store"` (the rate-limit store failed,
+-- with on_store_error = "fail"), `"journal"` (a batch's journal that cannot be
+-- read or written).
+---@alias truto.ErrorKind "http"|"timeout"|"connect"|"network"|"tls"|"protocol"|"decode"|"too_large"|"phase"
+---| "file"|"rpc"|"store"|"journal"
 
 --- What a failed call returns second, after nil: a table whose `tostring` reads
 -- `truto: GET /unified/crm/opportunities/x: 404 Not Found: Record not found` and
@@ -1576,16 +1597,24 @@ end
 local function run_on_multi(self, calls, pending, concurrency, start, finish)
   local multi = self.transport:multi()
   local n, next_new, in_flight, count = #pending, 1, {}, 0
-  local due = {}   -- retries waiting for their time, soonest first: { at = t, index = i }
+  -- Calls waiting for their time, soonest first: { at = t, index = i }:
+  -- retries, and calls waiting for their rate-limit slot (`paced`, which
+  -- take a place of `concurrency`, so that a batch reserves no more slots
+  -- ahead than it runs at once).
+  local due, paced = {}, 0
   local settled = 0
+
+  local function wait_until(at, index)
+    local pos = #due + 1
+    while pos > 1 and due[pos - 1].at > at do pos = pos - 1 end
+    table.insert(due, pos, { at = at, index = index })
+  end
 
   -- The call's outcome: done, failed, or due again later.
   local function judge(index, ...)
     local verdict, a, b = self:settle(calls[index], ...)
     if verdict == "retry" then
-      local at, pos = self.now() + a, #due + 1
-      while pos > 1 and due[pos - 1].at > at do pos = pos - 1 end
-      table.insert(due, pos, { at = at, index = index })
+      wait_until(self.now() + a, index)
     else
       settled = settled + 1
       if verdict == "done" then finish(index, a, b) else finish(index, nil, a) end
@@ -1612,22 +1641,30 @@ local function run_on_multi(self, calls, pending, concurrency, start, finish)
 
   local function loop()
     while settled < n do
-      while count < concurrency do
+      while count + paced < concurrency or (due[1] and due[1].at <= self.now() and calls[due[1].index].paced) do
         local index
         if due[1] and due[1].at <= self.now() then
           index = table.remove(due, 1).index
+          if calls[index].paced then paced = paced - 1 end
         elseif next_new <= n then
           index, next_new = pending[next_new], next_new + 1
           start(index)
         else
           break
         end
-        self:begin_attempt(calls[index])
-        send(index)
+        local wait = self:begin_attempt(calls[index], true)
+        if wait then
+          paced = paced + 1
+          wait_until(self.now() + wait, index)
+        else
+          send(index)
+        end
       end
       local wait = 1
-      -- A due retry shortens the wait only when it could be started.
-      if due[1] and count < concurrency then wait = math.max(0, math.min(wait, due[1].at - self.now())) end
+      -- A due call shortens the wait only when it could be started.
+      if due[1] and (count + paced < concurrency or calls[due[1].index].paced) then
+        wait = math.max(0, math.min(wait, due[1].at - self.now()))
+      end
       if count == 0 then
         if settled < n then self.sleep(wait) end
       else

@@ -11,6 +11,8 @@ local READ_BYTES = 16 * 1024
 local KEEPALIVE_MS = 60000
 local POOL_SIZE = 16
 
+local core = require "truto.core"
+
 local resp   -- truto.redis_core, loaded with the first connection
 
 local function failure(message)
@@ -70,9 +72,18 @@ end
 local Connection = {}
 Connection.__index = Connection
 
+-- Sets the socket's timeout to what is left of the operation; false when
+-- nothing is.
+local function arm(conn)
+  local left = conn.ends - conn.now()
+  if left <= 0 then return false end
+  conn.sock:settimeout(math.max(1, math.floor(left * 1000)))
+  return true
+end
+
 -- Reads one reply: value, or nil, server_error_message, or nil, nil, err.
--- counted: the socket's reads wait for a whole count (HAProxy's).
-local function read_reply(sock, counted)
+local function read_reply(conn)
+  local sock, counted = conn.sock, conn.counted
   local reader = resp.reader(MAX_REPLY_BYTES)
   while true do
     local ok, value, server_error = reader:reply()
@@ -80,6 +91,7 @@ local function read_reply(sock, counted)
     if ok then return value, server_error end
     -- A host whose reads wait for a whole count is asked for one byte at a
     -- time: a reply's length is known only once it is read.
+    if not arm(conn) then return nil, nil, "timed out waiting for Redis" end
     local data, err
     if counted then data, err = sock:receiveany(READ_BYTES, 1) else data, err = sock:receiveany(READ_BYTES) end
     if not data then
@@ -100,13 +112,17 @@ end
 ---@return table? err
 function Connection:call(words)
   local sock = self.sock
+  if not arm(self) then
+    self:close()
+    return failure("timed out waiting for Redis")
+  end
   local ok, err = sock:send(resp.command(words))
   if not ok then
     self:close()
     if err == "timeout" then return failure("timed out writing to Redis") end
     return failure("writing to Redis failed: " .. tostring(err))
   end
-  local value, server_error, rerr = read_reply(sock, self.counted)
+  local value, server_error, rerr = read_reply(self)
   if rerr then
     self:close()
     return failure(rerr)
@@ -160,30 +176,41 @@ function Connection:close()
   self.sock = nil
 end
 
---- A connection to the server of `parts`, within `seconds` for each step.
--- tcp makes a socket with nginx's cosocket API.
----@param tcp fun(): table
+--- A connection to the server of `parts` for one operation: it and every
+-- command sent on it end within `seconds` from now, all steps together.
+-- tcp makes a socket with nginx's cosocket API; env.now is its clock.
+---@param env table a transport's env: { tcp = fun(): table, now = fun(): number, counted_reads = boolean? }
 ---@param parts table from parse_url
 ---@param seconds number
----@param options? table { insecure = boolean, counted_reads = boolean (the transport's env.counted_reads) }
+---@param options? table { insecure = boolean }
 ---@return table? connection
 ---@return table? err { kind = "store", message }
-function _M.connect(tcp, parts, seconds, options)
+function _M.connect(env, parts, seconds, options)
   resp = resp or require "truto.redis_core"
-  local sock = tcp()
-  sock:settimeout(math.max(1, math.floor(seconds * 1000)))
+  local insecure = options and options.insecure or false
+  local sock = env.tcp()
+  local conn = setmetatable({ sock = sock, counted = env.counted_reads, now = env.now, ends = env.now() + seconds },
+                            Connection)
+  arm(conn)
   local where = ("%s:%d"):format(parts.host, parts.port)
-  local pool = ("truto-redis:%s:%d:%d:%s"):format(parts.host, parts.port, parts.db, parts.tls and "tls" or "tcp")
+  -- A pooled connection is taken only by the same credentials and TLS check
+  -- (nginx's pools are the worker's, shared by every client in it).
+  local pool = ("truto-redis:%s:%d:%d:%s:%s:%s"):format(parts.host, parts.port, parts.db,
+    parts.tls and (insecure and "tls-unverified" or "tls") or "tcp", parts.user or "",
+    parts.password and core.checksum(parts.password) or "")
   local host = parts.host:find(":", 1, true) and "[" .. parts.host .. "]" or parts.host
   local ok, err = sock:connect(host, parts.port, { pool = pool })
   if not ok then
     if err == "timeout" then return failure("timed out connecting to Redis at " .. where) end
     return failure(("cannot connect to Redis at %s: %s"):format(where, tostring(err)))
   end
-  local conn = setmetatable({ sock = sock, counted = options and options.counted_reads }, Connection)
   if sock:getreusedtimes() > 0 then return conn end
   if parts.tls then
-    local verify = not (options and options.insecure)
+    if not arm(conn) then
+      conn:close()
+      return failure("timed out connecting to Redis at " .. where)
+    end
+    local verify = not insecure
     local hok, session, herr = pcall(sock.sslhandshake, sock, nil, (not parts.ip) and parts.host or nil, verify)
     if not hok or not session then
       conn:close()
@@ -195,6 +222,7 @@ function _M.connect(tcp, parts, seconds, options)
     local _, aerr = conn:call(parts.user and { "AUTH", parts.user, parts.password } or { "AUTH", parts.password })
     if aerr then
       conn:close()
+      if not aerr.server then return nil, aerr end
       -- The server's reason, never the password.
       return failure("Redis refused the credentials: " .. aerr.message:gsub("^Redis: ", ""))
     end
@@ -203,6 +231,7 @@ function _M.connect(tcp, parts, seconds, options)
     local _, serr = conn:call { "SELECT", parts.db }
     if serr then
       conn:close()
+      if not serr.server then return nil, serr end
       return failure("Redis refused database " .. parts.db .. ": " .. serr.message:gsub("^Redis: ", ""))
     end
   end

@@ -3,15 +3,16 @@
 --
 -- A store is any object with two methods (the three below are built in):
 --   store:acquire(key, limit) -> true, wait | false, wait | nil, message
---     limit = { requests, per, max_wait, margin } (seconds).  Reserves the
+--     limit = { requests, per, max_wait, margin, timeout } (seconds; timeout:
+--     what the operation may take).  Reserves the
 --     key's next slot and returns the seconds until it (0: at once), so that
 --     no window of `per` seconds holds more than `requests` slots, each
 --     slot at least `margin` past the window it would crowd, none before
 --     the key's "not before" time.  false, wait: the slot is more than
 --     max_wait away; nothing was reserved.
---   store:block(key, seconds) -> true | nil, message
+--   store:block(key, seconds, timeout) -> true | nil, message
 --     No slot of key before `seconds` from now (a 429's Retry-After).
---   store:blocked(key) -> seconds | nil, message (optional)
+--   store:blocked(key, timeout) -> seconds | nil, message (optional)
 --     How long until the key's "not before" time (0: none): asked again
 --     after waiting for a slot, so that a block set meanwhile by another
 --     process holds back a slot reserved before it.
@@ -93,8 +94,8 @@ local function redis_keys(key)
   return { base .. ":slots", base .. ":not_before", base .. ":seq" }
 end
 
-function Redis:run(key, args)
-  local conn, err = redis.connect(self.tcp, self.parts, self.timeout, self.options)
+function Redis:run(key, args, timeout)
+  local conn, err = redis.connect(self.env, self.parts, timeout or self.timeout, self.options)
   if not conn then return nil, err.message end
   local value
   value, err = conn:eval(REDIS_SCRIPT, redis_keys(key), args)
@@ -107,20 +108,21 @@ function Redis:run(key, args)
 end
 
 function Redis:acquire(key, limit)
-  local value, err = self:run(key, { "acquire", limit.requests, ms(limit.per), ms(limit.max_wait), ms(limit.margin) })
+  local value, err = self:run(key, { "acquire", limit.requests, ms(limit.per), ms(limit.max_wait), ms(limit.margin) },
+    limit.timeout)
   if not value then return nil, err end
   if type(value) ~= "table" or type(value[2]) ~= "number" then return nil, "Redis answered the pacing script oddly" end
   return value[1] == 1, value[2] / 1000
 end
 
-function Redis:blocked(key)
-  local value, err = self:run(key, { "check" })
+function Redis:blocked(key, timeout)
+  local value, err = self:run(key, { "check" }, timeout)
   if not value then return nil, err end
   return value / 1000
 end
 
-function Redis:block(key, seconds)
-  local value, err = self:run(key, { "block", math.max(1, ms(seconds)) })
+function Redis:block(key, seconds, timeout)
+  local value, err = self:run(key, { "block", math.max(1, ms(seconds)) }, timeout)
   if not value then return nil, err end
   return true
 end
@@ -135,9 +137,9 @@ local LOCK_SECONDS = 0.5   -- a worker that dies holding the lock frees it after
 -- Runs step(entry) -> new_entry under the key's lock; the entry is a string
 -- ("not_before slot slot ...", ms).  nil, message when the lock is not had
 -- within the store's timeout.
-function SharedDict:locked(key, step)
+function SharedDict:locked(key, step, timeout)
   local ngx, dict, lock = self.ngx, self.dict, "truto:lock:" .. key
-  local deadline = ngx.now() + self.timeout
+  local deadline = ngx.now() + (timeout or self.timeout)
   while true do
     local ok, err = dict:add(lock, true, LOCK_SECONDS)
     if ok then break end
@@ -174,7 +176,7 @@ function SharedDict:acquire(key, limit)
     local at, wait, kept = reserve(slots, now, not_before, limit.requests, ms(limit.per), ms(limit.max_wait),
       ms(limit.margin))
     return not_before .. " " .. table.concat(kept, " "), at ~= nil, wait / 1000
-  end)
+  end, limit.timeout)
 end
 
 function SharedDict:blocked(key)
@@ -182,12 +184,12 @@ function SharedDict:blocked(key)
   return math.max(0, not_before - now_ms(self.ngx)) / 1000
 end
 
-function SharedDict:block(key, seconds)
+function SharedDict:block(key, seconds, timeout)
   local ok, err = self:locked(key, function(entry)
     local not_before, slots = parse_entry(entry)
     not_before = math.max(not_before, now_ms(self.ngx) + ms(seconds))
     return not_before .. " " .. table.concat(slots, " "), true
-  end)
+  end, timeout)
   if ok == nil then return nil, err end
   return true
 end
@@ -224,8 +226,8 @@ function _M.new(spec, transport, timeout)
   if not (env and env.tcp) then
     return nil, "rate_limit.store: this transport has no sockets for Redis"
   end
-  return setmetatable({ parts = parts, tcp = env.tcp, timeout = timeout,
-                        options = { insecure = transport.insecure, counted_reads = env.counted_reads } }, Redis)
+  return setmetatable({ parts = parts, env = env, timeout = timeout, options = { insecure = transport.insecure } },
+                      Redis)
 end
 
 --- The step of the shared dict store, for the specs (it mirrors the Redis script).
