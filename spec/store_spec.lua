@@ -23,9 +23,11 @@ local function transport_of(options)
   return truto.new(o).transport
 end
 
+-- A store with the client options given; each operation may take timeout
+-- seconds (default 5: plenty, even for TLS under valgrind).
 local function store_at(url, options, timeout)
   local transport = transport_of(options)
-  return assert(stores.new(url, transport, timeout or 1)), transport
+  return assert(stores.new(url, transport, timeout or 5)), transport
 end
 
 local function near(expected, got, slack)
