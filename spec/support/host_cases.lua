@@ -43,6 +43,31 @@ local function run_ticked(host, tick, f)
 end
 
 -- The sockets this process has open (the shell's parent is this process).
+-- Updates opportunities 10000003 to 10000010, each answered after 1 s, with
+-- c:batch on host while a ticker keeps firing: all 8 at once (1 to 2 s),
+-- the loop never blocked, the results in request order.  Returns the
+-- requests (for more batches).
+local function assert_concurrent_batch(host, c)
+  local requests = {}
+  for i = 1, 8 do
+    requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
+                    id = tostring(10000002 + i), body = { amount = i }, query = Q, opts = delayed(1000) }
+  end
+  local tick = host.ticker(1)
+  local started = host.now()
+  local results = run_ticked(host, tick, function() return c:batch(requests) end)
+  local elapsed = host.now() - started
+  assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
+  assert.is_true(tick.ticks >= 15, "ticks: " .. tick.ticks)
+  assert.equal(8, #results)
+  for i, r in ipairs(results) do
+    assert.equal(tostring(10000002 + i), r[1] and r[1].id, tostring(r[2]))
+    assert.equal(i, r[1].amount)
+    assert.equal(200, r[2].status)
+  end
+  return requests
+end
+
 local function open_sockets()
   return tonumber(sh.capture("find /proc/$PPID/fd -lname 'socket:*' | wc -l"))
 end
@@ -155,30 +180,14 @@ _M.over_http = {
   { title = "runs client:batch concurrently on {loop}, results in request order",
     run = function(host)
       local c = client(host)
-      local requests = {}
-      for i = 1, 8 do
-        requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
-                        id = tostring(10000002 + i), body = { amount = i }, query = Q, opts = delayed(1000) }
-      end
-      local tick = host.ticker(1)
-      local started = host.now()
-      local results = run_ticked(host, tick, function() return c:batch(requests) end)
-      local elapsed = host.now() - started
-      assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
-      assert.is_true(tick.ticks >= 15, "ticks: " .. tick.ticks)
-      assert.equal(8, #results)
-      for i, r in ipairs(results) do
-        assert.equal(tostring(10000002 + i), r[1].id)
-        assert.equal(i, r[1].amount)
-        assert.equal(200, r[2].status)
-      end
+      local requests = assert_concurrent_batch(host, c)
       assert.equal(8, #emu.requests())
 
       -- concurrency bounds the calls in flight: 8 calls of 400 ms, 4 at a time
       for i = 1, 8 do requests[i].opts = delayed(400) end
-      started = host.now()
-      results = host.run(function() return c:batch(requests, { concurrency = 4 }) end)
-      elapsed = host.now() - started
+      local started = host.now()
+      local results = host.run(function() return c:batch(requests, { concurrency = 4 }) end)
+      local elapsed = host.now() - started
       assert.is_true(elapsed >= 0.8 and elapsed < 1.5, ("took %.2f s"):format(elapsed))
       for i, r in ipairs(results) do assert.equal(i, r[1].amount) end
       host.close(c)
@@ -442,21 +451,7 @@ _M.over_https = {
     run = function(host, tls)
       local server = tls.server
       local c = https_client(host, server, { base_url = server.base_url:gsub("127%.0%.0%.1", "localhost") })
-      local requests = {}
-      for i = 1, 8 do
-        requests[i] = { api = "unified", method = "update", model = "crm", resource = "opportunities",
-                        id = tostring(10000002 + i), body = { amount = i }, query = Q, opts = delayed(1000) }
-      end
-      local tick = host.ticker(1)
-      local started = host.now()
-      local results = run_ticked(host, tick, function() return c:batch(requests) end)
-      local elapsed = host.now() - started
-      assert.is_true(elapsed >= 1 and elapsed < 2, ("took %.2f s"):format(elapsed))
-      assert.is_true(tick.ticks >= 15, "ticks: " .. tick.ticks)
-      for i, r in ipairs(results) do
-        assert.equal(tostring(10000002 + i), r[1] and r[1].id, tostring(r[2]))
-        assert.equal(i, r[1].amount)
-      end
+      assert_concurrent_batch(host, c)
       host.close(c)
     end },
 
