@@ -221,17 +221,19 @@ _M.over_http = {
       for i, r in ipairs(results) do assert.equal(i, r[1].amount, tostring(r[2])) end
       local stats = emu.stats()
       for i = 1, 6 do assert.equal(1, stats.writes[emu.ACCOUNT .. PREFIX:sub(9) .. (10000002 + i)]) end
-      -- In flight at the stop: 3 and 4, and 5, which the worker that settled 1
-      -- took next; sent again under their first keys (replayed when the first
-      -- send had reached the emulator), 6 under a key of its own.
+      -- What was in flight at the stop (which of 3 to 6 depends on how fast
+      -- the host ran them: under valgrind, 1 and 2 may settle before the
+      -- others start) is sent again under its first key (replayed when the
+      -- first send had reached the emulator); the rest under keys of their own.
       local log = emu.requests()
       for _, r in ipairs(log) do
         if first_keys[r.path] then assert.equal(first_keys[r.path], r.headers["idempotency-key"], r.path) end
       end
-      for i = 1, 6 do assert.equal(i <= 5, first_keys[PREFIX .. (10000002 + i)] ~= nil, i) end
-      -- 1 and 2 once, 3 to 6 by the rerun; a replay for each first send of 3 to 5 that arrived
+      assert.truthy(first_keys[PREFIX .. 10000003] and first_keys[PREFIX .. 10000004])   -- settled, so started
+      -- Each update applied once; a replay for each first send that arrived
+      -- (at most the 4 in flight).
       assert.equal(6, #log - stats.idempotent_replays)
-      assert.is_true(stats.idempotent_replays <= 3)
+      assert.is_true(stats.idempotent_replays <= 4)
       host.close(c)
     end },
 
